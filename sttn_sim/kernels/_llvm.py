@@ -1,0 +1,243 @@
+"""Low-level LLVM intrinsics used by the packed ternary kernels.
+
+Everything here is reachable from ``@numba.njit`` code through
+:func:`numba.extending.intrinsic`:
+
+* :func:`popcount64` -- scalar ``llvm.ctpop.i64`` (``popcnt`` / ``vpopcntq``).
+* :func:`bits64` -- pack 64 consecutive int8 codes into (non-zero word, sign word,
+  invalid-value word) with three byte compares and mask moves
+  (``vptestmb``/``vpcmpb`` + ``kmovq`` on AVX-512 BW).
+* :func:`unbits64` -- the inverse: expand one (non-zero, sign) word pair to 64 int8 codes.
+* :func:`make_microkernel` -- the register-tiled GEMM micro-kernel, emitted directly
+  as LLVM vector IR (``<8 x i64>`` = one zmm register) so it does not depend on the
+  auto-vectorisers: ``R`` broadcast rows of A times ``8*V`` columns of B, one word of
+  K per loop iteration, accumulators in registers for the whole K loop.
+
+Bit identity (DESIGN.md section 2.5), with ``t = m_a & m_b`` and
+``u = (s_a ^ s_b) & t``::
+
+    a . b = popcount(t) - 2 * popcount(u)
+
+Per word and per 8 output columns the micro-kernel issues ``vpandq`` (t),
+``vpternlogq`` (u), two ``vpopcntq`` and two ``vpaddq``: 6 vector instructions per
+512 multiply-accumulates.
+"""
+
+from __future__ import annotations
+
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+_I8 = ir.IntType(8)
+_I32 = ir.IntType(32)
+_I64 = ir.IntType(64)
+_V8I64 = ir.VectorType(_I64, 8)
+_V8I32 = ir.VectorType(_I32, 8)
+_V64I8 = ir.VectorType(_I8, 64)
+_V64I1 = ir.VectorType(ir.IntType(1), 64)
+
+
+def _as_intp(context, builder, val, ty):
+    return context.cast(builder, val, ty, types.intp)
+
+
+def _data_ptr(context, builder, arrty, val, elem):
+    """Typed pointer to the first element of a numba array value."""
+    data = context.make_array(arrty)(context, builder, val).data
+    return builder.bitcast(data, elem.as_pointer())
+
+
+def _check_array(arr, dtype):
+    return (
+        isinstance(arr, types.Array)
+        and arr.dtype == dtype
+        and arr.layout == "C"
+    )
+
+
+@intrinsic
+def popcount64(typingctx, x):
+    """Number of set bits of a 64-bit integer (``llvm.ctpop.i64``), as uint64."""
+    if not isinstance(x, types.Integer):
+        return None
+    sig = types.uint64(x)
+
+    def codegen(context, builder, signature, args):
+        val = context.cast(builder, args[0], signature.args[0], types.uint64)
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [_I64])
+        return builder.call(fn, [val])
+
+    return sig, codegen
+
+
+@intrinsic
+def bits64(typingctx, codes, offset):
+    """``(m, s, bad)`` words of ``codes.ravel()[offset:offset + 64]`` (int8, C-contiguous).
+
+    bit j of ``m`` is ``code != 0``, of ``s`` is ``code < 0`` and of ``bad`` is
+    ``code not in {-1, 0, 1}``.  The caller guarantees 64 readable elements.
+    """
+    if not (_check_array(codes, types.int8) and isinstance(offset, types.Integer)):
+        return None
+    rett = types.UniTuple(types.uint64, 3)
+    sig = rett(codes, offset)
+
+    def codegen(context, builder, signature, args):
+        base = _data_ptr(context, builder, signature.args[0], args[0], _I8)
+        off = _as_intp(context, builder, args[1], signature.args[1])
+        vptr = builder.bitcast(builder.gep(base, [off]), _V64I8.as_pointer())
+        v = builder.load(vptr, align=1)
+        zero = ir.Constant(_V64I8, None)
+        m = builder.bitcast(builder.icmp_signed("!=", v, zero), _I64)
+        s = builder.bitcast(builder.icmp_signed("<", v, zero), _I64)
+        shifted = builder.add(v, ir.Constant(_V64I8, [1] * 64))
+        bad = builder.icmp_unsigned(">", shifted, ir.Constant(_V64I8, [2] * 64))
+        bad = builder.bitcast(bad, _I64)
+        return context.make_tuple(builder, signature.return_type, [m, s, bad])
+
+    return sig, codegen
+
+
+@intrinsic
+def unbits64(typingctx, out, offset, m, s):
+    """Write the 64 codes of one (non-zero, sign) word pair to ``out.ravel()[offset:]``."""
+    if not (
+        _check_array(out, types.int8)
+        and isinstance(offset, types.Integer)
+        and isinstance(m, types.Integer)
+        and isinstance(s, types.Integer)
+    ):
+        return None
+    sig = types.void(out, offset, m, s)
+
+    def codegen(context, builder, signature, args):
+        base = _data_ptr(context, builder, signature.args[0], args[0], _I8)
+        off = _as_intp(context, builder, args[1], signature.args[1])
+        mw = context.cast(builder, args[2], signature.args[2], types.uint64)
+        sw = context.cast(builder, args[3], signature.args[3], types.uint64)
+        mm = builder.bitcast(mw, _V64I1)
+        sm = builder.bitcast(sw, _V64I1)
+        one = ir.Constant(_V64I8, [1] * 64)
+        neg = ir.Constant(_V64I8, [-1 & 0xFF] * 64)
+        zero = ir.Constant(_V64I8, None)
+        val = builder.select(sm, neg, builder.select(mm, one, zero))
+        vptr = builder.bitcast(builder.gep(base, [off]), _V64I8.as_pointer())
+        builder.store(val, vptr, align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def make_microkernel(rows: int, vecs: int):
+    """Build the ``rows x (8*vecs)`` packed ternary GEMM micro-kernel intrinsic.
+
+    Signature (inside njit code)::
+
+        mk(a, a_off, b, b_off, nwords, out, out_off, ldo)
+
+    * ``a``: uint64 C-contiguous array; the A tile starts at flat index ``a_off`` and
+      holds, for each word ``w`` of K, ``rows`` non-zero words then ``rows`` sign words
+      (``a[a_off + w*2*rows + plane*rows + r]``).
+    * ``b``: uint64 C-contiguous array; the B tile starts at ``b_off`` and holds, for
+      each word, ``NB = 8*vecs`` non-zero words then ``NB`` sign words
+      (``b[b_off + w*2*NB + plane*NB + j]``).
+    * ``nwords >= 1`` words of K are accumulated.
+    * Result ``C[r, j]`` (int32) is stored at ``out.ravel()[out_off + r*ldo + j]`` for
+      all ``rows x NB`` entries: the caller routes edge tiles through a scratch tile.
+    """
+    nb = 8 * vecs
+
+    @intrinsic
+    def microkernel(typingctx, a, a_off, b, b_off, nwords, out, out_off, ldo):
+        if not (
+            _check_array(a, types.uint64)
+            and _check_array(b, types.uint64)
+            and _check_array(out, types.int32)
+        ):
+            return None
+        sig = types.void(a, a_off, b, b_off, nwords, out, out_off, ldo)
+
+        def codegen(context, builder, signature, args):
+            sa = signature.args
+            aptr = _data_ptr(context, builder, sa[0], args[0], _I64)
+            bptr = _data_ptr(context, builder, sa[2], args[2], _I64)
+            optr = _data_ptr(context, builder, sa[5], args[5], _I32)
+            a_off_v = _as_intp(context, builder, args[1], sa[1])
+            b_off_v = _as_intp(context, builder, args[3], sa[3])
+            nw = _as_intp(context, builder, args[4], sa[4])
+            o_off = _as_intp(context, builder, args[6], sa[6])
+            ldo_v = _as_intp(context, builder, args[7], sa[7])
+
+            ctpop = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_V8I64, [_V8I64]), "llvm.ctpop.v8i64"
+            )
+            zero = ir.Constant(_V8I64, None)
+            undef = ir.Constant(_V8I64, ir.Undefined)
+            splat0 = ir.Constant(_V8I32, [0] * 8)
+
+            pre = builder.block
+            loop = builder.append_basic_block("ternary_mk.loop")
+            done = builder.append_basic_block("ternary_mk.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+
+            w = builder.phi(_I64, "w")
+            w.add_incoming(ir.Constant(_I64, 0), pre)
+            acc_p = [[builder.phi(_V8I64) for _ in range(vecs)] for _ in range(rows)]
+            acc_q = [[builder.phi(_V8I64) for _ in range(vecs)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(vecs):
+                    acc_p[r][v].add_incoming(zero, pre)
+                    acc_q[r][v].add_incoming(zero, pre)
+
+            bbase = builder.add(b_off_v, builder.mul(w, ir.Constant(_I64, 2 * nb)))
+            abase = builder.add(a_off_v, builder.mul(w, ir.Constant(_I64, 2 * rows)))
+
+            def vload(k):
+                p = builder.gep(bptr, [builder.add(bbase, ir.Constant(_I64, k))])
+                return builder.load(builder.bitcast(p, _V8I64.as_pointer()), align=8)
+
+            def bcast(k):
+                p = builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, k))])
+                x = builder.insert_element(undef, builder.load(p, align=8), ir.Constant(_I32, 0))
+                return builder.shuffle_vector(x, undef, splat0)
+
+            bm = [vload(8 * v) for v in range(vecs)]
+            bs = [vload(nb + 8 * v) for v in range(vecs)]
+            new_p = [[None] * vecs for _ in range(rows)]
+            new_q = [[None] * vecs for _ in range(rows)]
+            for r in range(rows):
+                am = bcast(r)
+                asg = bcast(rows + r)
+                for v in range(vecs):
+                    t = builder.and_(am, bm[v])
+                    u = builder.and_(builder.xor(asg, bs[v]), t)
+                    new_p[r][v] = builder.add(acc_p[r][v], builder.call(ctpop, [t]))
+                    new_q[r][v] = builder.add(acc_q[r][v], builder.call(ctpop, [u]))
+
+            w_next = builder.add(w, ir.Constant(_I64, 1))
+            tail = builder.block
+            w.add_incoming(w_next, tail)
+            for r in range(rows):
+                for v in range(vecs):
+                    acc_p[r][v].add_incoming(new_p[r][v], tail)
+                    acc_q[r][v].add_incoming(new_q[r][v], tail)
+            builder.cbranch(builder.icmp_signed("<", w_next, nw), loop, done)
+
+            builder.position_at_end(done)
+            one = ir.Constant(_V8I64, [1] * 8)
+            for r in range(rows):
+                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
+                for v in range(vecs):
+                    res = builder.sub(new_p[r][v], builder.shl(new_q[r][v], one))
+                    res = builder.trunc(res, _V8I32)
+                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, 8 * v))])
+                    builder.store(res, builder.bitcast(p, _V8I32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    microkernel.__name__ = f"ternary_microkernel_{rows}x{nb}"
+    return microkernel

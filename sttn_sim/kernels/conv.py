@@ -1,0 +1,233 @@
+"""Packed ternary 2-D convolution (cross-correlation, as in PyTorch ``conv2d``).
+
+``out[n, o, y, x] = sum_{c, dy, dx} W[o, c, dy, dx] * X[n, c, y*sh - ph + dy, x*sw - pw + dx]``
+with zero padding (exact: 0 is a ternary value), int32 accumulators
+``[N, C_out, OH, OW]``, ``OH = (H + 2 ph - kh) // sh + 1`` (likewise ``OW``).
+
+Layouts:
+
+* Activations: int8 NCHW codes, or -- what a packed engine keeps between layers --
+  channel-packed NHWC words: a :class:`~.packing.PackedTernary` of unpacked shape
+  ``[N, H, W, C]`` (planes ``uint64[2, N, H, W, ceil(C/64)]``), see
+  :func:`pack_activations_nhwc`.
+* Weights: int8 codes ``[C_out, C_in, kh, kw]``, or :class:`ConvWeights` from
+  :func:`prepack_conv_weights` (done once at model load).  The packed K axis is
+  ``(dy, dx, channel word)``: each of the ``kh*kw`` taps contributes ``ceil(C_in/64)``
+  words, channel padding bits are zero.
+
+The kernel is an implicit GEMM: for each block of ``TILE_N`` output pixels it gathers
+the packed words of the ``kh*kw`` taps (padding taps are zero words) into an L1-resident
+column block in the :class:`~.gemm.GemmColumns` layout and runs the GEMM micro-kernel
+against every row block of the weights; no im2col matrix is materialised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numba
+import numpy as np
+
+from sttn_sim.errors import ShapeError
+
+from .gemm import _MK, TILE_M, TILE_N, GemmWeights, _block_planes
+from .packing import PackedTernary, check_ternary_codes, pack_ternary, words_for
+
+__all__ = [
+    "ConvWeights",
+    "prepack_conv_weights",
+    "pack_activations_nhwc",
+    "ternary_conv2d",
+    "ternary_conv2d_reference",
+    "conv_output_size",
+]
+
+
+@dataclass(frozen=True)
+class ConvWeights:
+    """Convolution weights re-blocked for the packed kernel.
+
+    ``gemm``: :class:`~.gemm.GemmWeights` with ``rows = c_out`` and
+    ``words = kh * kw * ceil(c_in / 64)``.
+    """
+
+    gemm: GemmWeights
+    c_out: int
+    c_in: int
+    kh: int
+    kw: int
+
+    @property
+    def shape(self) -> tuple:
+        return (self.c_out, self.c_in, self.kh, self.kw)
+
+
+def _pair(v, name: str, minimum: int) -> tuple[int, int]:
+    if isinstance(v, (int, np.integer)):
+        v = (int(v), int(v))
+    try:
+        a, b = (int(x) for x in v)
+    except (TypeError, ValueError):
+        raise ShapeError(f"{name}: expected an int or a pair of ints, got {v!r}") from None
+    if a < minimum or b < minimum:
+        raise ShapeError(f"{name}: expected values >= {minimum}, got {(a, b)}")
+    return a, b
+
+
+def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """``(size + 2*padding - kernel) // stride + 1``."""
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:
+    """Pack int codes ``[C_out, C_in, kh, kw]`` into the kernel layout (once per model)."""
+    if isinstance(w_codes, ConvWeights):
+        return w_codes
+    w8 = check_ternary_codes(w_codes, name, min_ndim=4)
+    if w8.ndim != 4:
+        raise ShapeError(f"{name}: expected a 4-D array [C_out, C_in, kh, kw], got shape {w8.shape}")
+    c_out, c_in, kh, kw = w8.shape
+    if c_out < 1 or kh < 1 or kw < 1:
+        raise ShapeError(f"{name}: expected non-empty [C_out, C_in, kh, kw], got shape {w8.shape}")
+    packed = pack_ternary(np.ascontiguousarray(w8.transpose(0, 2, 3, 1)), name)
+    wc = words_for(c_in)
+    planes = packed.planes.reshape(2, c_out, kh * kw * wc)
+    gw = GemmWeights(_block_planes(planes, TILE_M), c_out, kh * kw * wc, None)
+    return ConvWeights(gw, c_out, c_in, kh, kw)
+
+
+def pack_activations_nhwc(x_codes, name: str = "x") -> PackedTernary:
+    """int codes NCHW ``[N, C, H, W]`` -> channel-packed NHWC :class:`PackedTernary`
+    (unpacked shape ``[N, H, W, C]``, ``ceil(C/64)`` words per pixel and plane)."""
+    x8 = check_ternary_codes(x_codes, name, min_ndim=4)
+    if x8.ndim != 4:
+        raise ShapeError(f"{name}: expected a 4-D array [N, C, H, W], got shape {x8.shape}")
+    if x8.shape[1] < 1:
+        raise ShapeError(f"{name}: expected at least one channel, got shape {x8.shape}")
+    return pack_ternary(np.ascontiguousarray(x8.transpose(0, 2, 3, 1)), name)
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_kernel(ablk, m, xpl, nimg, h, w, wc, kh, kw, sh, sw, ph, pw, oh, ow, mchunks, out):
+    p = oh * ow
+    ncols = nimg * p
+    nw = kh * kw * wc
+    nb_count = (ncols + TILE_N - 1) // TILE_N
+    mb_count = (m + TILE_M - 1) // TILE_M
+    per_chunk = (mb_count + mchunks - 1) // mchunks
+    plane_off = nimg * h * w * wc
+    blk = 2 * TILE_N
+    for t in numba.prange(nb_count * mchunks):
+        nb = t // mchunks
+        mc = t - nb * mchunks
+        mb_lo = mc * per_chunk
+        mb_hi = min(mb_count, mb_lo + per_chunk)
+        buf = np.zeros(nw * blk, dtype=np.uint64)
+        coloff = np.empty(TILE_N, dtype=np.int64)
+        tmp = np.empty(TILE_M * TILE_N, dtype=np.int32)
+        n0 = nb * TILE_N
+        nvalid = min(TILE_N, ncols - n0)
+        for j in range(nvalid):
+            col = n0 + j
+            img = col // p
+            pix = col - img * p
+            oy = pix // ow
+            ox = pix - oy * ow
+            coloff[j] = img * m * p + pix
+            for dy in range(kh):
+                iy = oy * sh - ph + dy
+                if iy < 0 or iy >= h:
+                    continue
+                for dx in range(kw):
+                    ix = ox * sw - pw + dx
+                    if ix < 0 or ix >= w:
+                        continue
+                    src = ((img * h + iy) * w + ix) * wc
+                    dst = (dy * kw + dx) * wc * blk + j
+                    for c in range(wc):
+                        buf[dst + c * blk] = xpl[src + c]
+                        buf[dst + c * blk + TILE_N] = xpl[plane_off + src + c]
+        contiguous = nvalid == TILE_N and coloff[TILE_N - 1] - coloff[0] == TILE_N - 1
+        for mb in range(mb_lo, mb_hi):
+            m0 = mb * TILE_M
+            a_off = mb * 2 * TILE_M * nw
+            if contiguous and m0 + TILE_M <= m:
+                _MK(ablk, a_off, buf, 0, nw, out, coloff[0] + m0 * p, p)
+            else:
+                _MK(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
+                for r in range(min(TILE_M, m - m0)):
+                    for j in range(nvalid):
+                        out[coloff[j] + (m0 + r) * p] = tmp[r * TILE_N + j]
+
+
+def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
+    """Exact packed ternary 2-D convolution, int32 ``[N, C_out, OH, OW]``.
+
+    ``x``: int codes NCHW ``[N, C_in, H, W]`` or a channel-packed NHWC
+    :class:`PackedTernary` (see :func:`pack_activations_nhwc`).
+    ``w``: int codes ``[C_out, C_in, kh, kw]`` or :class:`ConvWeights`.
+    ``stride``, ``padding``: int or ``(h, w)`` pair; zero padding.
+    """
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    cw = prepack_conv_weights(w, "w")
+    if isinstance(x, PackedTernary):
+        if x.planes.ndim != 5:
+            raise ShapeError(f"x: expected a packed NHWC array [N, H, W, C], got shape {x.shape}")
+        xp = x
+        nimg, h, wd, c_in = x.shape
+    else:
+        xp = pack_activations_nhwc(x, "x")
+        nimg, c_in, h, wd = np.shape(x)
+    if c_in != cw.c_in:
+        raise ShapeError(f"x: expected {cw.c_in} input channels (w is {cw.shape}), got {c_in}")
+    oh = conv_output_size(h, cw.kh, sh, ph)
+    ow = conv_output_size(wd, cw.kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ShapeError(
+            f"x: spatial size {(h, wd)} with padding {(ph, pw)} is smaller than the "
+            f"kernel {(cw.kh, cw.kw)}"
+        )
+    m = cw.c_out
+    out = np.empty((nimg, m, oh, ow), dtype=np.int32)
+    if nimg == 0:
+        return out
+    ncols = nimg * oh * ow
+    nb_count = -(-ncols // TILE_N)
+    mb_count = -(-m // TILE_M)
+    target = 4 * max(numba.get_num_threads(), 1)
+    mchunks = 1 if nb_count >= target else min(mb_count, -(-target // nb_count))
+    _conv_kernel(
+        cw.gemm.blocks.reshape(-1), m, xp.planes.reshape(-1), nimg, h, wd, xp.words,
+        cw.kh, cw.kw, sh, sw, ph, pw, oh, ow, mchunks, out.reshape(-1),
+    )
+    return out
+
+
+def ternary_conv2d_reference(x_codes, w_codes, stride=1, padding=0) -> np.ndarray:
+    """Pure-numpy int64 convolution: zero-pad, then one matmul per kernel tap."""
+    x = np.asarray(x_codes)
+    wt = np.asarray(w_codes)
+    if x.ndim != 4:
+        raise ShapeError(f"x_codes: expected a 4-D array [N, C, H, W], got shape {x.shape}")
+    if wt.ndim != 4:
+        raise ShapeError(f"w_codes: expected a 4-D array [C_out, C_in, kh, kw], got shape {wt.shape}")
+    if x.shape[1] != wt.shape[1]:
+        raise ShapeError(f"x_codes: expected {wt.shape[1]} channels, got shape {x.shape}")
+    sh, sw = _pair(stride, "stride", 1)
+    ph, pw = _pair(padding, "padding", 0)
+    n, c, h, wd = x.shape
+    c_out, _, kh, kw = wt.shape
+    oh = conv_output_size(h, kh, sh, ph)
+    ow = conv_output_size(wd, kw, sw, pw)
+    if oh < 1 or ow < 1:
+        raise ShapeError(f"x_codes: spatial size {(h, wd)} is smaller than the kernel {(kh, kw)}")
+    xpad = np.zeros((n, c, h + 2 * ph, wd + 2 * pw), dtype=np.int64)
+    xpad[:, :, ph:ph + h, pw:pw + wd] = x
+    w64 = wt.astype(np.int64)
+    out = np.zeros((n, c_out, oh, ow), dtype=np.int64)
+    for dy in range(kh):
+        for dx in range(kw):
+            patch = xpad[:, :, dy:dy + sh * (oh - 1) + 1:sh, dx:dx + sw * (ow - 1) + 1:sw]
+            out += np.einsum("nchw,oc->nohw", patch, w64[:, :, dy, dx])
+    return out

@@ -1,0 +1,58 @@
+"""Static shape inference over a model graph (per-sample shapes, batch axis omitted)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from .errors import ShapeError
+from .graph import Model
+
+
+def _pool_out(size: int, kernel: int, stride: int, padding: int) -> int:
+    return (size + 2 * padding - kernel) // stride + 1
+
+
+def infer_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    """Output shape of every layer for one sample; raises ShapeError naming the layer
+    when a parameter does not fit the tensor it receives."""
+    shapes: dict[str, tuple[int, ...]] = {"input": tuple(model.input_shape)}
+    for layer in model.layers:
+        x = shapes[layer.inputs[0]]
+        kind, a, p = layer.kind, layer.attrs, layer.params
+        where = f"model {model.arch!r}, layer {layer.name!r} ({kind})"
+        weight = next((p[k] for k in ("weight", "weight1", "codes") if k in p), None)
+        if kind in ("conv", "sttn_conv", "ter_conv", "ternary_conv"):
+            if len(x) != 3 or weight.ndim != 4 or weight.shape[1] != x[0]:
+                raise ShapeError(f"{where}: weight {list(weight.shape)} does not fit input {list(x)} (expected [O, {x[0] if x else '?'}, kh, kw])")
+            out = (weight.shape[0], _pool_out(x[1], weight.shape[2], a["stride"], a["padding"]),
+                   _pool_out(x[2], weight.shape[3], a["stride"], a["padding"]))
+        elif kind in ("linear", "sttn_linear", "ter_linear", "ternary_linear"):
+            if len(x) != 1 or weight.ndim != 2 or weight.shape[1] != x[0]:
+                raise ShapeError(f"{where}: weight {list(weight.shape)} does not fit input {list(x)} (expected [O, {x[0] if x else '?'}])")
+            out = (weight.shape[0],)
+        elif kind in ("batchnorm", "prelu", "threshold"):
+            key = "weight" if kind != "threshold" else "direction"
+            n = p[key].size
+            if not (n == x[0] or (kind == "prelu" and n == 1)):
+                raise ShapeError(f"{where}: parameter {key!r} has {n} entries, input has {x[0]} channels")
+            out = x
+        elif kind in ("maxpool", "avgpool"):
+            out = (x[0], _pool_out(x[1], a["kernel"], a["stride"], a.get("padding", 0)),
+                   _pool_out(x[2], a["kernel"], a["stride"], a.get("padding", 0)))
+        elif kind == "add":
+            other = shapes[layer.inputs[1]]
+            if other != x:
+                raise ShapeError(f"{where}: cannot add {list(x)} ({layer.inputs[0]}) and {list(other)} ({layer.inputs[1]})")
+            out = x
+        elif kind == "channel_pad":
+            if a["out_channels"] < x[0]:
+                raise ShapeError(f"{where}: out_channels={a['out_channels']} is below the input's {x[0]} channels")
+            out = (a["out_channels"],) + x[1:]
+        elif kind == "flatten":
+            out = (int(np.prod(x)),)
+        else:  # relu, ternary_act
+            out = x
+        if any(d < 1 for d in out):
+            raise ShapeError(f"{where}: output shape {list(out)} is empty for input {list(x)}")
+        shapes[layer.name] = tuple(int(d) for d in out)
+    return shapes

@@ -1,0 +1,89 @@
+"""``python -m sttn_sim.verify``: is a folded ternary model exactly the model that was trained?
+
+``python -m sttn_sim.verify [--checkpoint PATH [--folded PATH]] [--model NAME] [--batch N] [--seed S] [--json]``
+
+Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.verification`;
+exit code 0 when every check passes, 1 when one fails, 2 on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from .errors import SttnError
+from .graph import Model
+from .verification import TIE_EPS, VerifyReport, verify_model
+
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m sttn_sim.verify",
+        description="Check that a folded ternary model (int8 codes, scales, thresholds) is exactly equivalent "
+                    "to the training-time model (two binary kernels per layer, BN, ternary activations). "
+                    "Without --checkpoint, a seeded synthetic model is verified.")
+    p.add_argument("--checkpoint", help="the training-time model file (the project's .safetensors format)")
+    p.add_argument("--folded", help="a folded model file to check against the checkpoint (default: fold the "
+                                    "checkpoint here); use it to verify a deployed model")
+    p.add_argument("--model", default="sttn_resnet18",
+                   help="synthetic model builder when no checkpoint is given: sttn_resnet18 (default, width 0.125, "
+                        "32x32 input), plain_ternary_cnn, ternary_mlp")
+    p.add_argument("--width", type=float, default=0.125, help="width multiplier of the synthetic sttn_resnet18")
+    p.add_argument("--input-size", type=int, default=32, help="input size of the synthetic sttn_resnet18")
+    p.add_argument("--batch", type=int, default=4, help="number of inputs (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and inputs")
+    p.add_argument("--tie-eps", type=float, default=TIE_EPS, help="near-tie window around activation thresholds")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--out", help="also write verify_report.json and verify_report.txt to this folder")
+    return p
+
+
+def load_or_build(args) -> Model:
+    """The model named by the CLI arguments (a checkpoint, or a synthetic model)."""
+    from .model_io import load_checkpoint
+    from .synthetic import synthetic_model
+
+    if args.checkpoint:
+        return load_checkpoint(args.checkpoint)
+    kwargs = {"width": args.width, "input_size": args.input_size, "num_classes": 10} if args.model == "sttn_resnet18" else {}
+    return synthetic_model(args.model, seed=args.seed, **kwargs)
+
+
+def write_report(report: VerifyReport, out_dir) -> list:
+    """Write ``verify_report.json`` and ``verify_report.txt`` atomically into ``out_dir``."""
+    from .fileio import atomic_write_text, ensure_output_dir
+
+    out = ensure_output_dir(out_dir)
+    paths = [out / "verify_report.json", out / "verify_report.txt"]
+    atomic_write_text(paths[0], json.dumps(report.to_dict(), indent=2) + "\n")
+    atomic_write_text(paths[1], report.to_text() + "\n")
+    return paths
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.batch < 1:
+            raise SttnError(f"--batch {args.batch}: expected a positive number of inputs")
+        model = load_or_build(args)
+        folded = None
+        if args.folded:
+            from .model_io import load_checkpoint
+
+            folded = load_checkpoint(args.folded)
+            if folded.form != "folded":
+                raise SttnError(f"--folded {args.folded}: holds a {folded.form!r} model, expected a folded one")
+        report = verify_model(model, folded, batch=args.batch, seed=args.seed, tie_eps=args.tie_eps)
+        if args.out:
+            write_report(report, args.out)
+    except SttnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
+    return 0 if report.passed else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
