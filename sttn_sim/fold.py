@@ -65,9 +65,34 @@ def thresholds_from_affine(gain, offset, lo: float = -0.5, hi: float = 0.5, *, i
         if np.any(np.abs(t_hi) > limit) or np.any(np.abs(t_lo) > limit):
             # beyond any reachable accumulator: clip so the int64 conversion is defined
             t_hi, t_lo = np.clip(t_hi, -limit, limit), np.clip(t_lo, -limit, limit)
-        t_hi = np.ceil(t_hi).astype(np.int64)
-        t_lo = np.ceil(t_lo).astype(np.int64)
+        t_hi = _exact_ceil(np.ceil(t_hi).astype(np.int64), hi, offset, magnitude, direction)
+        t_lo = _exact_ceil(np.ceil(t_lo).astype(np.int64), lo, offset, magnitude, direction)
     return direction, t_lo, t_hi, constant
+
+
+def _exact_ceil(approx, bound, offset, magnitude, direction):
+    """``ceil((bound - offset) / magnitude)`` of the exact rational values of the float64
+    inputs, clipped to ±2**62; 0 where ``direction == 0``.
+
+    The float64 quotient is rounded twice, so when the real quotient lies within an ulp
+    of an integer, ``ceil`` of the float can be off by one and flip the code of that
+    integer accumulator.  ``approx`` (the float estimate) is kept where an input is not
+    finite.
+    """
+    from fractions import Fraction
+    import math
+
+    limit = 2**62
+    approx, bound, offset, magnitude, direction = np.broadcast_arrays(
+        approx, np.asarray(bound, np.float64), offset, magnitude, direction)
+    out = np.array(approx, dtype=np.int64)
+    for i in np.ndindex(out.shape):
+        if direction[i] == 0:
+            out[i] = 0
+        elif np.isfinite(bound[i]) and np.isfinite(offset[i]) and np.isfinite(magnitude[i]):
+            q = (Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i]))
+            out[i] = min(max(math.ceil(q), -limit), limit)
+    return out
 
 
 def batchnorm_affine(bn: Layer) -> tuple[np.ndarray, np.ndarray]:
@@ -180,7 +205,8 @@ class FoldAccumulatorThreshold:
             threshold = Layer(act.name, "threshold", [conv.name],
                               {"integer": True, "folded_from": [conv.name, bn.name, act.name],
                                "activation_lo": act.attrs.get("lo", -0.5), "activation_hi": act.attrs.get("hi", 0.5)},
-                              {"direction": direction, "lo": lo, "hi": hi, "constant": constant})
+                              {"direction": direction, "lo": lo, "hi": hi, "constant": constant,
+                               "gain": g * s, "offset": g * b + h})
             layers = [new_conv if l is conv else threshold if l is act else l for l in layers if l is not bn]
         return _replace(model, layers)
 
@@ -208,7 +234,7 @@ class FoldBatchNormThreshold:
             threshold = Layer(act.name, "threshold", list(bn.inputs),
                               {"integer": False, "folded_from": [bn.name, act.name],
                                "activation_lo": act.attrs.get("lo", -0.5), "activation_hi": act.attrs.get("hi", 0.5)},
-                              {"direction": direction, "lo": lo, "hi": hi, "constant": constant})
+                              {"direction": direction, "lo": lo, "hi": hi, "constant": constant, "gain": g, "offset": h})
             layers = [threshold if l is act else l for l in layers if l is not bn]
         return _replace(model, layers)
 
@@ -227,7 +253,8 @@ class FoldBareThreshold:
             direction, t_lo, t_hi, constant = thresholds_from_affine(np.ones(channels), np.zeros(channels), lo, hi)
             layers.append(Layer(layer.name, "threshold", list(layer.inputs),
                                 {"integer": False, "folded_from": [layer.name], "activation_lo": lo, "activation_hi": hi},
-                                {"direction": direction, "lo": t_lo, "hi": t_hi, "constant": constant}))
+                                {"direction": direction, "lo": t_lo, "hi": t_hi, "constant": constant,
+                                 "gain": np.ones(channels), "offset": np.zeros(channels)}))
         return _replace(model, layers)
 
 

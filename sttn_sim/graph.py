@@ -26,7 +26,9 @@ kind                   params                               attrs
 ``relu``               -
 ``ternary_act``        -                                    lo, hi (default -0.5, 0.5)
 ``threshold``          direction int8 [C], lo [C], hi [C],  integer (bool), folded_from
-                       constant int8 [C]                    (folded BN + ternary activation)
+                       constant int8 [C], gain [C]?,        (folded BN + ternary activation;
+                       offset [C]?                          y = gain·x + offset is the value
+                                                            the activation saw, for statistics)
 ``maxpool``            -                                    kernel, stride, padding
 ``avgpool``            -                                    kernel, stride
 ``add``                - (two inputs)
@@ -72,7 +74,7 @@ PARAM_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "prelu": (("weight",), ()),
     "relu": ((), ()),
     "ternary_act": ((), ()),
-    "threshold": (("direction", "lo", "hi", "constant"), ()),
+    "threshold": (("direction", "lo", "hi", "constant"), ("gain", "offset")),
     "maxpool": ((), ()),
     "avgpool": ((), ()),
     "add": ((), ()),

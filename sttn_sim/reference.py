@@ -49,9 +49,9 @@ def check_input(model: Model, x) -> np.ndarray:
             f"input: expected shape (N, {', '.join(map(str, want))}) for model {model.arch!r}, got {tuple(x.shape)}"
         )
     if x.shape[0] < 1:
-        raise ShapeError("input: the batch is empty (N = 0)")
+        raise ShapeError("input: the batch is empty (N = 0); expected at least one sample")
     if not np.all(np.isfinite(x)):
-        raise ShapeError(f"input: contains {int(np.sum(~np.isfinite(x)))} NaN or Inf values")
+        raise ShapeError(f"input: contains {int(np.sum(~np.isfinite(x)))} NaN or Inf values; expected finite values")
     return x
 
 
@@ -261,14 +261,21 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], run: ReferenceRun | None =
     raise ModelError(f"layer {layer.name!r}: the reference has no rule for kind {kind!r}")
 
 
-def run_reference(model: Model, x: np.ndarray, *, record: bool = True, hook=None) -> ReferenceRun:
+def run_reference(model: Model, x: np.ndarray, *, record: bool = True, recorder=None) -> ReferenceRun:
     """Run ``model`` on the batch ``x`` in float64/int64.
 
     With ``record=True`` every layer output, accumulator and pre-activation is kept.
-    ``hook(layer, inputs, output)`` (optional) is called after each layer.
+    ``recorder`` (a :class:`sttn_sim.recording.Recorder`) receives one
+    :class:`~sttn_sim.recording.LayerEvent` per layer.
     """
+    from .recording import LayerEvent
+
     x = check_input(model, x)
     run = ReferenceRun(logits=np.empty(0))
+    if recorder is not None:
+        recorder.on_batch_start(model, len(x))
+    # a recorder needs accumulators and pre-activations even without full recording
+    scratch = run if (record or recorder is not None) else None
     values: dict[str, np.ndarray] = {"input": np.asarray(x, np.float64)}
     remaining_uses = {name: 0 for name in values}
     for layer in model.layers:
@@ -276,9 +283,16 @@ def run_reference(model: Model, x: np.ndarray, *, record: bool = True, hook=None
             remaining_uses[src] = remaining_uses.get(src, 0) + 1
     for layer in model.layers:
         inputs = [values[src] for src in layer.inputs]
-        out = run_layer(layer, inputs, run if record else None)
-        if hook is not None:
-            hook(layer, inputs, out)
+        out = run_layer(layer, inputs, scratch)
+        if recorder is not None:
+            acc = run.accumulators.get(layer.name, {}).get("acc") if layer.kind in ("ternary_conv", "ternary_linear") else None
+            quantizer = layer.kind in ("ternary_act", "threshold")
+            recorder.on_layer(LayerEvent(layer, out, accumulator=acc,
+                                         pre_activation=run.pre_activations.get(layer.name) if quantizer else None,
+                                         codes=out if quantizer else None))
+            if not record:  # keep memory flat: drop what was only kept for the recorder
+                run.accumulators.pop(layer.name, None)
+                run.pre_activations.pop(layer.name, None)
         values[layer.name] = out
         if record:
             run.outputs[layer.name] = out

@@ -12,6 +12,21 @@ def _pool_out(size: int, kernel: int, stride: int, padding: int) -> int:
     return (size + 2 * padding - kernel) // stride + 1
 
 
+_WEIGHTED = ("conv", "sttn_conv", "ter_conv", "ternary_conv", "linear", "sttn_linear", "ter_linear", "ternary_linear")
+#: parameters that hold one value per channel (output channel for weighted kinds)
+_PER_CHANNEL = ("bias", "bias1", "bias2", "scale", "running_mean", "running_var", "lo", "hi", "constant")
+
+
+def _check_channel_params(layer, where: str, channels: int) -> None:
+    """Every per-channel parameter has shape (channels,); ``weight2`` matches ``weight1``."""
+    p = layer.params
+    if "weight2" in p and p["weight2"].shape != p["weight1"].shape:
+        raise ShapeError(f"{where}: weight2 {list(p['weight2'].shape)} differs from weight1 {list(p['weight1'].shape)}")
+    for key in _PER_CHANNEL:
+        if key in p and p[key].shape != (channels,):
+            raise ShapeError(f"{where}: parameter {key!r} has shape {list(p[key].shape)}, expected [{channels}]")
+
+
 def infer_shapes(model: Model) -> dict[str, tuple[int, ...]]:
     """Output shape of every layer for one sample; raises ShapeError naming the layer
     when a parameter does not fit the tensor it receives."""
@@ -37,6 +52,8 @@ def infer_shapes(model: Model) -> dict[str, tuple[int, ...]]:
                 raise ShapeError(f"{where}: parameter {key!r} has {n} entries, input has {x[0]} channels")
             out = x
         elif kind in ("maxpool", "avgpool"):
+            if len(x) != 3:
+                raise ShapeError(f"{where}: expected a (C, H, W) input, got {list(x)}")
             out = (x[0], _pool_out(x[1], a["kernel"], a["stride"], a.get("padding", 0)),
                    _pool_out(x[2], a["kernel"], a["stride"], a.get("padding", 0)))
         elif kind == "add":
@@ -52,6 +69,7 @@ def infer_shapes(model: Model) -> dict[str, tuple[int, ...]]:
             out = (int(np.prod(x)),)
         else:  # relu, ternary_act
             out = x
+        _check_channel_params(layer, where, out[0] if kind in _WEIGHTED else x[0] if x else 0)
         if any(d < 1 for d in out):
             raise ShapeError(f"{where}: output shape {list(out)} is empty for input {list(x)}")
         shapes[layer.name] = tuple(int(d) for d in out)

@@ -75,9 +75,14 @@ class VerifyReport:
     ties_upstream: bool
     first_divergence: Divergence | None
     extra: dict = field(default_factory=dict)
+    engine: object | None = None  # an EngineReport when the packed engine was checked too
 
     @property
     def passed(self) -> bool:
+        return self.fold_passed and (self.engine is None or self.engine.passed)
+
+    @property
+    def fold_passed(self) -> bool:
         layers_ok = bool((self.table["status"] != "FAIL").all()) if len(self.table) else True
         logits_ok = self.ties_upstream or (
             self.logits_max_abs_diff <= self.logits_tolerance and self.top1_agreement == self.batch)
@@ -97,6 +102,7 @@ class VerifyReport:
             "first_divergence": None if self.first_divergence is None else
             {**asdict(self.first_divergence), "position": list(self.first_divergence.position)},
             **self.extra,
+            **({"engine": self.engine.to_dict()} if self.engine is not None else {}),
         }
 
     def to_text(self) -> str:
@@ -112,6 +118,9 @@ class VerifyReport:
             lines.append("note: a near-tie flipped an activation code; downstream differences are explained by it")
         if self.first_divergence is not None:
             lines.append(f"first divergence: {self.first_divergence}")
+        lines.append("FOLD PASS" if self.fold_passed else "FOLD FAIL")
+        if self.engine is not None:
+            lines += ["", self.engine.to_text()]
         lines.append("PASS" if self.passed else "FAIL")
         return "\n".join(lines)
 
@@ -145,10 +154,13 @@ def _check_same_structure(model: Model, folded: Model) -> None:
 
 def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None = None, *,
                  batch: int = 4, seed: int = 0, tie_eps: float = TIE_EPS,
-                 float_tol: float = FLOAT_TOL, logits_tol: float = LOGITS_TOL) -> VerifyReport:
+                 float_tol: float = FLOAT_TOL, logits_tol: float = LOGITS_TOL,
+                 engine: bool = False) -> VerifyReport:
     """Verify that ``folded`` (default: ``fold(model)``) equals the training-time ``model``.
 
-    ``x`` defaults to a seeded standard-normal batch of size ``batch``.
+    ``x`` defaults to a seeded standard-normal batch of size ``batch``.  With
+    ``engine=True`` the packed engine is also checked against the reference on the
+    folded model (:func:`sttn_sim.engine_check.check_engine`).
     """
     from .fold import fold
     from .synthetic import synthetic_input
@@ -237,4 +249,9 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
         worst = np.unravel_index(int(np.argmax(np.abs(train.logits - fast.logits))), train.logits.shape)
         first = Divergence(model.output, "logits", int(worst[1]), (int(worst[0]),),
                            float(train.logits[worst]), float(fast.logits[worst]))
-    return VerifyReport(model.arch, len(x), table, logits_diff, tol, top1, tie_flip, first)
+    engine_report = None
+    if engine:
+        from .engine_check import check_engine
+
+        engine_report = check_engine(folded, x)
+    return VerifyReport(model.arch, len(x), table, logits_diff, tol, top1, tie_flip, first, engine=engine_report)

@@ -2,7 +2,9 @@
 
 ``python -m sttn_sim.verify [--checkpoint PATH [--folded PATH]] [--model NAME] [--batch N] [--seed S] [--json]``
 
-Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.verification`;
+Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.verification`
+(training-time model against folded model) and of :mod:`sttn_sim.engine_check`
+(packed engine against the reference; skip with ``--no-engine``);
 exit code 0 when every check passes, 1 when one fails, 2 on bad input.
 """
 
@@ -35,6 +37,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--batch", type=int, default=4, help="number of inputs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and inputs")
     p.add_argument("--tie-eps", type=float, default=TIE_EPS, help="near-tie window around activation thresholds")
+    p.add_argument("--no-engine", action="store_true",
+                   help="skip the packed-engine check (only training-time model against folded model)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--out", help="also write verify_report.json and verify_report.txt to this folder")
     return p
@@ -75,7 +79,8 @@ def main(argv=None) -> int:
             folded = load_checkpoint(args.folded)
             if folded.form != "folded":
                 raise SttnError(f"--folded {args.folded}: holds a {folded.form!r} model, expected a folded one")
-        report = verify_model(model, folded, batch=args.batch, seed=args.seed, tie_eps=args.tie_eps)
+        report = verify_model(model, folded, batch=args.batch, seed=args.seed, tie_eps=args.tie_eps,
+                              engine=not args.no_engine)
         if args.out:
             write_report(report, args.out)
     except SttnError as exc:

@@ -130,7 +130,7 @@ def unbits64(typingctx, out, offset, m, s):
     return sig, codegen
 
 
-def make_microkernel(rows: int, vecs: int):
+def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
     """Build the ``rows x (8*vecs)`` packed ternary GEMM micro-kernel intrinsic.
 
     Signature (inside njit code)::
@@ -141,13 +141,18 @@ def make_microkernel(rows: int, vecs: int):
       holds, for each word ``w`` of K, ``rows`` non-zero words then ``rows`` sign words
       (``a[a_off + w*2*rows + plane*rows + r]``).
     * ``b``: uint64 C-contiguous array; the B tile starts at ``b_off`` and holds, for
-      each word, ``NB = 8*vecs`` non-zero words then ``NB`` sign words
-      (``b[b_off + w*2*NB + plane*NB + j]``).
+      each word, ``NB = b_cols`` (default ``8*vecs``) non-zero words then ``NB`` sign
+      words (``b[b_off + w*2*NB + plane*NB + j]``); the kernel reads the first
+      ``8*vecs`` columns (``b_cols > 8*vecs`` gives a narrower tail kernel over the same
+      layout).
     * ``nwords >= 1`` words of K are accumulated.
     * Result ``C[r, j]`` (int32) is stored at ``out.ravel()[out_off + r*ldo + j]`` for
-      all ``rows x NB`` entries: the caller routes edge tiles through a scratch tile.
+      all ``rows x 8*vecs`` entries: the caller routes edge tiles through a scratch tile.
     """
-    nb = 8 * vecs
+    width = 8 * vecs
+    nb = width if b_cols is None else int(b_cols)
+    if nb < width:
+        raise ValueError("b_cols must be >= 8 * vecs")
 
     @intrinsic
     def microkernel(typingctx, a, a_off, b, b_off, nwords, out, out_off, ldo):
@@ -239,5 +244,5 @@ def make_microkernel(rows: int, vecs: int):
 
         return sig, codegen
 
-    microkernel.__name__ = f"ternary_microkernel_{rows}x{nb}"
+    microkernel.__name__ = f"ternary_microkernel_{rows}x{width}"
     return microkernel

@@ -15,10 +15,11 @@ Layouts:
   ``(dy, dx, channel word)``: each of the ``kh*kw`` taps contributes ``ceil(C_in/64)``
   words, channel padding bits are zero.
 
-The kernel is an implicit GEMM: for each block of ``TILE_N`` output pixels it gathers
-the packed words of the ``kh*kw`` taps (padding taps are zero words) into an L1-resident
-column block in the :class:`~.gemm.GemmColumns` layout and runs the GEMM micro-kernel
-against every row block of the weights; no im2col matrix is materialised.
+The kernel is an implicit GEMM: the packed input is zero-padded once (padding taps
+become zero words), then for each block of ``TILE_N`` output pixels the packed words of
+the ``kh*kw`` taps are gathered into an L1-resident column block in the
+:class:`~.gemm.GemmColumns` layout and the GEMM micro-kernel runs against every row
+block of the weights; no im2col matrix is materialised.
 """
 
 from __future__ import annotations
@@ -28,10 +29,16 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from sttn_sim.errors import ShapeError
+from sttn_sim.errors import QuantizationError, ShapeError
 
-from .gemm import _MK, TILE_M, TILE_N, GemmWeights, _block_planes
-from .packing import PackedTernary, check_ternary_codes, pack_ternary, words_for
+from .gemm import _MK, _MK_TAIL, TILE_M, TILE_N, GemmWeights, _block_planes
+from .packing import (
+    PackedTernary,
+    _raise_if_not_ternary,
+    check_ternary_codes,
+    pack_ternary,
+    words_for,
+)
 
 __all__ = [
     "ConvWeights",
@@ -89,7 +96,7 @@ def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:
     c_out, c_in, kh, kw = w8.shape
     if c_out < 1 or kh < 1 or kw < 1:
         raise ShapeError(f"{name}: expected non-empty [C_out, C_in, kh, kw], got shape {w8.shape}")
-    packed = pack_ternary(np.ascontiguousarray(w8.transpose(0, 2, 3, 1)), name)
+    packed = _pack_transposed(w8, name)
     wc = words_for(c_in)
     planes = packed.planes.reshape(2, c_out, kh * kw * wc)
     gw = GemmWeights(_block_planes(planes, TILE_M), c_out, kh * kw * wc, None)
@@ -98,66 +105,152 @@ def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:
 
 def pack_activations_nhwc(x_codes, name: str = "x") -> PackedTernary:
     """int codes NCHW ``[N, C, H, W]`` -> channel-packed NHWC :class:`PackedTernary`
-    (unpacked shape ``[N, H, W, C]``, ``ceil(C/64)`` words per pixel and plane)."""
+    (unpacked shape ``[N, H, W, C]``, ``ceil(C/64)`` words per pixel and plane).
+
+    Packs straight from NCHW (no transposed copy): channel ``c`` of a pixel is bit
+    ``c % 64`` of word ``c // 64``.
+    """
     x8 = check_ternary_codes(x_codes, name, min_ndim=4)
     if x8.ndim != 4:
         raise ShapeError(f"{name}: expected a 4-D array [N, C, H, W], got shape {x8.shape}")
-    if x8.shape[1] < 1:
+    n, c, h, w = x8.shape
+    if c < 1:
         raise ShapeError(f"{name}: expected at least one channel, got shape {x8.shape}")
-    return pack_ternary(np.ascontiguousarray(x8.transpose(0, 2, 3, 1)), name)
+    wc = words_for(c)
+    hw = h * w
+    planes = np.empty((2, n, h, w, wc), dtype=np.uint64)
+    if n * hw == 0:
+        return PackedTernary(planes, c)
+    pchunk = 2048
+    ntasks = n * wc * (-(-hw // pchunk))
+    bad = np.zeros(ntasks, dtype=np.int64)
+    _pack_nchw_kernel(x8.reshape(-1), n, c, hw, wc, pchunk, planes.reshape(-1), bad)
+    if bad.any():
+        _raise_if_not_ternary(x8, name)
+        raise QuantizationError(f"{name}: {int(bad.sum())} value(s) outside {{-1, 0, +1}}")
+    return PackedTernary(planes, c)
 
 
 @numba.njit(cache=True, parallel=True)
-def _conv_kernel(ablk, m, xpl, nimg, h, w, wc, kh, kw, sh, sw, ph, pw, oh, ow, mchunks, out):
+def _pack_nchw_kernel(x, n, c, hw, wc, pchunk, out, bad):
+    """Pack flat int8 NCHW ``x`` into flat ``uint64[2, n, hw, wc]``; ``bad[task]`` counts
+    values outside {-1, 0, 1}.  Task = (image, channel word, chunk of pixels)."""
+    nchunks = (hw + pchunk - 1) // pchunk
+    plane = n * hw * wc
+    for task in numba.prange(n * wc * nchunks):
+        pc = task % nchunks
+        rest = task // nchunks
+        g = rest % wc
+        img = rest // wc
+        p0 = pc * pchunk
+        length = min(hw, p0 + pchunk) - p0
+        mt = np.zeros(length, dtype=np.uint64)
+        st = np.zeros(length, dtype=np.uint64)
+        nbad = 0
+        for cc in range(min(64, c - g * 64)):
+            src = (img * c + g * 64 + cc) * hw + p0
+            sh = numba.uint64(cc)
+            for q in range(length):
+                v = x[src + q]
+                mt[q] |= numba.uint64(v != 0) << sh
+                st[q] |= numba.uint64(v < 0) << sh
+                nbad += (v < -1) | (v > 1)
+        for q in range(length):
+            o = (img * hw + p0 + q) * wc + g
+            out[o] = mt[q]
+            out[plane + o] = st[q]
+        bad[task] = nbad
+
+
+def _pack_transposed(codes8: np.ndarray, name: str) -> PackedTernary:
+    """Pack ``codes8.transpose(0, 2, 3, 1)`` (channels last); a non-ternary value is
+    reported at its position in the caller's (channels-second) array."""
+    try:
+        return pack_ternary(np.ascontiguousarray(codes8.transpose(0, 2, 3, 1)), name)
+    except QuantizationError:
+        _raise_if_not_ternary(codes8, name)
+        raise
+
+
+@numba.njit(cache=True, parallel=True)
+def _conv_kernel(ablk, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw, oh, ow, mchunks, nchunks, out):
+    """Implicit-GEMM convolution on zero-padded packed NHWC input.
+
+    ``xpad``: flat ``uint64[2, nimg, hp, wp, wc]`` (padding already applied, so every
+    tap of every output pixel is in bounds).  ``out``: flat ``int32[nimg, m, oh*ow]``.
+    Tasks = (column block of TILE_N output pixels) x (chunk of row blocks); each of the
+    ``nchunks`` parallel chunks owns a contiguous range of tasks and its own buffers.
+    """
     p = oh * ow
     ncols = nimg * p
     nw = kh * kw * wc
     nb_count = (ncols + TILE_N - 1) // TILE_N
     mb_count = (m + TILE_M - 1) // TILE_M
     per_chunk = (mb_count + mchunks - 1) // mchunks
-    plane_off = nimg * h * w * wc
+    plane_off = nimg * hp * wp * wc
     blk = 2 * TILE_N
-    for t in numba.prange(nb_count * mchunks):
-        nb = t // mchunks
-        mc = t - nb * mchunks
-        mb_lo = mc * per_chunk
-        mb_hi = min(mb_count, mb_lo + per_chunk)
-        buf = np.zeros(nw * blk, dtype=np.uint64)
+    ntasks = nb_count * mchunks
+    for ch in numba.prange(nchunks):
+        buf = np.empty(nw * blk, dtype=np.uint64)
         coloff = np.empty(TILE_N, dtype=np.int64)
+        src0 = np.empty(TILE_N, dtype=np.int64)
         tmp = np.empty(TILE_M * TILE_N, dtype=np.int32)
-        n0 = nb * TILE_N
-        nvalid = min(TILE_N, ncols - n0)
-        for j in range(nvalid):
-            col = n0 + j
-            img = col // p
-            pix = col - img * p
-            oy = pix // ow
-            ox = pix - oy * ow
-            coloff[j] = img * m * p + pix
-            for dy in range(kh):
-                iy = oy * sh - ph + dy
-                if iy < 0 or iy >= h:
-                    continue
-                for dx in range(kw):
-                    ix = ox * sw - pw + dx
-                    if ix < 0 or ix >= w:
-                        continue
-                    src = ((img * h + iy) * w + ix) * wc
-                    dst = (dy * kw + dx) * wc * blk + j
-                    for c in range(wc):
-                        buf[dst + c * blk] = xpl[src + c]
-                        buf[dst + c * blk + TILE_N] = xpl[plane_off + src + c]
-        contiguous = nvalid == TILE_N and coloff[TILE_N - 1] - coloff[0] == TILE_N - 1
-        for mb in range(mb_lo, mb_hi):
-            m0 = mb * TILE_M
-            a_off = mb * 2 * TILE_M * nw
-            if contiguous and m0 + TILE_M <= m:
-                _MK(ablk, a_off, buf, 0, nw, out, coloff[0] + m0 * p, p)
-            else:
-                _MK(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
-                for r in range(min(TILE_M, m - m0)):
-                    for j in range(nvalid):
-                        out[coloff[j] + (m0 + r) * p] = tmp[r * TILE_N + j]
+        built = -1
+        nvalid = 0
+        contiguous = False
+        for t in range(ch * ntasks // nchunks, (ch + 1) * ntasks // nchunks):
+            nb = t // mchunks
+            mc = t - nb * mchunks
+            if nb != built:
+                built = nb
+                n0 = nb * TILE_N
+                nvalid = min(TILE_N, ncols - n0)
+                # walk (image, oy, ox) of the block's columns without divisions
+                img = n0 // p
+                pix = n0 - img * p
+                oy = pix // ow
+                ox = pix - oy * ow
+                for j in range(TILE_N):
+                    if j < nvalid:
+                        coloff[j] = img * m * p + oy * ow + ox
+                        src0[j] = ((img * hp + oy * sh) * wp + ox * sw) * wc
+                        ox += 1
+                        if ox == ow:
+                            ox = 0
+                            oy += 1
+                            if oy == oh:
+                                oy = 0
+                                img += 1
+                    else:  # repeat the last valid column; its results are discarded
+                        coloff[j] = coloff[j - 1]
+                        src0[j] = src0[j - 1]
+                # im2col: tap (dy, dx), channel word c -> K word (dy*kw + dx)*wc + c
+                for dy in range(kh):
+                    for dx in range(kw):
+                        toff = (dy * wp + dx) * wc
+                        tb = (dy * kw + dx) * wc * blk
+                        for c in range(wc):
+                            d = tb + c * blk
+                            for j in range(TILE_N):
+                                src = src0[j] + toff + c
+                                buf[d + j] = xpad[src]
+                                buf[d + TILE_N + j] = xpad[plane_off + src]
+                contiguous = nvalid == TILE_N and coloff[TILE_N - 1] - coloff[0] == TILE_N - 1
+            mb_lo = mc * per_chunk
+            mb_hi = min(mb_count, mb_lo + per_chunk)
+            for mb in range(mb_lo, mb_hi):
+                m0 = mb * TILE_M
+                a_off = mb * 2 * TILE_M * nw
+                if contiguous and m0 + TILE_M <= m:
+                    _MK(ablk, a_off, buf, 0, nw, out, coloff[0] + m0 * p, p)
+                else:
+                    if nvalid <= 8:
+                        _MK_TAIL(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
+                    else:
+                        _MK(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
+                    for r in range(min(TILE_M, m - m0)):
+                        for j in range(nvalid):
+                            out[coloff[j] + (m0 + r) * p] = tmp[r * TILE_N + j]
 
 
 def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
@@ -195,11 +288,20 @@ def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
     ncols = nimg * oh * ow
     nb_count = -(-ncols // TILE_N)
     mb_count = -(-m // TILE_M)
-    target = 4 * max(numba.get_num_threads(), 1)
+    threads = max(numba.get_num_threads(), 1)
+    # split the row blocks too when there are few column blocks, so every thread works
+    target = 4 * threads
     mchunks = 1 if nb_count >= target else min(mb_count, -(-target // nb_count))
+    # contiguous chunks of (column block, row chunk) tasks, a few per thread
+    nchunks = min(nb_count * mchunks, 4 * threads)
+    planes = xp.planes
+    if ph or pw:  # zero padding = zero words (0 is a ternary value, so this is exact)
+        padded = np.zeros(planes.shape[:2] + (h + 2 * ph, wd + 2 * pw, xp.words), np.uint64)
+        padded[:, :, ph:ph + h, pw:pw + wd] = planes
+        planes = padded
     _conv_kernel(
-        cw.gemm.blocks.reshape(-1), m, xp.planes.reshape(-1), nimg, h, wd, xp.words,
-        cw.kh, cw.kw, sh, sw, ph, pw, oh, ow, mchunks, out.reshape(-1),
+        cw.gemm.blocks.reshape(-1), m, planes.reshape(-1), nimg, h + 2 * ph, wd + 2 * pw,
+        xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, out.reshape(-1),
     )
     return out
 

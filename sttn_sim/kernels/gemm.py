@@ -16,7 +16,8 @@ Kernel layouts (both re-blocked from the row-major :class:`~.packing.PackedTerna
   columns.
 * Rows/columns beyond ``M``/``N`` in the last block are zero.
 
-The micro-kernel (:func:`._llvm.make_microkernel`) keeps a ``TILE_M x TILE_N`` tile of
+A last column block with at most 8 valid columns uses an 8-column variant of the
+micro-kernel (half the work).  The micro-kernel (:func:`._llvm.make_microkernel`) keeps a ``TILE_M x TILE_N`` tile of
 ``popcount`` accumulators in 2*TILE_M*TILE_N/8 zmm registers for the whole K loop
 (explicit vector IR, so it does not depend on the LLVM auto-vectorisers).  The parallel
 loop (``numba.prange``) runs over (column block, row block) tiles, column block
@@ -57,6 +58,8 @@ TILE_M = 5
 TILE_N = 16
 
 _MK = make_microkernel(TILE_M, TILE_N // 8)
+#: narrower kernel (8 columns) for a last column block with at most 8 valid columns
+_MK_TAIL = make_microkernel(TILE_M, 1, TILE_N)
 
 
 @dataclass(frozen=True)
@@ -152,7 +155,10 @@ def _gemm_kernel(ablk, bblk, m, n, nw, out):
             _MK(ablk, a_off, bblk, b_off, nw, out, m0 * n + n0, n)
         else:
             tmp = np.empty(TILE_M * TILE_N, dtype=np.int32)
-            _MK(ablk, a_off, bblk, b_off, nw, tmp, 0, TILE_N)
+            if n - n0 <= 8:
+                _MK_TAIL(ablk, a_off, bblk, b_off, nw, tmp, 0, TILE_N)
+            else:
+                _MK(ablk, a_off, bblk, b_off, nw, tmp, 0, TILE_N)
             for r in range(min(TILE_M, m - m0)):
                 for j in range(min(TILE_N, n - n0)):
                     out[(m0 + r) * n + n0 + j] = tmp[r * TILE_N + j]

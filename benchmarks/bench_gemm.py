@@ -1,0 +1,54 @@
+"""Packed ternary GEMM vs numpy float32 matmul on ResNet-18 im2col shapes.
+
+Usage::
+
+    python benchmarks/bench_gemm.py [--json] [--repeats N]
+
+Prints a table (or JSON with ``--json``) of median times, GMAC/s and the
+numpy/ternary ratio, measured in the same run, plus numba's and numpy's BLAS thread
+counts.  The work is done by :func:`sttn_sim.kernels.bench_gemm.benchmark_gemm`.
+
+Fair baseline: ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` (set in some CI/tox
+environments) push OpenBLAS onto a slower path on this AVX-512 machine.  Run with both
+unset::
+
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py
+
+The script prints a warning when they are set.  Another job using the cores skews
+the numbers: repeat the run and compare medians.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print results as JSON")
+    parser.add_argument("--repeats", type=int, default=30, help="timed runs per shape (median)")
+    args = parser.parse_args(argv)
+
+    from sttn_sim.kernels.bench_gemm import benchmark_gemm, openblas_env_warning, thread_info
+
+    warning = openblas_env_warning()
+    if warning:
+        print(warning, file=sys.stderr)
+    df = benchmark_gemm(repeats=args.repeats)
+    info = thread_info()
+    if args.json:
+        print(json.dumps({"threads": info, "warning": warning,
+                          "results": df.to_dict(orient="records")}, indent=2, default=str))
+    else:
+        print(f"numba threads: {info['numba_threads']} ({info['numba_threading_layer']}); "
+              f"numpy BLAS threads: {info['blas_threads']}; BLAS: {info['blas']}")
+        cols = ["shape", "M", "K", "N", "ternary_ms", "ternary_gmacs", "pack_act_ms",
+                "pack_weights_ms", "numpy_f32_ms", "numpy_f32_gmacs", "ratio"]
+        print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""Benchmark of the packed ternary GEMM against numpy float32 matmul, same run.
+
+Shapes are ResNet-18's 3x3 convolutions as im2col GEMMs ``M x K x N`` (C_out x
+9*C_in x output pixels for one 224x224 image).  For each shape:
+
+* ``ternary_ms``: median time of :func:`~.gemm.ternary_gemm` with both operands
+  pre-packed (:class:`~.gemm.GemmWeights`, :class:`~.gemm.GemmColumns`), output
+  allocated by the call as in normal use;
+* ``pack_act_ms``: median time to pack the int8 activation codes ``[N, K]`` into the
+  kernel layout (done per inference); ``pack_weights_ms``: the same for the weights
+  (done once at model load);
+* ``numpy_f32_ms``: median time of ``A_f32 @ BT_f32`` (``BT`` pre-transposed to
+  ``[K, N]``, C-contiguous), the float baseline;
+* GMAC/s = ``M*K*N / time`` and ``ratio = numpy_f32_ms / ternary_ms``.
+
+Ternary and numpy runs alternate in ``rounds`` blocks of ``repeats / rounds`` timed
+calls (each block after a short idle pause and warm-up: OpenBLAS and OpenMP worker
+threads busy-wait after a call, and two spinning pools on 2 cores would distort both
+timings), so both see the same machine load; medians over all calls are reported.  The ternary result is checked against the
+float32 product (exact: every partial sum is an integer below 2**24).
+
+OpenBLAS: ``OPENBLAS_CORETYPE`` / ``OPENBLAS_L2_SIZE`` in the environment (e.g.
+``OPENBLAS_CORETYPE=Haswell``) force a slower code path on this AVX-512 machine; for a
+fair baseline run with both unset, e.g.
+``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py``.
+:func:`openblas_env_warning` returns the warning text when they are set.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .gemm import prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
+
+__all__ = ["RESNET18_SHAPES", "benchmark_gemm", "thread_info", "openblas_env_warning"]
+
+#: (name, M, K, N): ResNet-18 3x3 convolutions of stages 1-4 as im2col GEMMs
+RESNET18_SHAPES = (
+    ("layer1 3x3 64", 64, 576, 3136),
+    ("layer2 3x3 128", 128, 1152, 784),
+    ("layer3 3x3 256", 256, 2304, 196),
+    ("layer4 3x3 512", 512, 4608, 49),
+)
+
+_OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def openblas_env_warning() -> str | None:
+    """A warning string if OpenBLAS tuning variables that slow numpy are set, else None."""
+    found = {k: os.environ[k] for k in _OPENBLAS_VARS if k in os.environ}
+    if not found:
+        return None
+    setting = ", ".join(f"{k}={v}" for k, v in found.items())
+    return (
+        f"WARNING: {setting} is set; OpenBLAS may use a slower kernel than this CPU "
+        f"supports, which flatters the ternary/numpy ratio. For a fair baseline run with "
+        f"`env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE`."
+    )
+
+
+def thread_info() -> dict:
+    """Numba threads / threading layer and numpy's BLAS threads (threadpoolctl if any)."""
+    import numba
+
+    info = {"numba_threads": int(numba.get_num_threads())}
+    try:
+        info["numba_threading_layer"] = numba.threading_layer()
+    except ValueError:  # no parallel region has run yet
+        info["numba_threading_layer"] = "not initialised"
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        info["blas_threads"] = "unknown (threadpoolctl not installed)"
+        info["blas"] = "unknown"
+    else:
+        blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
+        info["blas_threads"] = ", ".join(str(p.get("num_threads")) for p in blas) or "unknown"
+        info["blas"] = ", ".join(
+            f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')})" for p in blas
+        ) or "unknown"
+    info["openblas_env"] = {k: os.environ.get(k) for k in _OPENBLAS_VARS}
+    return info
+
+
+def _timed_block(fn, repeats: int, warmup: int, settle: float = 0.2) -> list:
+    """Let other thread pools go idle, warm up, then time ``repeats`` calls of ``fn``.
+
+    OpenBLAS worker threads busy-wait for a while after each call, as do OpenMP
+    workers; timing numpy and numba calls back to back would make the two pools fight
+    over the cores, so each block starts after a short sleep.
+    """
+    time.sleep(settle)
+    for _ in range(warmup):
+        fn()
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return ts
+
+
+def _median_time(fn, repeats: int) -> float:
+    ts = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts))
+
+
+def benchmark_gemm(repeats: int = 30, warmup: int = 3, rounds: int = 3,
+                   shapes=RESNET18_SHAPES, density: float = 2 / 3, seed: int = 0):
+    """Time the packed ternary GEMM and numpy float32 matmul on ``shapes``.
+
+    Returns a pandas DataFrame, one row per shape, with the columns described in the
+    module docstring.  ``density`` is the fraction of non-zero codes (the kernel's speed
+    does not depend on it).
+    """
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    rows = []
+    for name, m, k, n in shapes:
+        a = _random_codes(rng, (m, k), density)
+        b = _random_codes(rng, (n, k), density)
+        a_f32 = a.astype(np.float32)
+        bt_f32 = np.ascontiguousarray(b.T.astype(np.float32))
+
+        wts = prepack_gemm_weights(a)
+        cols = prepack_gemm_columns(b)
+        c = ternary_gemm(wts, cols)
+        expect = a_f32 @ bt_f32
+        if not np.array_equal(c, expect.astype(np.int32)):
+            raise AssertionError(f"ternary GEMM result differs from float32 matmul for {name}")
+
+        def run_ternary():
+            return ternary_gemm(wts, cols)
+
+        def run_numpy():
+            return a_f32 @ bt_f32
+
+        t_tern, t_np = [], []
+        per_round = max(1, -(-repeats // rounds))
+        for _ in range(rounds):
+            t_tern += _timed_block(run_ternary, per_round, warmup)
+            t_np += _timed_block(run_numpy, per_round, warmup)
+        t_tern = float(np.median(t_tern))
+        t_np = float(np.median(t_np))
+        pack_reps = max(3, repeats // 3)
+        time.sleep(0.2)
+        t_pack_b = _median_time(lambda: prepack_gemm_columns(b), pack_reps)
+        t_pack_a = _median_time(lambda: prepack_gemm_weights(a), pack_reps)
+        macs = m * k * n
+        rows.append({
+            "shape": name,
+            "M": m,
+            "K": k,
+            "N": n,
+            "ternary_ms": t_tern * 1e3,
+            "ternary_gmacs": macs / t_tern / 1e9,
+            "pack_act_ms": t_pack_b * 1e3,
+            "pack_weights_ms": t_pack_a * 1e3,
+            "numpy_f32_ms": t_np * 1e3,
+            "numpy_f32_gmacs": macs / t_np / 1e9,
+            "ratio": t_np / t_tern,
+        })
+    return pd.DataFrame(rows)
+
+
+def _random_codes(rng, shape, density):
+    nz = rng.random(shape) < density
+    sign = rng.random(shape) < 0.5
+    return np.where(nz, np.where(sign, -1, 1), 0).astype(np.int8)

@@ -1,0 +1,269 @@
+"""Fused float32 kernels of the packed engine, each with a pure-numpy reference beside it.
+
+* :func:`threshold_pack` — per-channel ternary thresholds on an NCHW tensor (float32
+  residual stream, or int32 accumulators) written straight into channel-packed NHWC
+  bit planes (the layout :func:`~.conv.ternary_conv2d` reads), one pass over memory.
+* :func:`threshold_codes` — the same rule producing int8 NCHW codes (for recorders and
+  fully connected layers).
+* :func:`affine_epilogue` — ``y = acc·a_c + b_c`` (+ residual, zero-extended over
+  channels) then optional PReLU, from int32 accumulators in one pass.  The engine folds
+  the ternary layer's scale and bias and the following BN into (a, b).
+* :func:`maxpool2d` — max pooling with -inf padding.
+
+Threshold rule (as :func:`sttn_sim.reference.apply_threshold`): ``z = d_c·x``,
+``+1 if z >= hi_c``, ``-1 if z < lo_c``, else 0; ``constant_c`` where ``d_c == 0``.
+For float32 x the float64 thresholds are first rounded UP to float32
+(:func:`float32_thresholds`): for a float32 z and a real t, ``z >= t ⟺ z >= ⌈t⌉₃₂``
+and ``z < t ⟺ z < ⌈t⌉₃₂`` (⌈t⌉₃₂ = the smallest float32 >= t), so the float32
+comparison is exactly the float64 rule applied to the float32 value.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from .packing import PackedTernary, pack_ternary_reference, words_for
+
+# --------------------------------------------------------------------------------------
+# thresholds
+
+
+def float32_thresholds(t64) -> np.ndarray:
+    """Round float64 thresholds up to the smallest float32 >= t (see module note)."""
+    t64 = np.asarray(t64, np.float64)
+    t32 = t64.astype(np.float32)
+    below = t32.astype(np.float64) < t64
+    t32[below] = np.nextafter(t32[below], np.float32(np.inf))
+    return t32
+
+
+def int32_thresholds(t) -> np.ndarray:
+    """Integer thresholds clipped to the int32 range (no int32 accumulator lies beyond)."""
+    return np.clip(np.asarray(t, np.int64), -(2**31), 2**31 - 1).astype(np.int32)
+
+
+def apply_threshold_reference(x, direction, lo, hi, constant) -> np.ndarray:
+    """Pure numpy: int8 NCHW codes of the threshold rule (channel axis 1)."""
+    shape = (1, -1) + (1,) * (x.ndim - 2)
+    d = np.asarray(direction).reshape(shape).astype(x.dtype)
+    z = x * d
+    codes = (z >= np.asarray(hi).reshape(shape)).astype(np.int8) - (z < np.asarray(lo).reshape(shape)).astype(np.int8)
+    return np.where(d == 0, np.asarray(constant, np.int8).reshape(shape), codes).astype(np.int8)
+
+
+@numba.njit(cache=True, parallel=True)
+def _threshold_pack_kernel(x, direction, lo, hi, constant, planes):
+    # One task per image row (n, h).  For each pixel and each 64-channel word the codes
+    # of the word's channels are built branch-free in two registers and stored once;
+    # the row's reads (C x W values) stay in L1.
+    n_img, c_count, height, width = x.shape
+    n_words = planes.shape[4]
+    for row in numba.prange(n_img * height):
+        n = row // height
+        h = row - n * height
+        for w in range(width):
+            for k in range(n_words):
+                m = np.uint64(0)
+                sg = np.uint64(0)
+                c_end = min(c_count, (k + 1) * 64)
+                for c in range(k * 64, c_end):
+                    d = direction[c]
+                    z = x[n, c, h, w] * d
+                    pos = (z >= hi[c]) & (d != 0) | (d == 0) & (constant[c] > 0)
+                    neg = (z < lo[c]) & (d != 0) | (d == 0) & (constant[c] < 0)
+                    b = np.uint64(c - k * 64)
+                    m |= np.uint64(pos | neg) << b
+                    sg |= np.uint64(neg) << b
+                planes[0, n, h, w, k] = m
+                planes[1, n, h, w, k] = sg
+
+
+def threshold_pack(x: np.ndarray, direction, lo, hi, constant) -> PackedTernary:
+    """Threshold an NCHW tensor and pack the codes channel-wise in NHWC order.
+
+    ``lo``/``hi`` must already have x's comparison type (float32 thresholds from
+    :func:`float32_thresholds` for float32 x, int32 for int32 x)."""
+    n, c, h, w = x.shape
+    planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
+    _threshold_pack_kernel(x, direction, lo, hi, constant, planes)
+    return PackedTernary(planes, c)
+
+
+def threshold_pack_reference(x, direction, lo, hi, constant) -> PackedTernary:
+    """Pure numpy: codes by :func:`apply_threshold_reference`, packed by the reference packer."""
+    codes = apply_threshold_reference(x, direction, lo, hi, constant)
+    return pack_ternary_reference(np.ascontiguousarray(codes.transpose(0, 2, 3, 1)))
+
+
+@numba.njit(cache=True, parallel=True)
+def _threshold_codes_kernel(x2, direction, lo, hi, constant, rows_per_channel, out):
+    rows = x2.shape[0]
+    c_count = direction.shape[0]
+    for r in numba.prange(rows):
+        c = (r // rows_per_channel) % c_count if rows_per_channel > 0 else 0
+        d = direction[c]
+        for j in range(x2.shape[1]):
+            if rows_per_channel == 0:
+                c = j
+                d = direction[c]
+            if d == 0:
+                out[r, j] = constant[c]
+            else:
+                z = x2[r, j] if d > 0 else -x2[r, j]
+                out[r, j] = 1 if z >= hi[c] else (-1 if z < lo[c] else 0)
+
+
+def threshold_codes(x: np.ndarray, direction, lo, hi, constant) -> np.ndarray:
+    """int8 codes of the threshold rule for NCHW or N×C input (channel axis 1)."""
+    out = np.empty(x.shape, np.int8)
+    x = np.ascontiguousarray(x)
+    if x.ndim == 2:  # one row per sample, channel = column
+        _threshold_codes_kernel(x, direction, lo, hi, constant, 0, out)
+    else:  # one row per (n, c, h): channel = (row // H) % C
+        width = int(np.prod(x.shape[3:]))
+        _threshold_codes_kernel(x.reshape(-1, width), direction, lo, hi, constant, x.shape[2], out.reshape(-1, width))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# epilogue
+
+
+@numba.njit(cache=True, parallel=True)
+def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
+    n_img, c_count, hw = acc.shape
+    for t in numba.prange(n_img * c_count):
+        n = t // c_count
+        c = t - n * c_count
+        ac = a[c]
+        bc = b[c]
+        sc = slope[c] if slope.shape[0] > 1 else slope[0]
+        has_res = c < res_channels
+        for i in range(hw):
+            y = np.float32(acc[n, c, i]) * ac + bc
+            if has_res:
+                y = y + residual[n, c, i]
+            if slope.shape[0] > 0 and y < 0:
+                y = y * sc
+            out[n, c, i] = y
+
+
+def affine_epilogue(acc: np.ndarray, a: np.ndarray, b: np.ndarray, residual: np.ndarray | None = None,
+                    slope: np.ndarray | None = None) -> np.ndarray:
+    """float32 ``y = acc·a_c + b_c [+ residual] [→ PReLU(slope)]`` for NCHW or N×C acc.
+
+    ``residual`` may have fewer channels than acc: the missing ones count as zero (the
+    zero-channel-pad shortcut).  ``slope`` has C entries, or 1 (shared), or is None."""
+    n, c = acc.shape[:2]
+    acc3 = acc.reshape(n, c, -1)
+    if residual is None:
+        res3, res_channels = np.zeros((1, 1, 1), np.float32), 0
+    else:
+        res3 = np.ascontiguousarray(residual, np.float32).reshape(n, residual.shape[1], -1)
+        res_channels = residual.shape[1]
+    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
+    out = np.empty(acc3.shape, np.float32)
+    _affine_epilogue_kernel(acc3, a, b, res3, res_channels, sl, out)
+    return out.reshape(acc.shape)
+
+
+def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarray:
+    """Pure numpy float32, same operation order as the kernel."""
+    shape = (1, -1) + (1,) * (acc.ndim - 2)
+    y = acc.astype(np.float32) * a.reshape(shape) + b.reshape(shape)
+    if residual is not None:
+        pad = [(0, 0), (0, acc.shape[1] - residual.shape[1])] + [(0, 0)] * (acc.ndim - 2)
+        y = y + np.pad(residual.astype(np.float32), pad)
+    if slope is not None:
+        s = np.asarray(slope, np.float32)
+        s = s.reshape(shape) if s.size > 1 else s.reshape(())
+        y = np.where(y < 0, y * s, y)
+    return y.astype(np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# pooling
+
+
+@numba.njit(cache=True, parallel=True)
+def _maxpool_kernel(x, k, s, p, out):
+    n_img, c_count, height, width = x.shape
+    oh, ow = out.shape[2], out.shape[3]
+    for t in numba.prange(n_img * c_count):
+        n = t // c_count
+        c = t - n * c_count
+        for i in range(oh):
+            for j in range(ow):
+                best = -np.inf
+                for di in range(k):
+                    y = i * s - p + di
+                    if y < 0 or y >= height:
+                        continue
+                    for dj in range(k):
+                        xx = j * s - p + dj
+                        if xx < 0 or xx >= width:
+                            continue
+                        v = x[n, c, y, xx]
+                        if v > best:
+                            best = v
+                out[n, c, i, j] = best
+
+
+def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
+    """float32 max pooling of NCHW x with -inf padding."""
+    n, c, h, w = x.shape
+    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    out = np.empty((n, c, oh, ow), np.float32)
+    _maxpool_kernel(np.ascontiguousarray(x, np.float32), kernel, stride, padding, out)
+    return out
+
+
+def maxpool2d_reference(x, kernel, stride, padding) -> np.ndarray:
+    """Pure numpy max pooling (float32)."""
+    from numpy.lib.stride_tricks import sliding_window_view
+
+    xp = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)),
+                constant_values=-np.inf)
+    return sliding_window_view(xp, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
+
+
+# --------------------------------------------------------------------------------------
+# float convolution output: bias + PReLU + NHWC→NCHW transpose in one pass
+
+
+@numba.njit(cache=True, parallel=True)
+def _bias_prelu_to_nchw_kernel(rows, bias, slope, n_img, hw, out):
+    c_count = rows.shape[1]
+    for t in numba.prange(n_img * c_count):
+        n = t // c_count
+        c = t - n * c_count
+        b = bias[c]
+        s = slope[c] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+        for i in range(hw):
+            y = rows[n * hw + i, c] + b
+            if slope.shape[0] > 0 and y < 0:
+                y = y * s
+            out[n, c, i] = y
+
+
+def bias_prelu_to_nchw(rows: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, n_img: int,
+                       height: int, width: int) -> np.ndarray:
+    """GEMM output ``rows[N·H·W, C]`` (float32) → NCHW ``rows + bias`` then optional PReLU."""
+    c = rows.shape[1]
+    out = np.empty((n_img, c, height * width), np.float32)
+    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
+    _bias_prelu_to_nchw_kernel(np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(bias, np.float32),
+                               sl, n_img, height * width, out)
+    return out.reshape(n_img, c, height, width)
+
+
+def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.ndarray:
+    """Pure numpy float32, same operation order."""
+    y = rows.astype(np.float32).reshape(n_img, height, width, -1).transpose(0, 3, 1, 2) + \
+        bias.astype(np.float32).reshape(1, -1, 1, 1)
+    if slope is not None:
+        s = np.asarray(slope, np.float32)
+        s = s.reshape(1, -1, 1, 1) if s.size > 1 else s.reshape(())
+        y = np.where(y < 0, y * s, y)
+    return np.ascontiguousarray(y, np.float32)

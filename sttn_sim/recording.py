@@ -1,0 +1,43 @@
+"""The recorder hook shared by the reference path and the packed engine.
+
+Both executors call ``recorder.on_layer(event)`` once per layer, in model order, with a
+:class:`LayerEvent`.  Statistics (``sttn_sim.stats``) implement :class:`Recorder`
+and never touch the executors' arithmetic.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .graph import Layer
+
+
+@dataclass
+class LayerEvent:
+    """What one layer did on one batch.
+
+    * ``output`` — the layer's output (codes for activation quantizers).
+    * ``accumulator`` — int accumulators of a ternary layer (``conv(x, t)``), else None.
+    * ``pre_activation`` — for an activation quantizer, the value it compared with its
+      thresholds: the BN output y for ``ternary_act``; for a folded ``threshold`` its
+      input x (pre-BN value or integer accumulator; y = gain·x + offset).
+    * ``codes`` — the int8 ternary codes an activation quantizer produced, else None.
+    """
+
+    layer: Layer
+    output: np.ndarray
+    accumulator: np.ndarray | None = None
+    pre_activation: np.ndarray | None = None
+    codes: np.ndarray | None = None
+
+
+class Recorder:
+    """Base class: override :meth:`on_layer`.  ``on_batch_start`` is called once per run."""
+
+    def on_batch_start(self, model, batch_size: int) -> None:  # pragma: no cover - default no-op
+        pass
+
+    def on_layer(self, event: LayerEvent) -> None:  # pragma: no cover - default no-op
+        pass

@@ -1,0 +1,601 @@
+r"""Activation statistics: a recorder for the executors' layer hook, and BN-implied thresholds.
+
+:class:`ActivationRecorder` implements :class:`sttn_sim.recording.Recorder`. Attach it to
+any executor (the float64 reference ``run_reference(model, x, record=False,
+recorder=rec)``, or the packed engine, which calls the same hook) and run as many
+batches as you like; it keeps only integer counts and a few float moments, so memory is
+flat. Two recorders with the same bins add up (``a + b``, or ``sum([...])``): the counts of
+``a + b`` equal those of one recorder that saw both sets of batches, exactly.
+
+Per activation quantizer (``ternary_act`` or a folded ``threshold``) it records:
+
+* the **pre-quantizer value** y on FIXED bins (default: 160 bins of width 0.05 on
+  [-4, 4), edges exact in binary so ±0.5 are edges). y is the value the ternary
+  activation compares with its thresholds (±0.5 by default): for ``ternary_act`` the BN
+  output it receives; for a folded ``threshold`` ``y = gain·x + offset`` recomputed in
+  float64 from its input x (the pre-BN value or the integer accumulator) — the same
+  axis for every form, so histograms of a latent and a folded model line up. A bin is
+  ``[e_i, e_{i+1})`` like the quantizer's ``>=`` rule; values below the first edge are
+  ``underflow``, at or above the last ``overflow``. A folded threshold without
+  ``gain``/``offset`` is histogrammed on x instead (``domain = "x"``).
+* **code counts** of -1 / 0 / +1 per channel (channel = axis 1; a feature for linear
+  layers), from the codes the executor produced;
+* **dead** channels (never a non-zero code) and **stuck** channels (only one code ever
+  seen; dead channels are stuck too, ``stuck_code`` says which), and constant channels
+  (BN γ = 0: the folded direction is 0);
+* a **tie audit** in the y domain: ``exact_ties`` = #(y == lo or y == hi), where the
+  official pure-PyTorch activation returns ±0.5 instead of a ternary value, and
+  ``near_ties`` = #(|y - lo| <= tie_eps or |y - hi| <= tie_eps), the values a float32
+  engine might quantize differently from the float64 reference;
+* for every **ternary layer that consumes the codes** (directly, or through a flatten):
+  its dense MACs, the MACs whose activation is non-zero, whose weight is non-zero, and
+  whose weight AND activation are both non-zero — the work a sparsity-aware engine must
+  do. Padding positions are zero activations. Counted exactly as integers:
+  ``Σ_{n,o,pos} Σ_{c,p,q} [t_{o,c,p,q} ≠ 0][x_{n,c,·} ≠ 0]`` is a convolution of
+  ``[x ≠ 0]`` with the per-input-position count ``M_{c,p,q} = Σ_o [t_{o,c,p,q} ≠ 0]``.
+
+The static **BN-implied per-channel thresholds** on the residual stream come from
+:func:`activation_thresholds` (also merged into :meth:`ActivationRecorder.channel_table`).
+
+Tables are tidy DataFrames with a ``layer`` column ordered as in the model.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+
+from ..errors import ModelError, SttnError
+from ..fold import batchnorm_affine, thresholds_from_affine
+from ..graph import ACTIVATION_QUANTIZER_KINDS, Layer, Model
+from ..recording import LayerEvent, Recorder
+from ..reference import conv2d
+from ..shapes import infer_shapes
+
+#: 160 bins of width 1/20 on [-4, 4): every edge k/20 is exact enough that ±0.5 are edges.
+DEFAULT_BINS = np.arange(-80, 81) / 20.0
+#: default tie window in the y domain (values are O(1); float32 rounding is ~6e-8 at 0.5)
+DEFAULT_TIE_EPS = 1e-6
+
+
+def _check_edges(bins) -> np.ndarray:
+    if bins is None:
+        return DEFAULT_BINS.copy()
+    if isinstance(bins, (int, np.integer)) and not isinstance(bins, bool):
+        if bins < 1:
+            raise SttnError(f"bins={bins}: expected a positive number of bins")
+        return np.linspace(-4.0, 4.0, int(bins) + 1)
+    edges = np.asarray(bins, np.float64)
+    if edges.ndim != 1 or edges.size < 2 or not np.all(np.isfinite(edges)) or not np.all(np.diff(edges) > 0):
+        raise SttnError("bins: expected an int or a 1-D array of at least 2 finite, strictly increasing edges")
+    return edges.copy()
+
+
+# --------------------------------------------------------------------------------------
+# static: BN-implied thresholds
+
+
+def _channels_of(model: Model, layer: Layer, shapes=None) -> int:
+    if layer.kind == "threshold":
+        return int(np.asarray(layer.params["direction"]).size)
+    shapes = shapes or infer_shapes(model)
+    src = layer.inputs[0]
+    return int((model.input_shape if src == "input" else shapes[src])[0])
+
+
+def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
+    """Static description of one activation quantizer (per channel, float64).
+
+    Returns ``{"gain", "offset", "direction", "lo", "hi", "constant", "act_lo", "act_hi",
+    "domain", "integer"}``: the quantizer sees ``y = gain·x + offset`` and emits
+    ``+1 iff y >= act_hi``, ``-1 iff y < act_lo``; on x that is ``z = direction·x``,
+    ``+1 iff z >= hi``, ``-1 iff z < lo``, ``constant`` where direction is 0.
+    ``domain`` names x: ``"pre_bn"`` (the residual stream / the BN input), ``"accumulator"``
+    (an integer ternary accumulator), ``"input"`` (a bare activation).
+    """
+    if layer.kind == "threshold":
+        p = layer.params
+        c = np.asarray(p["direction"]).size
+        act_lo = float(layer.attrs.get("activation_lo", -0.5))
+        act_hi = float(layer.attrs.get("activation_hi", 0.5))
+        integer = bool(layer.attrs.get("integer", False))
+        folded_from = layer.attrs.get("folded_from") or []
+        domain = "accumulator" if integer else ("pre_bn" if len(folded_from) >= 2 else "input")
+        gain = np.asarray(p["gain"], np.float64) if "gain" in p else None
+        offset = np.asarray(p["offset"], np.float64) if "offset" in p else None
+        return {"gain": gain, "offset": offset, "direction": np.asarray(p["direction"], np.int8).reshape(c),
+                "lo": np.asarray(p["lo"], np.float64).reshape(c), "hi": np.asarray(p["hi"], np.float64).reshape(c),
+                "constant": np.asarray(p["constant"], np.int8).reshape(c), "act_lo": act_lo, "act_hi": act_hi,
+                "domain": domain, "integer": integer}
+    if layer.kind != "ternary_act":
+        raise ModelError(f"layer {layer.name!r} ({layer.kind}) is not an activation quantizer")
+    act_lo, act_hi = float(layer.attrs.get("lo", -0.5)), float(layer.attrs.get("hi", 0.5))
+    src = layer.inputs[0]
+    bn = model[src] if src != "input" else None
+    if bn is not None and bn.kind == "batchnorm":
+        gain, offset = batchnorm_affine(bn)
+        domain = "pre_bn"
+    else:
+        c = _channels_of(model, layer, shapes)
+        gain, offset = np.ones(c), np.zeros(c)
+        domain = "input"
+    direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi)
+    return {"gain": gain, "offset": offset, "direction": direction, "lo": lo, "hi": hi, "constant": constant,
+            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False}
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.6g}"
+
+
+def _threshold_rows(name: str, order: int, info: dict) -> dict:
+    d, lo, hi, const = info["direction"], info["lo"], info["hi"], info["constant"]
+    c = d.size
+    x_plus = np.where(d > 0, hi, np.where(d < 0, -hi, np.nan)).astype(np.float64)
+    x_minus = np.where(d > 0, lo, np.where(d < 0, -lo, np.nan)).astype(np.float64)
+    rules = []
+    for o in range(c):
+        if d[o] > 0:
+            rules.append(f"+1 if x >= {_fmt(hi[o])}; -1 if x < {_fmt(lo[o])}")
+        elif d[o] < 0:
+            rules.append(f"+1 if x <= {_fmt(-hi[o])}; -1 if x > {_fmt(-lo[o])}")
+        else:
+            rules.append(f"constant {int(const[o]):+d}")
+    nan = np.full(c, np.nan)
+    return {
+        "layer": name, "order": order, "channel": np.arange(c), "domain": info["domain"], "integer": info["integer"],
+        "direction": d.astype(int), "lo": np.asarray(lo, np.float64), "hi": np.asarray(hi, np.float64),
+        "constant": const.astype(int),
+        "gain": info["gain"] if info["gain"] is not None else nan,
+        "offset": info["offset"] if info["offset"] is not None else nan,
+        "x_plus": x_plus, "x_minus": x_minus,
+        "zero_band_low": np.fmin(x_plus, x_minus), "zero_band_high": np.fmax(x_plus, x_minus),
+        "zero_band_width": np.abs(x_plus - x_minus), "rule": rules,
+    }
+
+
+def activation_thresholds(model: Model) -> pd.DataFrame:
+    """BN-implied per-channel thresholds of every activation quantizer (one row per
+    layer × channel, model order).
+
+    On the quantizer's input x (the residual stream before BN for the official ResNet):
+
+    * direction +1 (γ > 0): ``+1 iff x >= hi``, ``-1 iff x < lo``;
+    * direction -1 (γ < 0): ``+1 iff x <= -hi``, ``-1 iff x > -lo``;
+    * direction 0 (γ = 0): the constant code ``constant``.
+
+    ``x_plus`` / ``x_minus`` are the boundaries where +1 / -1 begin (``hi``/``lo`` for
+    direction +1, ``-hi``/``-lo`` for -1, NaN for constant channels); the zero band is
+    between them (``zero_band_low``, ``zero_band_high``, ``zero_band_width``); ``rule``
+    spells the comparison out. For a latent model the thresholds are derived from the
+    BN in float64 exactly as the fold does; for a folded model they are read from it.
+    """
+    shapes = infer_shapes(model)
+    frames = []
+    quantizers = model.activation_quantizers()
+    for i, layer in enumerate(quantizers):
+        frames.append(pd.DataFrame(_threshold_rows(layer.name, i, quantizer_affine(model, layer, shapes))))
+    if not frames:
+        return pd.DataFrame(columns=["layer", "order", "channel"])
+    df = pd.concat(frames, ignore_index=True)
+    df["layer"] = pd.Categorical(df["layer"], categories=[l.name for l in quantizers], ordered=True)
+    return df
+
+
+# --------------------------------------------------------------------------------------
+# consumers: ternary layers reading the codes
+
+
+@dataclass
+class _Consumer:
+    name: str
+    kind: str  # "conv" or "linear"
+    flatten: bool
+    nz_map: np.ndarray  # M[c, p, q] (conv) or M[f] (linear): non-zero weights over output channels
+    c_out: int
+    weights_per_output: int  # C_in·kh·kw
+    stride: int = 1
+    padding: int = 0
+    nonzero_weights: int = 0
+
+
+def _consumers(model: Model, quantizer: Layer) -> list[_Consumer]:
+    from .weights import layer_ternary_weights
+
+    found = []
+    for layer in model.consumers(quantizer.name):
+        flatten = False
+        if layer.kind == "flatten":
+            nxt = model.consumers(layer.name)
+            if len(nxt) != 1 or not nxt[0].is_ternary:
+                continue
+            layer, flatten = nxt[0], True
+        if not layer.is_ternary:
+            continue
+        nz = layer_ternary_weights(layer).codes != 0
+        conv = layer.kind.endswith("conv")
+        found.append(_Consumer(
+            name=layer.name, kind="conv" if conv else "linear", flatten=flatten,
+            nz_map=nz.sum(axis=0).astype(np.float64), c_out=int(nz.shape[0]),
+            weights_per_output=int(np.prod(nz.shape[1:])), stride=int(layer.attrs.get("stride", 1)),
+            padding=int(layer.attrs.get("padding", 0)), nonzero_weights=int(nz.sum())))
+    return found
+
+
+def _consumer_macs(cons: _Consumer, codes: np.ndarray) -> np.ndarray:
+    """[dense, nonzero activation, nonzero weight, both nonzero] MACs of one batch (int64)."""
+    active = (codes != 0).astype(np.float64)
+    n = codes.shape[0]
+    if cons.kind == "conv":
+        kernel = np.stack([np.full_like(cons.nz_map, cons.c_out), cons.nz_map])  # [2, C, kh, kw]
+        out = conv2d(active, kernel, cons.stride, cons.padding)  # [N, 2, H', W'] exact integers
+        positions = out.shape[2] * out.shape[3]
+        nz_act, both = out[:, 0].sum(), out[:, 1].sum()
+    else:
+        flat = active.reshape(n, -1)
+        positions = 1
+        nz_act = flat.sum() * cons.c_out
+        both = (flat @ cons.nz_map.reshape(-1)).sum()
+    dense = n * positions * cons.c_out * cons.weights_per_output
+    nz_w = n * positions * cons.nonzero_weights
+    return np.array([dense, round(nz_act), nz_w, round(both)], np.int64)
+
+
+# --------------------------------------------------------------------------------------
+# the recorder
+
+
+@dataclass
+class _LayerStats:
+    name: str
+    kind: str
+    channels: int
+    domain: str  # "y" (the activation's own axis) or "x" (a threshold without gain/offset)
+    act_lo: float
+    act_hi: float
+    hist: np.ndarray
+    underflow: int = 0
+    overflow: int = 0
+    codes: np.ndarray = None  # int64 [C, 3]: counts of -1, 0, +1
+    exact_ties: int = 0
+    near_ties: int = 0
+    n_images: int = 0
+    y_sum: float = 0.0
+    y_sumsq: float = 0.0
+    y_min: float = np.inf
+    y_max: float = -np.inf
+    ch_min: np.ndarray = None  # per-channel min / max of y
+    ch_max: np.ndarray = None
+    constant: np.ndarray = None  # per channel: True where direction == 0
+    thresholds: dict = None  # _threshold_rows columns (static)
+    macs: dict = field(default_factory=dict)  # consumer -> int64[4]
+
+    def merged(self, other: "_LayerStats") -> "_LayerStats":
+        if (self.channels, self.kind, self.domain) != (other.channels, other.kind, other.domain):
+            raise SttnError(f"cannot merge activation statistics of layer {self.name!r}: {self.kind}/{self.channels} "
+                            f"channels/domain {self.domain} against {other.kind}/{other.channels}/{other.domain}")
+        macs = {k: v.copy() for k, v in self.macs.items()}
+        for k, v in other.macs.items():
+            macs[k] = macs[k] + v if k in macs else v.copy()
+        return _LayerStats(
+            self.name, self.kind, self.channels, self.domain, self.act_lo, self.act_hi, self.hist + other.hist,
+            self.underflow + other.underflow, self.overflow + other.overflow, self.codes + other.codes,
+            self.exact_ties + other.exact_ties, self.near_ties + other.near_ties, self.n_images + other.n_images,
+            self.y_sum + other.y_sum, self.y_sumsq + other.y_sumsq, min(self.y_min, other.y_min),
+            max(self.y_max, other.y_max), np.fmin(self.ch_min, other.ch_min), np.fmax(self.ch_max, other.ch_max),
+            self.constant, self.thresholds, macs)
+
+
+class ActivationRecorder(Recorder):
+    """Accumulate activation statistics over batches (see the module note).
+
+    Args:
+        bins: histogram edges of the pre-quantizer value y: ``None`` (160 bins of 0.05 on
+            [-4, 4)), an int (that many equal bins on [-4, 4]), or a strictly increasing
+            array of edges. Recorders merge only with identical edges.
+        tie_eps: the near-tie window around the activation thresholds, in y units.
+        macs: also count the non-zero MACs of the ternary layers consuming the codes.
+
+    Use ``rec + other`` to merge; :meth:`layer_table`, :meth:`channel_table`,
+    :meth:`histogram_table` and :meth:`histogram` read the results.
+    """
+
+    def __init__(self, bins=None, *, tie_eps: float = DEFAULT_TIE_EPS, macs: bool = True):
+        self.edges = _check_edges(bins)
+        if not (np.isfinite(tie_eps) and tie_eps >= 0):
+            raise SttnError(f"tie_eps={tie_eps}: expected a finite number >= 0")
+        self.tie_eps = float(tie_eps)
+        self.count_macs = bool(macs)
+        self.batches = 0
+        self.samples = 0
+        self._stats: dict[str, _LayerStats] = {}
+        self._order: list[str] = []
+        self._model_key = None
+        self._static: dict[str, dict] = {}
+        self._consumer_info: dict[str, list[_Consumer]] = {}
+
+    # -- the hook --------------------------------------------------------------------
+    def on_batch_start(self, model, batch_size: int) -> None:
+        self.batches += 1
+        self.samples += int(batch_size)
+        if self._model_key is not model:
+            self._prepare(model)
+
+    def _prepare(self, model: Model) -> None:
+        self._model_key = model
+        shapes = infer_shapes(model)
+        self._static, self._consumer_info = {}, {}
+        for i, layer in enumerate(model.activation_quantizers()):
+            info = quantizer_affine(model, layer, shapes)
+            self._static[layer.name] = {"info": info, "thresholds": _threshold_rows(layer.name, i, info)}
+            if self.count_macs:
+                self._consumer_info[layer.name] = _consumers(model, layer)
+        for name in self._static:
+            if name not in self._order:
+                self._order.append(name)
+
+    def on_layer(self, event: LayerEvent) -> None:
+        layer = event.layer
+        if layer.kind not in ACTIVATION_QUANTIZER_KINDS:
+            return
+        if layer.name not in self._static:
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r} was not announced by on_batch_start(model, ...); "
+                            f"executors must call on_batch_start before on_layer")
+        info = self._static[layer.name]["info"]
+        codes = event.codes if event.codes is not None else event.output
+        codes = np.asarray(codes)
+        if codes.ndim < 2:
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r} produced codes of shape {codes.shape}; "
+                            f"expected (N, C, ...)")
+        c = codes.shape[1]
+        x = event.pre_activation
+        domain = "y"
+        if x is None:
+            raise SttnError(f"ActivationRecorder: the executor gave no pre_activation for layer {layer.name!r}")
+        x = np.asarray(x)
+        shape = (1, -1) + (1,) * (x.ndim - 2)
+        if layer.kind == "threshold":
+            if info["gain"] is not None and info["offset"] is not None:
+                y = np.asarray(x, np.float64) * info["gain"].reshape(shape) + info["offset"].reshape(shape)
+            else:
+                y, domain = np.asarray(x, np.float64), "x"
+        else:
+            y = np.asarray(x, np.float64)
+        stats = self._stats.get(layer.name)
+        if stats is None:
+            stats = _LayerStats(layer.name, layer.kind, c, domain, info["act_lo"], info["act_hi"],
+                                np.zeros(self.edges.size - 1, np.int64), codes=np.zeros((c, 3), np.int64),
+                                ch_min=np.full(c, np.inf), ch_max=np.full(c, -np.inf),
+                                constant=np.asarray(info["direction"]) == 0,
+                                thresholds=self._static[layer.name]["thresholds"])
+            self._stats[layer.name] = stats
+        elif stats.channels != c:
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r} had {stats.channels} channels, now {c}")
+        # histogram on fixed bins [e_i, e_{i+1})
+        flat = y.ravel()
+        idx = np.searchsorted(self.edges, flat, side="right") - 1
+        nbins = self.edges.size - 1
+        under = idx < 0
+        over = idx >= nbins
+        stats.underflow += int(under.sum())
+        stats.overflow += int(over.sum())
+        stats.hist += np.bincount(idx[~(under | over)], minlength=nbins).astype(np.int64)
+        # codes per channel
+        per_channel = np.moveaxis(codes, 1, 0).reshape(c, -1)
+        for j, v in enumerate((-1, 0, 1)):
+            stats.codes[:, j] += np.count_nonzero(per_channel == v, axis=1)
+        # ties (in the activation's own y units)
+        if domain == "y":
+            lo, hi = info["act_lo"], info["act_hi"]
+            stats.exact_ties += int(np.count_nonzero((flat == lo) | (flat == hi)))
+            stats.near_ties += int(np.count_nonzero((np.abs(flat - lo) <= self.tie_eps) |
+                                                    (np.abs(flat - hi) <= self.tie_eps)))
+        # moments and ranges
+        stats.n_images += int(codes.shape[0])
+        stats.y_sum += float(flat.sum())
+        stats.y_sumsq += float(np.sum(flat * flat))
+        stats.y_min = min(stats.y_min, float(flat.min()))
+        stats.y_max = max(stats.y_max, float(flat.max()))
+        yc = np.moveaxis(y, 1, 0).reshape(c, -1)
+        stats.ch_min = np.fmin(stats.ch_min, yc.min(axis=1))
+        stats.ch_max = np.fmax(stats.ch_max, yc.max(axis=1))
+        for cons in self._consumer_info.get(layer.name, []):
+            counts = _consumer_macs(cons, codes)
+            stats.macs[cons.name] = stats.macs[cons.name] + counts if cons.name in stats.macs else counts
+
+    # -- merging ---------------------------------------------------------------------
+    def __add__(self, other: "ActivationRecorder") -> "ActivationRecorder":
+        if not isinstance(other, ActivationRecorder):
+            return NotImplemented
+        if not np.array_equal(self.edges, other.edges):
+            raise SttnError("cannot merge ActivationRecorders with different histogram bins")
+        if self.tie_eps != other.tie_eps:
+            raise SttnError(f"cannot merge ActivationRecorders with different tie_eps ({self.tie_eps} vs {other.tie_eps})")
+        out = ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs and other.count_macs)
+        out.batches = self.batches + other.batches
+        out.samples = self.samples + other.samples
+        out._order = list(self._order) + [n for n in other._order if n not in self._order]
+        for name in out._order:
+            a, b = self._stats.get(name), other._stats.get(name)
+            if a is not None and b is not None:
+                out._stats[name] = a.merged(b)
+            elif a is not None or b is not None:
+                only = a if a is not None else b
+                out._stats[name] = only.merged(_empty_like(only))
+        return out
+
+    def __radd__(self, other):
+        if isinstance(other, (int, float)) and other == 0:  # sum([...])
+            return self + ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs)
+        return NotImplemented
+
+    # -- results ---------------------------------------------------------------------
+    @property
+    def layers(self) -> list[str]:
+        """The recorded activation quantizers, in model order."""
+        return [n for n in self._order if n in self._stats]
+
+    def _get(self, layer: str) -> _LayerStats:
+        if layer not in self._stats:
+            raise ModelError(f"no activation statistics for layer {layer!r}; recorded layers: {', '.join(self.layers)}")
+        return self._stats[layer]
+
+    def histogram(self, layer: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+        """``(edges, counts, underflow, overflow)`` of one layer (int64 counts)."""
+        s = self._get(layer)
+        return self.edges.copy(), s.hist.copy(), s.underflow, s.overflow
+
+    def code_counts(self, layer: str) -> np.ndarray:
+        """int64 ``[C, 3]``: per channel, the number of -1, 0, +1 codes."""
+        return self._get(layer).codes.copy()
+
+    def consumer_macs(self) -> dict[str, dict]:
+        """Per ternary layer fed by a recorded quantizer: ``{"quantizer", "images",
+        "macs", "macs_nonzero_act", "macs_nonzero_weight", "macs_nonzero"}`` (exact int
+        totals over every recorded image)."""
+        out = {}
+        for name in self.layers:
+            s = self._stats[name]
+            for consumer, counts in s.macs.items():
+                out[consumer] = {"quantizer": name, "images": s.n_images, "macs": int(counts[0]),
+                                 "macs_nonzero_act": int(counts[1]), "macs_nonzero_weight": int(counts[2]),
+                                 "macs_nonzero": int(counts[3])}
+        return out
+
+    def _categorical(self, df: pd.DataFrame) -> pd.DataFrame:
+        if len(df):
+            df["layer"] = pd.Categorical(df["layer"], categories=self.layers, ordered=True)
+        return df
+
+    def layer_table(self) -> pd.DataFrame:
+        """One row per activation quantizer: code counts and fractions, channel health,
+        ties, histogram overflow, y moments, and MACs of the consuming ternary layer(s)
+        (summed over consumers; ``consumers`` names them)."""
+        rows = []
+        for order, name in enumerate(self.layers):
+            s = self._stats[name]
+            counts = s.codes.sum(axis=0)
+            total = int(counts.sum())
+            dead = s.codes[:, 0] + s.codes[:, 2] == 0
+            stuck = (s.codes > 0).sum(axis=1) == 1
+            n = s.hist.sum() + s.underflow + s.overflow
+            mean = s.y_sum / n if n else np.nan
+            macs = np.sum(list(s.macs.values()), axis=0) if s.macs else np.full(4, -1, np.int64)
+            row = {
+                "layer": name, "order": order, "kind": s.kind, "domain": s.domain, "channels": s.channels,
+                "images": s.n_images, "n_values": total,
+                "n_neg": int(counts[0]), "n_zero": int(counts[1]), "n_pos": int(counts[2]),
+                "frac_neg": counts[0] / total, "frac_zero": counts[1] / total, "frac_pos": counts[2] / total,
+                "dead_channels": int(dead.sum()), "stuck_channels": int(stuck.sum()),
+                "constant_channels": int(s.constant.sum()),
+                "exact_ties": s.exact_ties if s.domain == "y" else np.nan,
+                "near_ties": s.near_ties if s.domain == "y" else np.nan, "tie_eps": self.tie_eps,
+                "act_lo": s.act_lo, "act_hi": s.act_hi, "underflow": s.underflow, "overflow": s.overflow,
+                "y_mean": mean, "y_std": float(np.sqrt(max(s.y_sumsq / n - mean * mean, 0.0))) if n else np.nan,
+                "y_min": s.y_min, "y_max": s.y_max, "consumers": ",".join(s.macs),
+            }
+            if s.macs:
+                row.update({"macs": int(macs[0]), "macs_nonzero_act": int(macs[1]), "macs_nonzero_weight": int(macs[2]),
+                            "macs_nonzero": int(macs[3]), "nonzero_mac_fraction": macs[3] / macs[0] if macs[0] else np.nan})
+            else:
+                row.update({"macs": np.nan, "macs_nonzero_act": np.nan, "macs_nonzero_weight": np.nan,
+                            "macs_nonzero": np.nan, "nonzero_mac_fraction": np.nan})
+            rows.append(row)
+        return self._categorical(pd.DataFrame(rows))
+
+    def channel_table(self) -> pd.DataFrame:
+        """One row per activation quantizer × channel: code counts and fractions,
+        ``dead`` / ``stuck`` / ``stuck_code``, y range, and the BN-implied thresholds of
+        :func:`activation_thresholds` (``direction, lo, hi, constant, x_plus, x_minus,
+        zero_band_*, rule``)."""
+        frames = []
+        for order, name in enumerate(self.layers):
+            s = self._stats[name]
+            total = s.codes.sum(axis=1)
+            safe = np.where(total > 0, total, 1)
+            present = s.codes > 0
+            stuck = present.sum(axis=1) == 1
+            stuck_code = np.where(stuck, np.argmax(present, axis=1) - 1, 0)
+            df = pd.DataFrame({
+                "layer": name, "order": order, "channel": np.arange(s.channels), "n_values": total,
+                "n_neg": s.codes[:, 0], "n_zero": s.codes[:, 1], "n_pos": s.codes[:, 2],
+                "frac_neg": s.codes[:, 0] / safe, "frac_zero": s.codes[:, 1] / safe, "frac_pos": s.codes[:, 2] / safe,
+                "dead": s.codes[:, 0] + s.codes[:, 2] == 0, "stuck": stuck,
+                "stuck_code": pd.Series(stuck_code, dtype="Int64").where(stuck),
+                "y_min": s.ch_min, "y_max": s.ch_max,
+            })
+            static = pd.DataFrame(s.thresholds).drop(columns=["layer", "order", "channel"])
+            frames.append(pd.concat([df, static.reset_index(drop=True)], axis=1))
+        if not frames:
+            return pd.DataFrame(columns=["layer", "order", "channel"])
+        return self._categorical(pd.concat(frames, ignore_index=True))
+
+    def histogram_table(self) -> pd.DataFrame:
+        """Long form of the histograms: ``layer, order, bin, left, right, count, density``
+        (density = count / (all values of the layer · bin width), underflow/overflow
+        included in the normaliser)."""
+        frames = []
+        widths = np.diff(self.edges)
+        for order, name in enumerate(self.layers):
+            s = self._stats[name]
+            n = s.hist.sum() + s.underflow + s.overflow
+            frames.append(pd.DataFrame({
+                "layer": name, "order": order, "bin": np.arange(s.hist.size), "left": self.edges[:-1],
+                "right": self.edges[1:], "count": s.hist, "density": s.hist / (n * widths) if n else 0.0,
+            }))
+        if not frames:
+            return pd.DataFrame(columns=["layer", "order", "bin", "left", "right", "count", "density"])
+        return self._categorical(pd.concat(frames, ignore_index=True))
+
+    def __repr__(self) -> str:
+        return (f"ActivationRecorder({len(self.layers)} layers, {self.batches} batches, {self.samples} samples, "
+                f"{self.edges.size - 1} bins)")
+
+
+def _empty_like(s: _LayerStats) -> _LayerStats:
+    return _LayerStats(s.name, s.kind, s.channels, s.domain, s.act_lo, s.act_hi, np.zeros_like(s.hist),
+                       codes=np.zeros_like(s.codes), ch_min=np.full(s.channels, np.inf),
+                       ch_max=np.full(s.channels, -np.inf), constant=s.constant, thresholds=s.thresholds)
+
+
+# --------------------------------------------------------------------------------------
+# running
+
+
+def reference_executor(model: Model, x: np.ndarray, recorder: Recorder) -> None:
+    """The default executor: the float64 reference path with a recorder and no full record."""
+    from ..reference import run_reference
+
+    run_reference(model, x, record=False, recorder=recorder)
+
+
+def collect_activations(model: Model, batches, *, recorder: ActivationRecorder | None = None, executor=None,
+                        bins=None, tie_eps: float = DEFAULT_TIE_EPS, progress: bool = True,
+                        desc: str = "activations") -> ActivationRecorder:
+    """Run ``model`` on each batch of ``batches`` (an iterable of NCHW float arrays) and
+    return the recorder holding the statistics of all of them.
+
+    ``executor(model, x, recorder)`` runs one batch and calls the recorder hook; the
+    default is :func:`reference_executor`. The packed engine plugs in as
+    ``executor=lambda m, x, rec: Engine(m).run(x, recorder=rec)``. A tqdm progress bar
+    is shown unless ``progress=False``.
+    """
+    from tqdm.auto import tqdm
+
+    rec = recorder if recorder is not None else ActivationRecorder(bins, tie_eps=tie_eps)
+    run = executor or reference_executor
+    try:
+        total = len(batches)
+    except TypeError:
+        total = None
+    for x in tqdm(batches, total=total, desc=desc, unit="batch", disable=not progress):
+        run(model, x, rec)
+    return rec
+
+
+__all__ = [
+    "ActivationRecorder", "activation_thresholds", "collect_activations", "reference_executor", "quantizer_affine",
+    "DEFAULT_BINS", "DEFAULT_TIE_EPS",
+]

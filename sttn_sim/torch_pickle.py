@@ -1,0 +1,1142 @@
+"""A restricted reader and a writer of PyTorch checkpoint files, without PyTorch.
+
+Reading never runs code from the file.  ``pickle.load`` and ``torch.load`` are never
+called; instead
+
+1. every pickle in the file is first *scanned* opcode by opcode
+   (:func:`pickletools.genops`, which reads declared lengths from an in-memory buffer
+   and so never allocates more than the file holds): opcodes that build arbitrary
+   objects (``INST``, ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, ``EXT*``, text ``PERSID``,
+   out-of-band buffers) are refused, every ``GLOBAL`` must be on the allow-list below,
+   and memo indices are bounded by the pickle's length;
+2. the pickle is then unpickled by :class:`RestrictedUnpickler`, a
+   :class:`pickle.Unpickler` whose :meth:`~RestrictedUnpickler.find_class` maps the
+   allow-listed globals to this module's own harmless functions (they build small
+   placeholder records, never tensors or arbitrary objects) and refuses everything
+   else with a :class:`~sttn_sim.errors.CheckpointError` naming ``module.name``.
+   ``BUILD`` on any placeholder is refused; ``BUILD`` on builtin containers fails
+   (they have no ``__dict__``); the only ``BUILD`` accepted is the ``_metadata``
+   attribute PyTorch attaches to a state_dict ``OrderedDict`` (it is dropped);
+3. ``persistent_load`` resolves storage ids
+   ``('storage', <torch.XStorage>, key, location, numel[, view])``: the dtype comes
+   from the storage type, the location (``'cpu'``, ``'cuda:0'``, ...) is only recorded
+   (all data goes to host memory), and the declared size is checked against the real
+   data before anything is read;
+4. finally every tensor record is turned into a NumPy array: size, stride and storage
+   offset are validated against the storage (the largest element index must lie
+   inside it), the strided view is taken with ``as_strided`` on that bounds-checked
+   buffer and copied out in native byte order.  Tensors that share a storage (views)
+   read the same bytes.  The total of materialised bytes is capped at
+   ``4 x file size + 16 MiB`` (no amplification through many views of one storage).
+
+Allow-list (module.name → what it becomes here):
+
+* ``collections.OrderedDict`` → a dict (keys keep their order);
+* ``torch._utils._rebuild_tensor_v2`` / ``_rebuild_tensor`` → a tensor record;
+* ``torch._utils._rebuild_parameter`` / ``_rebuild_parameter_with_state`` → its data
+  (a Parameter is just a tensor here; hooks and state are ignored);
+* ``torch.{Float,Double,Half,BFloat16,Long,Int,Short,Char,Byte,Bool}Storage``,
+  ``torch.UntypedStorage`` / ``torch.storage.UntypedStorage`` → storage type tags
+  (only usable inside a persistent id); ``torch.storage.TypedStorage`` is recognised
+  and refused in a persistent id (it carries no dtype);
+* ``torch.device`` → the device string (``'cuda:0'``);
+* ``builtins.set`` / ``frozenset`` / ``bytearray`` / ``complex`` (and the Python 2
+  ``__builtin__`` spellings) and ``_codecs.encode`` (protocol-2 ``bytes``) → checked
+  wrappers that accept only plain values (``bytearray(10**12)`` is refused, not
+  allocated).
+
+Formats: zip archives (``<any name>/data.pkl``, ``<name>/data/<key>``,
+``<name>/byteorder``, ``<name>/version``; stored or deflated entries) and the legacy
+non-zip stream of ``torch.save(..., _use_new_zipfile_serialization=False)`` (magic
+number pickle, protocol version 1001, system info, the object, the sorted list of
+storage keys, then per storage an 8-byte little-endian element count and its bytes).
+The very old tar format is recognised and refused.  Storage dtypes: float32, float64,
+float16, bfloat16 (widened exactly to float32: NumPy has no bfloat16), int64, int32,
+int16, int8, uint8, bool.
+
+Writing (:func:`write_torch_zip`, :func:`write_torch_legacy`) produces files that
+``torch.load(path, weights_only=True)`` opens: a protocol-2 pickle written opcode by
+opcode here, with persistent ids exactly like ``torch.save``'s, and for the zip form
+PyTorch's archive layout with every record 64-byte aligned.  Writes are atomic.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+import pickle
+import pickletools
+import secrets
+import struct
+import sys
+import zipfile
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from .errors import CheckpointError, SttnError
+
+__all__ = [
+    "LEGACY_MAGIC_NUMBER",
+    "LEGACY_PROTOCOL_VERSION",
+    "STORAGE_TYPES",
+    "ALLOWED_GLOBALS",
+    "RestrictedUnpickler",
+    "TorchFile",
+    "TorchTensor",
+    "read_torch_file",
+    "write_torch_zip",
+    "write_torch_legacy",
+    "torch_pickle_bytes",
+]
+
+LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+LEGACY_PROTOCOL_VERSION = 1001
+
+#: torch storage class name -> numpy dtype of the stored (little-endian) elements.
+#: ``"bf16"`` is raw uint16 bits, widened to float32 on read.
+STORAGE_TYPES: dict[str, str] = {
+    "FloatStorage": "<f4",
+    "DoubleStorage": "<f8",
+    "HalfStorage": "<f2",
+    "BFloat16Storage": "bf16",
+    "LongStorage": "<i8",
+    "IntStorage": "<i4",
+    "ShortStorage": "<i2",
+    "CharStorage": "|i1",
+    "ByteStorage": "|u1",
+    "BoolStorage": "|b1",
+    "UntypedStorage": "|u1",
+}
+
+MAX_NDIM = 64
+MAX_DEPTH = 100
+MAX_PICKLE_BYTES = 1 << 30
+_DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1
+_BUDGET_SLACK = 16 << 20
+
+
+class _Refused(Exception):
+    """Internal: a reason to refuse the file (turned into CheckpointError with the file name)."""
+
+
+# --------------------------------------------------------------------------------------
+# placeholder objects built by the allow-listed callables
+
+
+class _Sealed:
+    """Base of every object the unpickler may put on its stack: refuses BUILD and pickling."""
+
+    __slots__ = ()
+
+    def __setstate__(self, state):  # BUILD
+        raise _Refused(f"BUILD (setting state) on a {type(self).__name__.lstrip('_')} is not allowed")
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError(f"{type(self).__name__} cannot be pickled")
+
+
+class _StorageTag(_Sealed):
+    """Stands for a torch storage class (``torch.FloatStorage``); used in persistent ids."""
+
+    __slots__ = ("name", "code")
+
+    def __init__(self, name: str, code: str | None):
+        object.__setattr__(self, "name", name)
+        object.__setattr__(self, "code", code)
+
+    def __call__(self, *args, **kwargs):
+        raise _Refused(f"calling torch.{self.name} is not allowed (storage types only appear in persistent ids)")
+
+    def __repr__(self) -> str:
+        return f"torch.{self.name}"
+
+
+class _SafeCallable(_Sealed):
+    """An allow-listed global: calls one of this module's own functions."""
+
+    __slots__ = ("qualname", "func")
+
+    def __init__(self, qualname: str, func: Callable):
+        object.__setattr__(self, "qualname", qualname)
+        object.__setattr__(self, "func", func)
+
+    def __call__(self, *args, **kwargs):
+        if kwargs:
+            raise _Refused(f"{self.qualname} called with keyword arguments")
+        return self.func(*args)
+
+    def __repr__(self) -> str:
+        return self.qualname
+
+
+class _StorageRef(_Sealed):
+    """A storage resolved by ``persistent_load``: type, key, device tag and size."""
+
+    __slots__ = ("key", "tag", "location", "numel", "dtype", "itemsize", "loader", "parent", "elem_offset")
+
+    def __init__(self, key, tag, location, numel, dtype, loader, parent=None, elem_offset=0):
+        for name, value in (("key", key), ("tag", tag), ("location", location), ("numel", numel),
+                            ("dtype", dtype), ("itemsize", dtype.itemsize), ("loader", loader),
+                            ("parent", parent), ("elem_offset", elem_offset)):
+            object.__setattr__(self, name, value)
+
+
+class _TensorRecord(_Sealed):
+    """A tensor described by ``_rebuild_tensor_v2``; materialised after unpickling."""
+
+    __slots__ = ("storage", "offset", "size", "stride")
+
+    def __init__(self, storage, offset, size, stride):
+        object.__setattr__(self, "storage", storage)
+        object.__setattr__(self, "offset", offset)
+        object.__setattr__(self, "size", size)
+        object.__setattr__(self, "stride", stride)
+
+
+class _PickledDict(dict):
+    """The ``collections.OrderedDict`` of a pickle (a plain dict keeps order).
+
+    PyTorch attaches ``_metadata`` (module versions) to a state_dict; BUILD with exactly
+    that attribute is accepted and the value dropped.  Any other state is refused.
+    """
+
+    __slots__ = ()
+
+    def __setstate__(self, state):
+        if isinstance(state, dict) and set(state) <= {"_metadata"}:
+            return
+        if isinstance(state, tuple) and len(state) == 2 and state[0] is None and isinstance(state[1], dict) \
+                and set(state[1]) <= {"_metadata"}:
+            return
+        raise _Refused("BUILD on an OrderedDict with state other than '_metadata' is not allowed")
+
+    def __reduce_ex__(self, protocol):
+        raise TypeError("_PickledDict cannot be pickled")
+
+
+# --------------------------------------------------------------------------------------
+# the allow-listed functions (all arguments checked; nothing here allocates by request)
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _ordered_dict(*args):
+    if not args:
+        return _PickledDict()
+    if len(args) == 1 and isinstance(args[0], (list, tuple)):
+        result = _PickledDict()
+        for item in args[0]:
+            if not (isinstance(item, (list, tuple)) and len(item) == 2):
+                raise _Refused("collections.OrderedDict called with items that are not (key, value) pairs")
+            result[item[0]] = item[1]
+        return result
+    raise _Refused("collections.OrderedDict called with unexpected arguments")
+
+
+def _check_sizes(size, stride, offset, what: str):
+    if not isinstance(size, tuple) or not all(_is_int(d) and d >= 0 for d in size):
+        raise _Refused(f"{what}: size must be a tuple of non-negative integers, got {_short(size)}")
+    if not isinstance(stride, tuple) or len(stride) != len(size) or not all(_is_int(s) and s >= 0 for s in stride):
+        raise _Refused(f"{what}: stride must be a tuple of {len(size)} non-negative integers, got {_short(stride)}")
+    if len(size) > MAX_NDIM:
+        raise _Refused(f"{what}: {len(size)} dimensions (at most {MAX_NDIM})")
+    if not _is_int(offset) or offset < 0:
+        raise _Refused(f"{what}: storage offset must be a non-negative integer, got {_short(offset)}")
+
+
+def _rebuild_tensor_v2(storage=None, storage_offset=None, size=None, stride=None, requires_grad=False,
+                       backward_hooks=None, metadata=None, *extra):
+    if not isinstance(storage, _StorageRef):
+        raise _Refused(f"torch._utils._rebuild_tensor_v2: first argument must be a storage, got {_short(storage)}")
+    if isinstance(size, list):
+        size = tuple(size)
+    if isinstance(stride, list):
+        stride = tuple(stride)
+    _check_sizes(size, stride, storage_offset, "torch._utils._rebuild_tensor_v2")
+    if not isinstance(requires_grad, bool):
+        raise _Refused("torch._utils._rebuild_tensor_v2: requires_grad must be a bool")
+    return _TensorRecord(storage, storage_offset, size, stride)
+
+
+def _rebuild_tensor(storage=None, storage_offset=None, size=None, stride=None, *extra):
+    if extra:
+        raise _Refused("torch._utils._rebuild_tensor: too many arguments")
+    return _rebuild_tensor_v2(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data=None, requires_grad=False, backward_hooks=None, *extra):
+    if not isinstance(data, _TensorRecord):
+        raise _Refused(f"torch._utils._rebuild_parameter: data must be a tensor, got {_short(data)}")
+    return data
+
+
+def _rebuild_parameter_with_state(data=None, requires_grad=False, backward_hooks=None, state=None, *extra):
+    return _rebuild_parameter(data, requires_grad, backward_hooks)
+
+
+def _device(kind=None, index=None, *extra):
+    if extra or not isinstance(kind, str) or not (index is None or _is_int(index)):
+        raise _Refused("torch.device called with unexpected arguments")
+    return kind if index is None else f"{kind}:{index}"
+
+
+def _codecs_encode(text=None, encoding=None, *extra):
+    if extra or not isinstance(text, str) or encoding not in ("latin1", "latin-1"):
+        raise _Refused("_codecs.encode is allowed only as (str, 'latin1') for protocol-2 bytes")
+    return text.encode("latin-1")
+
+
+def _bytearray(data=b"", encoding=None, *extra):
+    if extra:
+        raise _Refused("builtins.bytearray: too many arguments")
+    if isinstance(data, str) and encoding in ("latin1", "latin-1"):
+        return bytearray(data.encode("latin-1"))
+    if isinstance(data, (bytes, bytearray)) and encoding is None:
+        return bytearray(data)
+    raise _Refused("builtins.bytearray is allowed only on bytes or (str, 'latin-1')")
+
+
+def _set(items=(), *extra):
+    if extra or not isinstance(items, (list, tuple)):
+        raise _Refused("builtins.set is allowed only on a list or tuple")
+    return set(items)
+
+
+def _frozenset(items=(), *extra):
+    if extra or not isinstance(items, (list, tuple)):
+        raise _Refused("builtins.frozenset is allowed only on a list or tuple")
+    return frozenset(items)
+
+
+def _complex(real=0.0, imag=0.0, *extra):
+    if extra or not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in (real, imag)):
+        raise _Refused("builtins.complex is allowed only on two numbers")
+    return complex(real, imag)
+
+
+def _build_allow_list() -> dict[tuple[str, str], object]:
+    table: dict[tuple[str, str], object] = {}
+
+    def fn(module, name, func):
+        table[(module, name)] = _SafeCallable(f"{module}.{name}", func)
+
+    fn("collections", "OrderedDict", _ordered_dict)
+    fn("torch._utils", "_rebuild_tensor_v2", _rebuild_tensor_v2)
+    fn("torch._utils", "_rebuild_tensor", _rebuild_tensor)
+    fn("torch._utils", "_rebuild_parameter", _rebuild_parameter)
+    fn("torch._utils", "_rebuild_parameter_with_state", _rebuild_parameter_with_state)
+    fn("torch", "device", _device)
+    fn("_codecs", "encode", _codecs_encode)
+    for builtins_name in ("builtins", "__builtin__"):
+        fn(builtins_name, "set", _set)
+        fn(builtins_name, "frozenset", _frozenset)
+        fn(builtins_name, "bytearray", _bytearray)
+        fn(builtins_name, "complex", _complex)
+    for name, code in STORAGE_TYPES.items():
+        table[("torch", name)] = _StorageTag(name, code)
+    table[("torch.storage", "UntypedStorage")] = _StorageTag("UntypedStorage", STORAGE_TYPES["UntypedStorage"])
+    table[("torch.storage", "TypedStorage")] = _StorageTag("TypedStorage", None)
+    return table
+
+
+_ALLOW = _build_allow_list()
+#: The globals a checkpoint pickle may name, as ``"module.name"`` strings.
+ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(f"{m}.{n}" for m, n in _ALLOW))
+
+_ALLOWED_OPCODES = frozenset(
+    """PROTO FRAME STOP MARK POP POP_MARK DUP
+    INT BININT BININT1 BININT2 LONG LONG1 LONG4 NONE NEWTRUE NEWFALSE FLOAT BINFLOAT
+    STRING BINSTRING SHORT_BINSTRING UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
+    BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8
+    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS
+    EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET
+    GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT MEMOIZE
+    GLOBAL STACK_GLOBAL REDUCE BUILD BINPERSID""".split()
+)
+_MEMO_OPCODES = frozenset("GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT".split())
+
+
+def _short(value, limit: int = 80) -> str:
+    try:
+        text = repr(value)
+    except Exception:  # pragma: no cover - our own objects always have a repr
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _refuse_global(module: str, name: str) -> _Refused:
+    return _Refused(
+        f"refused to load global '{module}.{name}': only tensor, storage and plain-container types are allowed "
+        f"(nothing was executed)")
+
+
+# --------------------------------------------------------------------------------------
+# scanning and unpickling
+
+
+def scan_pickle(data: bytes, start: int = 0) -> int:
+    """Check the pickle starting at ``data[start]`` opcode by opcode; return its end offset.
+
+    Raises ``_Refused`` for a disallowed opcode or global, an out-of-range memo index,
+    or a malformed / truncated pickle.  Nothing is unpickled.
+    """
+    stream = io.BytesIO(data)
+    stream.seek(start)
+    memo_limit = len(data) - start + 16
+    try:
+        for op, arg, pos in pickletools.genops(stream):
+            name = op.name
+            if name not in _ALLOWED_OPCODES:
+                raise _Refused(f"pickle opcode {name} at byte {pos} is not allowed (it builds arbitrary objects)")
+            if name == "GLOBAL":
+                module, _, gname = str(arg).partition(" ")
+                if (module, gname) not in _ALLOW:
+                    raise _refuse_global(module, gname)
+            elif name in _MEMO_OPCODES:
+                if not _is_int(arg) or not 0 <= arg <= memo_limit:
+                    raise _Refused(f"pickle memo index {arg!r} at byte {pos} is out of range")
+            elif name == "PROTO" and not 0 <= arg <= 5:
+                raise _Refused(f"pickle protocol {arg} is not supported")
+    except _Refused:
+        raise
+    except (ValueError, EOFError, struct.error, UnicodeDecodeError, OverflowError, MemoryError) as exc:
+        raise _Refused(f"the pickle at byte {start} is corrupt or truncated ({exc})") from None
+    return stream.tell()
+
+
+class RestrictedUnpickler(pickle.Unpickler):
+    """A :class:`pickle.Unpickler` that only knows the allow-list of this module.
+
+    ``persistent_load`` (optional) resolves storage ids; without it any persistent id is
+    refused.  Use :func:`scan_pickle` first: it bounds lengths and memo indices and
+    refuses object-building opcodes before this class sees the data.
+    """
+
+    def __init__(self, file, persistent: Callable[[Any], Any] | None = None):
+        super().__init__(file, encoding="utf-8", errors="strict")
+        self._persistent = persistent
+
+    def find_class(self, module, name):  # noqa: D401 - pickle API
+        target = _ALLOW.get((module, name)) if isinstance(module, str) and isinstance(name, str) else None
+        if target is None:
+            raise _refuse_global(str(module), str(name))
+        return target
+
+    def persistent_load(self, pid):  # noqa: D401 - pickle API
+        if self._persistent is None:
+            raise _Refused(f"unexpected persistent id {_short(pid)}")
+        return self._persistent(pid)
+
+
+def _unpickle(data: bytes, start: int, persistent=None) -> tuple[Any, int]:
+    """Scan, then unpickle the pickle at ``data[start:]``; return (object, end offset)."""
+    end = scan_pickle(data, start)
+    try:
+        obj = RestrictedUnpickler(io.BytesIO(data[start:end]), persistent).load()
+    except _Refused:
+        raise
+    except SttnError:
+        raise
+    except RecursionError:
+        raise _Refused(f"the pickle at byte {start} nests too deeply") from None
+    except Exception as exc:  # any failure inside the restricted unpickler is a malformed file
+        raise _Refused(f"the pickle at byte {start} is malformed ({type(exc).__name__}: {exc})") from None
+    return obj, end
+
+
+def _ascii(value, what: str) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("ascii")
+        except UnicodeDecodeError:
+            raise _Refused(f"{what} is not ASCII") from None
+    if not isinstance(value, str):
+        raise _Refused(f"{what} must be a string, got {_short(value)}")
+    return value
+
+
+class _StorageTable:
+    """Resolves persistent ids; one :class:`_StorageRef` per key (views share it)."""
+
+    def __init__(self, declare: Callable[[str, "_StorageTag", str, int], Callable[[], np.ndarray]], byteorder: str):
+        self.declare = declare
+        self.byteorder = byteorder
+        self.refs: dict[str, _StorageRef] = {}
+        self.views: dict[str, _StorageRef] = {}
+        self.devices: list[str] = []
+
+    def _dtype(self, tag: _StorageTag) -> np.dtype:
+        code = tag.code
+        if code == "bf16":
+            dtype = np.dtype("<u2")
+        else:
+            dtype = np.dtype(code)
+        if self.byteorder == "big" and dtype.itemsize > 1:
+            dtype = dtype.newbyteorder(">")
+        return dtype
+
+    def __call__(self, pid):
+        if not isinstance(pid, tuple) or len(pid) not in (5, 6):
+            raise _Refused(f"persistent id {_short(pid)} is not a torch storage id")
+        if _ascii(pid[0], "persistent id type") != "storage":
+            raise _Refused(f"persistent id of type {pid[0]!r} is not supported (only 'storage'; a pickled "
+                           f"nn.Module class is refused)")
+        tag, key, location, numel = pid[1:5]
+        if not isinstance(tag, _StorageTag):
+            raise _Refused(f"persistent id {_short(pid)}: {_short(tag)} is not a torch storage type")
+        if tag.code is None:
+            raise _Refused(f"persistent id {_short(pid)}: torch.storage.{tag.name} carries no dtype")
+        key = _ascii(key, "storage key")
+        location = _ascii(location, f"storage {key!r} location")
+        if not _is_int(numel) or numel < 0:
+            raise _Refused(f"storage {key!r}: element count must be a non-negative integer, got {_short(numel)}")
+        if location not in self.devices:
+            self.devices.append(location)
+        ref = self.refs.get(key)
+        if ref is None:
+            dtype = self._dtype(tag)
+            loader = self.declare(key, tag, location, numel * dtype.itemsize)
+            ref = _StorageRef(key, tag, location, numel, dtype, loader)
+            self.refs[key] = ref
+        elif ref.tag is not tag or ref.numel != numel:
+            raise _Refused(f"storage {key!r} is declared twice with different types or sizes "
+                           f"({ref.tag!r} x {ref.numel} and {tag!r} x {numel})")
+        view = pid[5] if len(pid) == 6 else None
+        if view is None:
+            return ref
+        # legacy storage views: (view_key, offset, size) in elements of the root storage
+        if not (isinstance(view, tuple) and len(view) == 3 and _is_int(view[1]) and _is_int(view[2])):
+            raise _Refused(f"storage {key!r}: malformed view metadata {_short(view)}")
+        view_key = _ascii(view[0], "storage view key")
+        v_off, v_size = view[1], view[2]
+        if v_off < 0 or v_size < 0 or v_off + v_size > numel:
+            raise _Refused(f"storage view {view_key!r} [{v_off}, {v_off + v_size}) is outside storage {key!r} "
+                           f"of {numel} elements")
+        existing = self.views.get(view_key)
+        if existing is None:
+            existing = _StorageRef(view_key, tag, location, v_size, ref.dtype, None, parent=ref, elem_offset=v_off)
+            self.views[view_key] = existing
+        return existing
+
+
+@dataclass
+class _Materialiser:
+    """Turns the unpickled tree into plain Python + NumPy, within a byte budget."""
+
+    budget: int
+    cache: dict = field(default_factory=dict)
+    tensors: int = 0
+
+    def storage_array(self, ref: _StorageRef) -> np.ndarray:
+        if ref.parent is not None:
+            root = self.storage_array(ref.parent)
+            return root[ref.elem_offset: ref.elem_offset + ref.numel]
+        flat = ref.loader()
+        if flat.size != ref.numel:  # the loaders check this; a second line of defence
+            raise _Refused(f"storage {ref.key!r} holds {flat.size} elements, expected {ref.numel}")
+        return flat
+
+    def _spend(self, nbytes: int, what: str) -> None:
+        if nbytes > self.budget:
+            raise _Refused(f"{what} needs {nbytes} bytes, more than the file can justify "
+                           f"({self.budget} bytes left of the budget of 4 x file size + 16 MiB)")
+        self.budget -= nbytes
+
+    def tensor(self, rec: _TensorRecord) -> np.ndarray:
+        st, size, stride, offset = rec.storage, rec.size, rec.stride, rec.offset
+        what = f"tensor of shape {list(size)} on storage {st.key!r}"
+        key = (id(st), offset, size, stride)
+        if key in self.cache:
+            return self.cache[key]
+        native = _native_dtype(st)
+        numel = math.prod(size)
+        if numel == 0:
+            out = np.zeros(size, native)
+        else:
+            last = offset + sum((d - 1) * s for d, s in zip(size, stride))
+            if last >= st.numel:
+                raise _Refused(f"{what} with stride {list(stride)} and offset {offset} reaches element {last}, "
+                               f"but the storage holds {st.numel} elements ({st.tag!r})")
+            self._spend(numel * native.itemsize, what)
+            flat = self.storage_array(st)
+            strides = tuple(0 if d == 1 else s * flat.itemsize for d, s in zip(size, stride))
+            view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides, writeable=False)
+            out = _to_native(view, st)
+        self.tensors += 1
+        self.cache[key] = out
+        return out
+
+    def convert(self, obj, depth: int = 0, memo: dict | None = None):
+        memo = {} if memo is None else memo
+        oid = id(obj)
+        if oid in memo:
+            return memo[oid]
+        if depth > MAX_DEPTH:
+            raise _Refused(f"containers nest deeper than {MAX_DEPTH} levels")
+        if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
+            return obj
+        if isinstance(obj, _TensorRecord):
+            result = self.tensor(obj)
+        elif isinstance(obj, _StorageRef):
+            self._spend(obj.numel * obj.itemsize, f"storage {obj.key!r}")
+            result = _to_native(self.storage_array(obj), obj)
+        elif isinstance(obj, dict):  # _PickledDict or a plain dict
+            result = {}
+            memo[oid] = result
+            for k, v in obj.items():
+                ck = self.convert(k, depth + 1, memo)
+                try:
+                    hash(ck)
+                except TypeError:
+                    raise _Refused(f"a dict key is a {type(ck).__name__}, not a plain value") from None
+                result[ck] = self.convert(v, depth + 1, memo)
+        elif isinstance(obj, list):
+            result = []
+            memo[oid] = result
+            result.extend(self.convert(v, depth + 1, memo) for v in obj)
+        elif isinstance(obj, tuple):
+            result = tuple(self.convert(v, depth + 1, memo) for v in obj)
+        elif isinstance(obj, (set, frozenset)):
+            items = [self.convert(v, depth + 1, memo) for v in obj]
+            try:
+                result = type(obj)(items)
+            except TypeError:
+                raise _Refused("a set holds unhashable values") from None
+        elif isinstance(obj, bytearray):
+            result = bytes(obj)
+        elif isinstance(obj, _StorageTag):
+            result = f"torch.{obj.name}"
+        elif isinstance(obj, _SafeCallable):
+            raise _Refused(f"the object refers to the callable {obj.qualname} without calling it")
+        else:  # pragma: no cover - the allow-list cannot produce anything else
+            raise _Refused(f"unexpected object of type {type(obj).__name__}")
+        memo[oid] = result
+        return result
+
+
+def _native_dtype(st: _StorageRef) -> np.dtype:
+    if st.tag.code == "bf16":
+        return np.dtype(np.float32)
+    if st.tag.code == "|b1":
+        return np.dtype(np.bool_)
+    return st.dtype.newbyteorder("=")
+
+
+def _to_native(view: np.ndarray, st: _StorageRef) -> np.ndarray:
+    code = st.tag.code
+    if code == "bf16":
+        return (view.astype(np.uint32) << 16).view(np.float32)
+    if code == "|b1":
+        return view.view(np.uint8) != 0
+    return view.astype(st.dtype.newbyteorder("="), copy=True)
+
+
+# --------------------------------------------------------------------------------------
+# containers: zip archive and legacy stream
+
+
+@dataclass
+class TorchFile:
+    """What :func:`read_torch_file` found.
+
+    ``obj`` is the checkpoint object with every tensor as a NumPy array and every
+    OrderedDict as a dict; ``container`` is ``"pytorch-zip"`` or ``"pytorch-legacy"``.
+    """
+
+    path: str
+    obj: Any
+    container: str
+    archive_name: str | None = None
+    version: str | None = None
+    byteorder: str = "little"
+    devices: tuple[str, ...] = ()
+    storages: int = 0
+    tensors: int = 0
+
+
+def _filename(path) -> str:
+    try:
+        return os.fsdecode(os.fspath(path))
+    except TypeError:
+        raise CheckpointError(f"expected a file path (str or os.PathLike), got {type(path).__name__}") from None
+
+
+def _file_size(filename: str) -> int:
+    try:
+        return os.stat(filename).st_size
+    except OSError as exc:
+        raise CheckpointError(f"{filename}: cannot be read ({exc.strerror or exc})") from None
+
+
+def _read_zip(filename: str) -> TorchFile:
+    size = _file_size(filename)
+    try:
+        zf = zipfile.ZipFile(filename)
+    except OSError as exc:
+        raise CheckpointError(f"{filename}: cannot be read ({exc.strerror or exc})") from None
+    except Exception as exc:  # BadZipFile, struct.error, ValueError, ... from a corrupt directory
+        raise _Refused(f"corrupt zip archive ({type(exc).__name__}: {exc})") from None
+    with zf:
+        infos: dict[str, zipfile.ZipInfo] = {}
+        for info in zf.infolist():
+            if info.filename in infos:
+                raise _Refused(f"zip archive holds the entry {info.filename!r} twice")
+            infos[info.filename] = info
+        tops = sorted({n.split("/", 1)[0] for n in infos if n.endswith("/data.pkl") and n.count("/") == 1})
+        if not tops:
+            hint = " (a TorchScript archive? save model.state_dict() instead)" if any(
+                n.endswith("/constants.pkl") for n in infos) else ""
+            raise _Refused(f"zip archive without '<name>/data.pkl': not a PyTorch checkpoint{hint}")
+        if len(tops) > 1:
+            raise _Refused(f"zip archive holds several checkpoints ({', '.join(tops)})")
+        prefix = tops[0]
+
+        def read_entry(name: str, limit: int) -> bytes:
+            info = infos[name]
+            if info.compress_type == zipfile.ZIP_STORED:
+                if info.compress_size != info.file_size or info.file_size > size:
+                    raise _Refused(f"entry {name!r} declares {info.file_size} bytes, more than the file holds")
+            elif info.compress_type == zipfile.ZIP_DEFLATED:
+                if info.file_size > _DEFLATE_MAX_RATIO * max(info.compress_size, 1):
+                    raise _Refused(f"entry {name!r} declares an impossible size of {info.file_size} bytes")
+            else:
+                raise _Refused(f"entry {name!r} uses unsupported zip compression method {info.compress_type}")
+            if info.file_size > limit:
+                raise _Refused(f"entry {name!r} is {info.file_size} bytes, more than the limit of {limit}")
+            try:
+                data = zf.read(info)
+            except Exception as exc:  # BadZipFile (CRC, header mismatch), zlib.error, EOFError ...
+                raise _Refused(f"entry {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+            if len(data) != info.file_size:
+                raise _Refused(f"entry {name!r} holds {len(data)} bytes, its header says {info.file_size}")
+            return data
+
+        byteorder = "little"
+        if f"{prefix}/byteorder" in infos:
+            raw = read_entry(f"{prefix}/byteorder", 64)
+            if raw not in (b"little", b"big"):
+                raise _Refused(f"entry '{prefix}/byteorder' is {raw[:20]!r}, expected 'little' or 'big'")
+            byteorder = raw.decode()
+        version = None
+        for vname in (f"{prefix}/version", f"{prefix}/.data/version"):
+            if vname in infos:
+                raw = read_entry(vname, 64).strip()
+                if not raw.isdigit():
+                    raise _Refused(f"entry {vname!r} is {raw[:20]!r}, expected a version number")
+                version = raw.decode()
+                break
+
+        def declare(key: str, tag: _StorageTag, location: str, nbytes: int):
+            name = f"{prefix}/data/{key}"
+            info = infos.get(name)
+            if info is None:
+                raise _Refused(f"storage {key!r} ({tag!r}) has no entry {name!r} in the archive")
+            if info.file_size != nbytes:
+                raise _Refused(f"storage {key!r}: entry {name!r} holds {info.file_size} bytes but the pickle "
+                               f"declares {tag!r} of {nbytes} bytes")
+            cache: list[np.ndarray] = []
+
+            def load() -> np.ndarray:
+                if not cache:
+                    data = read_entry(name, max(nbytes, 1))
+                    dtype = table._dtype(tag)
+                    cache.append(np.frombuffer(data, dtype=dtype))
+                return cache[0]
+
+            return load
+
+        table = _StorageTable(declare, byteorder)
+        pkl = read_entry(f"{prefix}/data.pkl", MAX_PICKLE_BYTES)
+        obj, end = _unpickle(pkl, 0, table)
+        if end != len(pkl):
+            raise _Refused(f"'{prefix}/data.pkl' has {len(pkl) - end} bytes after the end of the pickle")
+        mat = _Materialiser(budget=4 * size + _BUDGET_SLACK)
+        result = mat.convert(obj)
+        return TorchFile(filename, result, "pytorch-zip", prefix, version, byteorder, tuple(table.devices),
+                         len(table.refs), mat.tensors)
+
+
+def _read_legacy(filename: str) -> TorchFile:
+    size = _file_size(filename)
+    try:
+        with open(filename, "rb") as f:
+            data = f.read()
+    except OSError as exc:
+        raise CheckpointError(f"{filename}: cannot be read ({exc.strerror or exc})") from None
+    if len(data) >= 262 and data[257:262] == b"ustar":
+        raise _Refused("this is the very old tar-based PyTorch format, which is not supported; "
+                       "re-save it with a current PyTorch")
+    magic, pos = _unpickle(data, 0)
+    if not _is_int(magic) or magic != LEGACY_MAGIC_NUMBER:
+        raise _Refused(f"not a PyTorch legacy checkpoint: the first pickle is {_short(magic)}, "
+                       f"expected the magic number {LEGACY_MAGIC_NUMBER:#x}")
+    proto, pos = _unpickle(data, pos)
+    if not _is_int(proto) or proto != LEGACY_PROTOCOL_VERSION:
+        raise _Refused(f"legacy protocol version {_short(proto)} is not supported (expected {LEGACY_PROTOCOL_VERSION})")
+    sys_info, pos = _unpickle(data, pos)
+    if not isinstance(sys_info, dict):
+        raise _Refused("the legacy system-info record is not a dict")
+
+    declared: dict[str, tuple[_StorageTag, int]] = {}
+    views: dict[str, memoryview] = {}
+
+    def declare(key, tag, location, nbytes):
+        declared[key] = (tag, nbytes)
+        cache: list[np.ndarray] = []
+
+        def load() -> np.ndarray:
+            if not cache:
+                if key not in views:
+                    raise _Refused(f"storage {key!r} is used by a tensor but has no data in the file")
+                cache.append(np.frombuffer(views[key], dtype=table._dtype(tag)))
+            return cache[0]
+
+        return load
+
+    table = _StorageTable(declare, "little")  # the legacy writer always stores little-endian data
+    obj, pos = _unpickle(data, pos, table)
+    keys, pos = _unpickle(data, pos)
+    if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+        raise _Refused("the legacy storage key list is not a list of strings")
+    for key in keys:
+        if key not in declared:
+            raise _Refused(f"the storage key list names {key!r}, which no tensor declared")
+        tag, nbytes = declared[key]
+        if pos + 8 > len(data):
+            raise _Refused(f"file ends before the size record of storage {key!r} (truncated)")
+        (count,) = struct.unpack_from("<q", data, pos)
+        itemsize = table._dtype(tag).itemsize
+        if count * itemsize != nbytes:
+            raise _Refused(f"storage {key!r}: the file records {count} elements but the pickle declares "
+                           f"{nbytes // itemsize} ({tag!r})")
+        start = pos + 8
+        if start + nbytes > len(data):
+            raise _Refused(f"storage {key!r} needs {nbytes} bytes at offset {start} but the file has only "
+                           f"{len(data) - start} left (truncated)")
+        views[key] = memoryview(data)[start: start + nbytes]
+        pos = start + nbytes
+    mat = _Materialiser(budget=4 * size + _BUDGET_SLACK)
+    result = mat.convert(obj)
+    return TorchFile(filename, result, "pytorch-legacy", None, str(LEGACY_PROTOCOL_VERSION), "little",
+                     tuple(table.devices), len(table.refs), mat.tensors)
+
+
+def read_torch_file(path) -> TorchFile:
+    """Read a PyTorch checkpoint (zip archive or legacy stream) without PyTorch and safely.
+
+    The container is chosen by content (``PK\\x03\\x04`` → zip, else the legacy
+    stream).  Every problem raises :class:`CheckpointError` starting with
+    ``"<path>: PyTorch checkpoint (<container>): "`` and naming the entry, storage or
+    global involved.
+    """
+    filename = _filename(path)
+    try:
+        with open(filename, "rb") as f:
+            head = f.read(4)
+    except OSError as exc:
+        raise CheckpointError(f"{filename}: cannot be read ({exc.strerror or exc})") from None
+    container = "pytorch-zip" if head == b"PK\x03\x04" else "pytorch-legacy"
+    try:
+        return _read_zip(filename) if container == "pytorch-zip" else _read_legacy(filename)
+    except _Refused as exc:
+        raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): {exc}") from None
+    except CheckpointError:
+        raise
+    except RecursionError:
+        raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): structure nests too deeply") from None
+    except MemoryError:
+        raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): out of memory while reading") from None
+
+
+# --------------------------------------------------------------------------------------
+# writing
+
+
+@dataclass
+class TorchTensor:
+    """A tensor to write with explicit storage layout (views, offsets, device tags).
+
+    ``storage`` is a 1-D array (its identity decides which tensors share a storage);
+    the tensor is ``as_strided(storage[offset:], size, stride)`` in elements.
+    ``storage_type`` overrides the torch storage class (e.g. ``"BFloat16Storage"`` for a
+    uint16 array of bfloat16 bits); ``location`` is the device tag written
+    (``"cpu"``, ``"cuda:0"``).
+    """
+
+    storage: np.ndarray
+    size: tuple[int, ...]
+    stride: tuple[int, ...] | None = None
+    offset: int = 0
+    location: str = "cpu"
+    storage_type: str | None = None
+
+
+_NUMPY_TO_STORAGE = {
+    ("f", 4): "FloatStorage", ("f", 8): "DoubleStorage", ("f", 2): "HalfStorage",
+    ("i", 8): "LongStorage", ("i", 4): "IntStorage", ("i", 2): "ShortStorage", ("i", 1): "CharStorage",
+    ("u", 1): "ByteStorage", ("b", 1): "BoolStorage",
+}
+
+_P = pickle  # opcode constants
+
+
+class _PickleWriter:
+    """Writes a protocol-2 pickle of plain containers and tensors like ``torch.save``."""
+
+    def __init__(self, legacy: bool, location: str = "cpu"):
+        self.out = bytearray(b"\x80\x02")
+        self.memo: dict[Any, int] = {}
+        self.legacy = legacy
+        self.location = location
+        self.storages: dict[int, tuple[str, np.ndarray, str]] = {}  # id(storage) -> (key, array, type name)
+        self.keepalive: list = []
+
+    def _put(self, key) -> None:
+        idx = len(self.memo)
+        self.memo[key] = idx
+        self.out += _P.BINPUT + bytes([idx]) if idx < 256 else _P.LONG_BINPUT + struct.pack("<I", idx)
+
+    def _get(self, key) -> bool:
+        idx = self.memo.get(key)
+        if idx is None:
+            return False
+        self.out += _P.BINGET + bytes([idx]) if idx < 256 else _P.LONG_BINGET + struct.pack("<I", idx)
+        return True
+
+    def global_(self, module: str, name: str) -> None:
+        if not self._get(("global", module, name)):
+            self.out += _P.GLOBAL + f"{module}\n{name}\n".encode("ascii")
+            self._put(("global", module, name))
+
+    def int_(self, v: int) -> None:
+        if 0 <= v < 256:
+            self.out += _P.BININT1 + bytes([v])
+        elif 0 <= v < 65536:
+            self.out += _P.BININT2 + struct.pack("<H", v)
+        elif -(2**31) <= v < 2**31:
+            self.out += _P.BININT + struct.pack("<i", v)
+        else:
+            enc = pickle.encode_long(v)
+            if len(enc) > 255:
+                raise CheckpointError(f"integer {v} is too large to write")
+            self.out += _P.LONG1 + bytes([len(enc)]) + enc
+
+    def str_(self, s: str) -> None:
+        raw = s.encode("utf-8")
+        self.out += _P.BINUNICODE + struct.pack("<I", len(raw)) + raw
+
+    def tuple_(self, items) -> None:
+        items = list(items)
+        if not items:
+            self.out += _P.EMPTY_TUPLE
+            return
+        if len(items) > 3:
+            self.out += _P.MARK
+        for item in items:
+            self.value(item)
+        self.out += {1: _P.TUPLE1, 2: _P.TUPLE2, 3: _P.TUPLE3}.get(len(items), _P.TUPLE)
+
+    def ordered_dict_empty(self) -> None:
+        self.global_("collections", "OrderedDict")
+        self.out += _P.EMPTY_TUPLE + _P.REDUCE
+
+    def tensor(self, t: TorchTensor) -> None:
+        storage = t.storage
+        if not isinstance(storage, np.ndarray) or storage.ndim != 1:
+            raise CheckpointError("a TorchTensor storage must be a 1-D numpy array")
+        type_name = t.storage_type or _NUMPY_TO_STORAGE.get((storage.dtype.kind, storage.dtype.itemsize))
+        if type_name is None or type_name not in STORAGE_TYPES:
+            raise CheckpointError(f"numpy dtype {storage.dtype} has no torch storage type")
+        entry = self.storages.get(id(storage))
+        if entry is None:
+            entry = (str(len(self.storages)), storage, type_name)
+            self.storages[id(storage)] = entry
+            self.keepalive.append(storage)
+        elif entry[2] != type_name:
+            raise CheckpointError("one storage written with two storage types")
+        size = tuple(int(d) for d in t.size)
+        if t.stride is None:
+            stride, acc = [], 1
+            for d in reversed(size):
+                stride.append(acc)
+                acc *= d
+            stride = tuple(reversed(stride))
+        else:
+            stride = tuple(int(s) for s in t.stride)
+        self.global_("torch._utils", "_rebuild_tensor_v2")
+        self.out += _P.MARK
+        # persistent id, exactly like torch.save: ('storage', torch.XStorage, key, location, numel[, None])
+        self.out += _P.MARK
+        self.str_("storage")
+        self.global_("torch", type_name)
+        self.str_(entry[0])
+        self.str_(t.location)
+        self.int_(int(storage.size))
+        if self.legacy:
+            self.out += _P.NONE
+        self.out += _P.TUPLE + _P.BINPERSID
+        self.int_(int(t.offset))
+        self.tuple_(size)
+        self.tuple_(stride)
+        self.out += _P.NEWFALSE
+        self.ordered_dict_empty()
+        self.out += _P.TUPLE + _P.REDUCE
+
+    def array(self, a: np.ndarray) -> None:
+        a = np.asarray(a)
+        if (a.dtype.kind, a.dtype.itemsize) not in _NUMPY_TO_STORAGE:
+            raise CheckpointError(f"numpy dtype {a.dtype} has no torch storage type")
+        flat = np.ascontiguousarray(a).reshape(-1).copy()
+        self.tensor(TorchTensor(flat, a.shape, location=self.location))
+
+    def value(self, v) -> None:
+        if v is None:
+            self.out += _P.NONE
+        elif v is True:
+            self.out += _P.NEWTRUE
+        elif v is False:
+            self.out += _P.NEWFALSE
+        elif isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)):
+            self.int_(int(v))
+        elif isinstance(v, (float, np.floating)):
+            self.out += _P.BINFLOAT + struct.pack(">d", float(v))
+        elif isinstance(v, str):
+            self.str_(v)
+        elif isinstance(v, TorchTensor):
+            self.tensor(v)
+        elif isinstance(v, (np.ndarray, np.bool_)):
+            self.array(v)
+        elif isinstance(v, tuple):
+            self.tuple_(v)
+        elif isinstance(v, list):
+            self.out += _P.EMPTY_LIST
+            if v:
+                self.out += _P.MARK
+                for item in v:
+                    self.value(item)
+                self.out += _P.APPENDS
+        elif isinstance(v, dict):
+            if isinstance(v, OrderedDict):
+                self.ordered_dict_empty()
+            else:
+                self.out += _P.EMPTY_DICT
+            if v:
+                self.out += _P.MARK
+                for k, item in v.items():
+                    if not isinstance(k, (str, int)):
+                        raise CheckpointError(f"dict key {k!r}: only str and int keys can be written")
+                    self.value(k)
+                    self.value(item)
+                self.out += _P.SETITEMS
+        else:
+            raise CheckpointError(f"cannot write a {type(v).__name__} into a PyTorch checkpoint")
+
+    def finish(self) -> bytes:
+        return bytes(self.out + _P.STOP)
+
+
+def torch_pickle_bytes(obj, *, legacy: bool = False, location: str = "cpu"):
+    """The protocol-2 pickle of ``obj`` as ``torch.save`` writes it, and its storages.
+
+    Returns ``(pickle_bytes, [(key, type_name, data_bytes)])``.  ``obj`` may hold
+    dicts (an :class:`~collections.OrderedDict` is written as one), lists, tuples, str,
+    int, float, bool, None, NumPy arrays and :class:`TorchTensor`.
+    """
+    w = _PickleWriter(legacy, location)
+    w.value(obj)
+    storages = []
+    for key, array, type_name in w.storages.values():
+        code = STORAGE_TYPES[type_name]
+        dtype = np.dtype("<u2") if code == "bf16" else np.dtype(code)
+        storages.append((key, type_name, np.ascontiguousarray(array).astype(dtype, copy=False).tobytes()))
+    return w.finish(), storages
+
+
+def _atomic_write(filename: str, write: Callable[[Any], None]) -> None:
+    directory, base = os.path.split(os.path.abspath(filename))
+    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
+    try:
+        with open(tmp, "xb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise CheckpointError(f"{filename}: cannot write file ({exc.strerror or exc})") from None
+        raise
+
+
+def _write_aligned_zip(f, records: list[tuple[str, bytes]], alignment: int = 64) -> None:
+    """A stored zip whose every record's data starts at a multiple of ``alignment``
+    (padding in an extra field with id ``FB``, as PyTorch's writer does)."""
+    with zipfile.ZipFile(f, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, data in records:
+            info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+            info.compress_type = zipfile.ZIP_STORED
+            info.external_attr = 0o600 << 16
+            header = 30 + len(name.encode("utf-8")) + 4
+            pad = (-(f.tell() + header)) % alignment
+            info.extra = struct.pack("<HH", 0x4246, pad) + b"Z" * pad
+            zf.writestr(info, data)
+
+
+def write_torch_zip(path, obj, *, archive_name: str = "archive", location: str = "cpu") -> str:
+    """Write ``obj`` as a PyTorch zip checkpoint (``torch.save``'s default format); atomic.
+
+    Layout: ``<archive_name>/data.pkl``, ``.format_version``, ``.storage_alignment``,
+    ``byteorder`` (``little``), ``data/<key>`` (64-byte aligned), ``version`` (``3``).
+    """
+    filename = _filename(path)
+    if not archive_name or "/" in archive_name:
+        raise CheckpointError(f"{filename}: archive_name must be a non-empty name without '/'")
+    pkl, storages = torch_pickle_bytes(obj, location=location)
+    records = [(f"{archive_name}/data.pkl", pkl), (f"{archive_name}/.format_version", b"1"),
+               (f"{archive_name}/.storage_alignment", b"64"), (f"{archive_name}/byteorder", b"little")]
+    records += [(f"{archive_name}/data/{key}", data) for key, _, data in storages]
+    records += [(f"{archive_name}/version", b"3\n")]
+    _atomic_write(filename, lambda f: _write_aligned_zip(f, records))
+    return filename
+
+
+def write_torch_legacy(path, obj, *, location: str = "cpu") -> str:
+    """Write ``obj`` in the legacy non-zip format of
+    ``torch.save(obj, f, _use_new_zipfile_serialization=False)``; atomic."""
+    filename = _filename(path)
+    pkl, storages = torch_pickle_bytes(obj, legacy=True, location=location)
+
+    def plain(value) -> bytes:
+        w = _PickleWriter(legacy=True)
+        w.value(value)
+        return w.finish()
+
+    sys_info = {"protocol_version": LEGACY_PROTOCOL_VERSION, "little_endian": True,
+                "type_sizes": {"short": 2, "int": 4, "long": 4}}
+    by_key = {key: (type_name, data) for key, type_name, data in storages}
+    keys = sorted(by_key)
+
+    def write(f):
+        f.write(plain(LEGACY_MAGIC_NUMBER))
+        f.write(plain(LEGACY_PROTOCOL_VERSION))
+        f.write(plain(sys_info))
+        f.write(pkl)
+        f.write(plain(keys))
+        for key in keys:
+            type_name, data = by_key[key]
+            code = STORAGE_TYPES[type_name]
+            itemsize = 2 if code == "bf16" else np.dtype(code).itemsize
+            f.write(struct.pack("<q", len(data) // itemsize))
+            f.write(data)
+
+    _atomic_write(filename, write)
+    return filename

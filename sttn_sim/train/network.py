@@ -1,0 +1,348 @@
+"""Training directly on a :class:`~sttn_sim.graph.Model`: forward, backward, export.
+
+:class:`Network` executes the layers of a model in order (the graph is already
+topological), keeps what each backward needs, and on ``backward`` walks the layers in
+reverse, summing the gradients of values read by several layers (residual
+connections) and writing parameter gradients keyed by ``(layer name, param name)``.
+The parameters ARE the model's numpy arrays, updated in place by the optimiser, so an
+STTN model trained here is a sttn_sim Model that folds and verifies as it is.
+
+Method conversions (:func:`prepare_model`), applied to a latent model from
+:mod:`sttn_sim.builders`:
+
+* ``"sttn"``: unchanged (``sttn_conv``/``sttn_linear`` with weight1/weight2/bias1/bias2).
+* ``"twn"``, ``"ttq"``, ``"fixed"``: each ``sttn_*`` layer becomes a ``conv``/``linear``
+  holding ONE latent kernel (``weight1`` of the builder, same seed) with bias
+  ``bias1 + bias2`` and ``attrs["train_quant"] = method``.  This graph is a
+  training-time representation only: a plain sttn_sim evaluation of it would use the
+  float latent kernel.  Use :meth:`Network.export` for an evaluable model.
+* ``"float"``: ``sttn_*`` → ``conv``/``linear`` with fresh He-initialised float weights
+  (seeded), and every ``ternary_act`` is removed (full-precision activations); the
+  architecture is otherwise identical.
+
+Export (:meth:`Network.export`):
+
+* ``sttn`` → the latent model itself (form ``"latent"``): folds and verifies.
+* ``twn`` / ``fixed`` → ``ter_conv``/``ter_linear`` holding ``α·t`` (one magnitude per
+  output channel, so it is the merged form ``α(B1 + B2)`` with scale 2·(α/2)); form
+  ``"merged"``: folds (codes and scale recovered per channel) and verifies.
+* ``ttq`` → ``conv``/``linear`` holding ``W_p·[t=+1] - W_n·[t=-1]``: two magnitudes per
+  channel are not representable by the project's single-scale ternary kinds, so the
+  layers stay float layers with ternary *values* (``attrs["ternary_method"] = "ttq"``);
+  the reference evaluates them exactly but ``fold`` keeps them as float convolutions.
+* ``float`` → form ``"float"``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError, ShapeError
+from ..graph import Layer, Model
+from . import layers as L
+from .quant import TRAIN_METHODS, HardQuant, SttnQuant, make_quantizer
+
+TRAINABLE_KINDS = ("conv", "linear", "sttn_conv", "sttn_linear", "batchnorm", "prelu", "relu", "ternary_act",
+                   "maxpool", "avgpool", "add", "channel_pad", "flatten")
+
+
+# --------------------------------------------------------------------------------------
+# method conversion
+
+
+def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0) -> Model:
+    """A copy of the latent ``model`` converted to the training representation of ``method``."""
+    if not isinstance(model, Model):
+        raise ModelError(f"prepare_model() expects a sttn_sim Model, got {type(model).__name__}")
+    if method not in TRAIN_METHODS:
+        raise ModelError(f"method {method!r}: expected one of {', '.join(TRAIN_METHODS)}")
+    bad = [f"{l.name} ({l.kind})" for l in model.layers if l.kind not in TRAINABLE_KINDS]
+    if bad:
+        raise ModelError(f"model {model.arch!r}: cannot train layers of kind {', '.join(bad[:5])}; "
+                         f"trainable kinds: {', '.join(TRAINABLE_KINDS)} (train the latent form, not a merged or folded one)")
+    model = model.copy()
+    if method == "sttn":
+        return model
+    rng = np.random.default_rng([seed, 7919])
+    layers, rename = [], {}
+    for layer in model.layers:
+        inputs = [rename.get(s, s) for s in layer.inputs]
+        if layer.kind in ("sttn_conv", "sttn_linear"):
+            kind = "conv" if layer.kind == "sttn_conv" else "linear"
+            p = layer.params
+            bias = None
+            for key in ("bias1", "bias2"):
+                if key in p:
+                    bias = p[key].astype(np.float32) if bias is None else bias + p[key]
+            if method == "float":
+                fan_in = int(np.prod(p["weight1"].shape[1:]))
+                w = rng.normal(0.0, np.sqrt(2.0 / fan_in), size=p["weight1"].shape).astype(np.float32)
+                attrs = dict(layer.attrs)
+            else:
+                w = np.clip(p["weight1"], -1, 1).astype(np.float32)
+                attrs = dict(layer.attrs, train_quant=method)
+            params = {"weight": w}
+            if bias is not None:
+                params["bias"] = bias.astype(np.float32)
+            layers.append(Layer(layer.name, kind, inputs, attrs, params))
+        elif layer.kind == "ternary_act" and method == "float":
+            rename[layer.name] = inputs[0]
+        else:
+            layers.append(Layer(layer.name, layer.kind, inputs, dict(layer.attrs), layer.params))
+    if model.output in rename:
+        raise ModelError(f"model {model.arch!r}: the output layer is a ternary activation; nothing to train")
+    form = "float" if method == "float" else model.form
+    meta = dict(model.metadata, train_method=method)
+    return Model(model.arch, model.input_shape, layers, form, meta)
+
+
+# --------------------------------------------------------------------------------------
+# the network
+
+
+class Network:
+    """Forward / backward over a prepared model (see :func:`prepare_model`).
+
+    ``dtype`` is the compute dtype (float32 for training, float64 for gradient checks):
+    every float parameter of the model is converted to it in place.  ``quantizers``
+    maps ternary layer names to their weight quantizer (built from the layers' kinds and
+    ``attrs["train_quant"]`` when omitted).  ``aux`` holds extra trainable parameters
+    (TTQ's W_p/W_n) keyed by layer name.
+    """
+
+    def __init__(self, model: Model, *, dtype=np.float32, sttn_grad: str = "official", granularity: str = "channel",
+                 fixed_delta: float = 0.5, ttq_t: float = 0.05, bn_momentum: float = 0.1, ste_clip: float = 1.0):
+        self.model = model
+        self.dtype = np.dtype(dtype)
+        self.bn_momentum = float(bn_momentum)
+        self.ste_clip = float(ste_clip)
+        self.method = model.metadata.get("train_method", "sttn" if model.ternary_layers() else "float")
+        self.quantizers: dict[str, SttnQuant | HardQuant] = {}
+        self.aux: dict[str, dict[str, np.ndarray]] = {}
+        for layer in model.layers:
+            if layer.kind not in TRAINABLE_KINDS:
+                raise ModelError(f"layer {layer.name!r}: kind {layer.kind!r} cannot be trained; "
+                                 f"trainable kinds: {', '.join(TRAINABLE_KINDS)}")
+            for k, v in layer.params.items():
+                if v.dtype != self.dtype:
+                    layer.params[k] = v.astype(self.dtype)
+            q = None
+            if layer.kind in ("sttn_conv", "sttn_linear"):
+                q = SttnQuant(sttn_grad)
+            elif "train_quant" in layer.attrs:
+                q = make_quantizer(layer.attrs["train_quant"], granularity=granularity,
+                                   fixed_delta=fixed_delta, ttq_t=ttq_t)
+            if q is not None:
+                q.post_step(layer.params, {})
+                self.quantizers[layer.name] = q
+                self.aux[layer.name] = {k: v.astype(self.dtype) for k, v in
+                                        (q.init_aux(layer.params) if isinstance(q, HardQuant) else {}).items()}
+        self._cache: dict | None = None
+        self._uses = {}
+        for layer in model.layers:
+            for src in layer.inputs:
+                self._uses[src] = self._uses.get(src, 0) + 1
+
+    # -- parameters -------------------------------------------------------------------
+    def parameters(self):
+        """``[(key, array, group)]`` for every trainable array.  ``key`` is
+        ``(layer, param)``; ``group`` is ``"latent"`` (ternary latent kernels),
+        ``"weight"`` (float conv/linear kernels), ``"scale"`` (TTQ W_p/W_n) or ``"other"``
+        (biases, BN affine, PReLU slopes).  Running BN statistics are not parameters."""
+        out = []
+        for layer in self.model.layers:
+            q = self.quantizers.get(layer.name)
+            for pname, arr in layer.params.items():
+                if pname in ("running_mean", "running_var"):
+                    continue
+                if q is not None and pname in q.latent_keys:
+                    group = "latent"
+                elif layer.kind in ("conv", "linear") and pname == "weight":
+                    group = "weight"
+                else:
+                    group = "other"
+                out.append(((layer.name, pname), arr, group))
+            for aname, arr in self.aux.get(layer.name, {}).items():
+                out.append(((layer.name, aname), arr, "scale"))
+        return out
+
+    def post_step(self):
+        """Clamp latent kernels to [-1, 1] and keep TTQ scales >= 0 (after every update)."""
+        for name, q in self.quantizers.items():
+            q.post_step(self.model[name].params, self.aux[name])
+
+    # -- forward ----------------------------------------------------------------------
+    def forward(self, x: np.ndarray, train: bool = False, *, keep: bool | None = None,
+                record: dict | None = None) -> np.ndarray:
+        """Logits for the batch ``x`` (N, *input_shape).
+
+        ``train=True`` uses batch statistics in BN (and updates the running ones) and
+        keeps the caches for :meth:`backward` (``keep`` overrides).  ``record`` (a dict)
+        receives every layer's output by name.
+        """
+        want = tuple(self.model.input_shape)
+        if not isinstance(x, np.ndarray) or x.ndim != len(want) + 1 or tuple(x.shape[1:]) != want:
+            raise ShapeError(f"input: expected shape (N, {', '.join(map(str, want))}) for model "
+                             f"{self.model.arch!r}, got {getattr(x, 'shape', type(x).__name__)}")
+        keep = train if keep is None else keep
+        values = {"input": np.asarray(x, self.dtype)}
+        caches = {}
+        remaining = dict(self._uses)
+        for layer in self.model.layers:
+            ins = [values[s] for s in layer.inputs]
+            y, cache = self._layer_forward(layer, ins, train)
+            values[layer.name] = y
+            if keep:
+                caches[layer.name] = cache
+            if record is not None:
+                record[layer.name] = y
+            for s in layer.inputs:
+                remaining[s] -= 1
+                if remaining[s] == 0 and not keep and record is None:
+                    values.pop(s, None)
+        self._cache = caches if keep else None
+        return values[self.model.output]
+
+    def _layer_forward(self, layer: Layer, ins, train: bool):
+        kind, a, p = layer.kind, layer.attrs, layer.params
+        x = ins[0]
+        if kind in ("conv", "sttn_conv", "linear", "sttn_linear"):
+            q = self.quantizers.get(layer.name)
+            if q is not None:
+                w, b = q.forward(p, self.aux[layer.name])
+            else:
+                w, b = p["weight"], p.get("bias")
+            if w.shape[1] != x.shape[1]:
+                raise ShapeError(f"layer {layer.name!r}: expected {w.shape[1]} input channels/features, "
+                                 f"got shape {tuple(x.shape)} from {layer.inputs[0]!r}")
+            if kind.endswith("conv"):
+                return L.conv2d_forward(x, w, b, a["stride"], a["padding"])
+            return L.linear_forward(x, w, b)
+        if kind == "batchnorm":
+            return L.batchnorm_forward(x, p, float(a.get("eps", 1e-5)), train, self.bn_momentum)
+        if kind == "prelu":
+            return L.prelu_forward(x, p["weight"])
+        if kind == "relu":
+            return L.relu_forward(x)
+        if kind == "ternary_act":
+            return L.ternary_act_forward(x, a.get("lo", -0.5), a.get("hi", 0.5), self.ste_clip)
+        if kind == "maxpool":
+            return L.maxpool_forward(x, a["kernel"], a["stride"], a.get("padding", 0))
+        if kind == "avgpool":
+            return L.avgpool_forward(x, a["kernel"], a["stride"])
+        if kind == "add":
+            if x.shape != ins[1].shape:
+                raise ShapeError(f"layer {layer.name!r}: cannot add shapes {x.shape} and {ins[1].shape}")
+            return x + ins[1], None
+        if kind == "channel_pad":
+            return L.channel_pad_forward(x, a["out_channels"])
+        if kind == "flatten":
+            return x.reshape(x.shape[0], -1), x.shape
+        raise ModelError(f"layer {layer.name!r}: no training rule for kind {kind!r}")  # pragma: no cover
+
+    # -- backward ---------------------------------------------------------------------
+    def backward(self, dlogits: np.ndarray) -> dict:
+        """Gradients ``{(layer, param): array}`` of the loss whose gradient with respect
+        to the logits of the last :meth:`forward` (with ``keep``) is ``dlogits``."""
+        if self._cache is None:
+            raise ModelError("backward() needs a preceding forward(..., train=True) (or keep=True)")
+        caches, grads = self._cache, {}
+        dvals = {self.model.output: np.asarray(dlogits, self.dtype)}
+        for layer in reversed(self.model.layers):
+            dy = dvals.pop(layer.name, None)
+            if dy is None:  # the output of this layer does not reach the loss
+                continue
+            din = self._layer_backward(layer, dy, caches[layer.name], grads)
+            for src, d in zip(layer.inputs, din):
+                if d is None or src == "input":
+                    continue
+                dvals[src] = d if src not in dvals else dvals[src] + d
+        self._cache = None
+        return grads
+
+    def _layer_backward(self, layer: Layer, dy, cache, grads):
+        kind, p, name = layer.kind, layer.params, layer.name
+        need_dx = layer.inputs[0] != "input"
+        if kind in ("conv", "sttn_conv", "linear", "sttn_linear"):
+            if kind.endswith("conv"):
+                dx, dw, db = L.conv2d_backward(dy, cache, need_dx)
+            else:
+                dx, dw, db = L.linear_backward(dy, cache, need_dx)
+            q = self.quantizers.get(name)
+            if q is not None:
+                pg, ag = q.backward(p, self.aux[name], dw, db)
+                for k, v in pg.items():
+                    grads[(name, k)] = v
+                for k, v in ag.items():
+                    grads[(name, k)] = v
+            else:
+                grads[(name, "weight")] = dw
+                if "bias" in p:
+                    grads[(name, "bias")] = db
+            return [dx]
+        if kind == "batchnorm":
+            dx, dg, dbeta = L.batchnorm_backward(dy, cache)
+            grads[(name, "weight")], grads[(name, "bias")] = dg, dbeta
+            return [dx]
+        if kind == "prelu":
+            dx, da = L.prelu_backward(dy, cache)
+            grads[(name, "weight")] = da
+            return [dx]
+        if kind == "relu":
+            return [L.relu_backward(dy, cache)]
+        if kind == "ternary_act":
+            return [L.ternary_act_backward(dy, cache)]
+        if kind == "maxpool":
+            return [L.maxpool_backward(dy, cache)]
+        if kind == "avgpool":
+            return [L.avgpool_backward(dy, cache)]
+        if kind == "add":
+            return [dy, dy]
+        if kind == "channel_pad":
+            return [L.channel_pad_backward(dy, cache)]
+        if kind == "flatten":
+            return [dy.reshape(cache)]
+        raise ModelError(f"layer {name!r}: no training rule for kind {kind!r}")  # pragma: no cover
+
+    # -- evaluation -------------------------------------------------------------------
+    def predict(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
+        """Eval-mode logits in batches."""
+        return np.concatenate([self.forward(x[i:i + batch]) for i in range(0, len(x), batch)], axis=0)
+
+    # -- export -----------------------------------------------------------------------
+    def export(self, metadata: dict | None = None) -> Model:
+        """A model sttn_sim can evaluate (see the module doc), parameters float32, copied."""
+        layers = []
+        for layer in self.model.layers:
+            params = {k: v.astype(np.float32) for k, v in layer.params.items()}
+            q = self.quantizers.get(layer.name)
+            attrs = {k: v for k, v in layer.attrs.items() if k != "train_quant"}
+            kind = layer.kind
+            if isinstance(q, HardQuant):
+                w_eff, b = q.forward(layer.params, self.aux[layer.name])
+                params = {"weight": w_eff.astype(np.float32)}
+                if b is not None:
+                    params["bias"] = b.astype(np.float32)
+                if q.method == "ttq":
+                    attrs["ternary_method"] = "ttq"
+                else:
+                    kind = "ter_conv" if layer.kind == "conv" else "ter_linear"
+                    attrs["ternary_method"] = q.method
+            layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
+        form = {"sttn": "latent", "float": "float"}.get(self.method, "merged")
+        meta = dict(self.model.metadata)
+        meta.update(metadata or {})
+        return Model(self.model.arch, self.model.input_shape, layers, form, meta)
+
+    def copy_state(self) -> dict:
+        """A snapshot of every array (parameters, running statistics, aux) for restoring."""
+        return {"params": {l.name: {k: v.copy() for k, v in l.params.items()} for l in self.model.layers},
+                "aux": {n: {k: v.copy() for k, v in a.items()} for n, a in self.aux.items()}}
+
+    def load_state(self, state: dict) -> None:
+        for layer in self.model.layers:
+            for k, v in state["params"][layer.name].items():
+                layer.params[k][...] = v
+        for n, a in state["aux"].items():
+            for k, v in a.items():
+                self.aux[n][k][...] = v

@@ -1,0 +1,114 @@
+"""The packed engine against the float64/int64 reference."""
+
+import numpy as np
+import pytest
+
+from sttn_sim import ModelError, ShapeError, fold, reference_forward, synthetic_input, synthetic_model
+from sttn_sim.engine import Engine
+from sttn_sim.engine_check import check_engine
+from sttn_sim.reference import run_reference
+
+MODELS = {
+    "resnet_w8": ("sttn_resnet18", dict(width=0.125, input_size=32, num_classes=10)),
+    "resnet_w5": ("sttn_resnet18", dict(width=5 / 64, input_size=32, num_classes=7)),  # 5,10,20,40 channels
+    "resnet_small_stem": ("sttn_resnet18", dict(width=1 / 16, input_size=8, in_channels=1, stem="small", blocks=4)),
+    "cnn_odd": ("plain_ternary_cnn", dict(channels=(63, 65, 130), input_size=9)),
+    "cnn": ("plain_ternary_cnn", {}),
+    "mlp": ("ternary_mlp", dict(hidden=(65, 130))),
+}
+
+
+@pytest.fixture(scope="module", params=list(MODELS))
+def folded(request):
+    name, kwargs = MODELS[request.param]
+    model = synthetic_model(name, seed=7, **kwargs)
+    return fold(model)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+def test_layer_local_exact_and_end_to_end_close(folded, batch):
+    x = synthetic_input(folded, batch, seed=batch)
+    report = check_engine(folded, x)
+    assert report.passed, report.to_text()
+    ternary = report.table[report.table["kind"].str.startswith("ternary")]
+    assert len(ternary) == len(folded.ternary_layers())
+    assert (ternary["acc_mismatches"] == 0).all()
+
+
+def test_logits_and_recorded_accumulators(folded):
+    x = synthetic_input(folded, 3, seed=11)
+    events = []
+
+    class Capture:
+        def on_batch_start(self, model, n):
+            assert n == 3
+
+        def on_layer(self, event):
+            events.append(event)
+
+    logits = Engine(folded).run(x, recorder=Capture())
+    ref = run_reference(folded, x)
+    assert logits.dtype == np.float32 and logits.shape == ref.logits.shape
+    codes_equal = all(np.array_equal(e.codes, ref.outputs[e.layer.name]) for e in events if e.codes is not None)
+    if codes_equal:  # no float32 near-tie flip on this batch: everything downstream is exact too
+        # float32 against float64: the residual stream carries ~1e-7 relative error per layer
+        assert np.max(np.abs(logits - ref.logits)) <= 1e-4 * max(1.0, np.abs(ref.logits).max())
+        for e in events:
+            if e.accumulator is not None:
+                assert np.array_equal(e.accumulator.astype(np.int64), ref.accumulators[e.layer.name]["acc"])
+    assert sum(e.accumulator is not None for e in events) == len(folded.ternary_layers())
+
+
+def test_zero_and_all_nonzero_inputs():
+    model = synthetic_model("plain_ternary_cnn", seed=1, channels=(64, 65))
+    folded = fold(model)
+    for x in (np.zeros((2, 1, 8, 8), np.float32), np.full((2, 1, 8, 8), 3.0, np.float32)):
+        assert check_engine(folded, x).passed
+
+
+def test_negative_and_zero_bn_gamma_are_present_and_exact():
+    model = synthetic_model("sttn_resnet18", seed=2, width=0.125, input_size=32, num_classes=10)
+    gammas = np.concatenate([l.params["weight"] for l in model.layers if l.kind == "batchnorm"])
+    assert (gammas < 0).any() and (gammas == 0).any()
+    assert check_engine(fold(model), synthetic_input(model, 2, 0)).passed
+
+
+def test_engine_check_fails_on_a_wrong_kernel():
+    """A check that cannot fail proves nothing: an engine built from other codes is caught."""
+    model = synthetic_model("plain_ternary_cnn", seed=3)
+    folded = fold(model)
+    engine = Engine(folded)
+    altered = folded.copy()
+    codes = altered["features.6"].params["codes"]
+    codes[0] = -codes[0]
+    codes[0, 0, 0, 0] = 1
+    report = check_engine(altered, synthetic_input(model, 2, 0), engine=engine)
+    assert not report.passed
+    assert report.first_failure["layer"] == "features.6" and report.first_failure["check"] == "accumulator"
+
+
+def test_use_reference_switch(folded):
+    x = synthetic_input(folded, 2, seed=0)
+    assert np.array_equal(Engine(folded, use_reference=True).run(x), reference_forward(folded, x))
+
+
+def test_bad_input_names_what_was_expected():
+    folded = fold(synthetic_model("sttn_resnet18", seed=0, width=0.125, input_size=32, num_classes=10))
+    engine = Engine(folded)
+    good = synthetic_input(folded, 1)
+    cases = [
+        (good[0], "expected shape (N, 3, 32, 32)"),  # wrong rank
+        (np.zeros((1, 4, 32, 32), np.float32), "expected shape (N, 3, 32, 32)"),  # channels
+        (np.zeros((1, 3, 31, 32), np.float32), "expected shape (N, 3, 32, 32)"),  # spatial size
+        (good.astype(np.int32), "expected a float array"),
+        (np.where(np.arange(good.size).reshape(good.shape) == 5, np.nan, good).astype(np.float32), "NaN"),
+    ]
+    for x, needle in cases:
+        with pytest.raises(ShapeError, match=needle.replace("(", r"\(").replace(")", r"\)")):
+            engine.run(x)
+
+
+def test_unfolded_model_is_refused():
+    model = synthetic_model("ternary_mlp", seed=0)
+    with pytest.raises(ModelError, match="fold"):
+        Engine(model)

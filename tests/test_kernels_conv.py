@@ -1,0 +1,174 @@
+"""Packed ternary convolution vs the int64 numpy reference (exact ==)."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from sttn_sim.errors import ShapeError
+from sttn_sim.kernels import (
+    ConvWeights,
+    pack_activations_nhwc,
+    prepack_conv_weights,
+    ternary_conv2d,
+    ternary_conv2d_reference,
+)
+
+
+def random_codes(rng, shape, density=2 / 3):
+    nz = rng.random(shape) < density
+    neg = rng.random(shape) < 0.5
+    return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
+
+
+def brute_force_conv(x, w, stride, padding):
+    """Direct six-fold loop (checks the reference itself on tiny inputs)."""
+    n, c, h, wd = x.shape
+    co, _, kh, kw = w.shape
+    sh, sw = stride
+    ph, pw = padding
+    oh = (h + 2 * ph - kh) // sh + 1
+    ow = (wd + 2 * pw - kw) // sw + 1
+    out = np.zeros((n, co, oh, ow), np.int64)
+    for i, o, y, xx in itertools.product(range(n), range(co), range(oh), range(ow)):
+        acc = 0
+        for ci, dy, dx in itertools.product(range(c), range(kh), range(kw)):
+            iy = y * sh - ph + dy
+            ix = xx * sw - pw + dx
+            if 0 <= iy < h and 0 <= ix < wd:
+                acc += int(x[i, ci, iy, ix]) * int(w[o, ci, dy, dx])
+        out[i, o, y, xx] = acc
+    return out
+
+
+def check(x, w, stride, padding):
+    ref = ternary_conv2d_reference(x, w, stride, padding)
+    got = ternary_conv2d(x, w, stride, padding)
+    assert got.dtype == np.int32
+    assert got.shape == ref.shape
+    assert np.array_equal(got, ref)
+    return ref
+
+
+@pytest.mark.parametrize("c_in", [1, 63, 64, 65, 130])
+@pytest.mark.parametrize("kernel", [1, 3])
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("padding", [0, 1])
+@pytest.mark.parametrize("hw,batch", [((7, 7), 1), ((5, 9), 5)])
+def test_conv_sweep(c_in, kernel, stride, padding, hw, batch):
+    rng = np.random.default_rng(c_in * 100 + kernel * 10 + stride + padding + batch)
+    c_out = {1: 3, 63: 17, 64: 1, 65: 6, 130: 11}[c_in]
+    x = random_codes(rng, (batch, c_in) + hw)
+    w = random_codes(rng, (c_out, c_in, kernel, kernel))
+    check(x, w, stride, padding)
+
+
+@pytest.mark.parametrize(
+    "kh,kw,stride,padding",
+    [(5, 5, 1, 2), (3, 1, (2, 1), (1, 0)), (1, 3, (1, 2), (0, 1)), (2, 2, 2, 0), (3, 3, 3, 2)],
+)
+def test_conv_other_geometries(kh, kw, stride, padding):
+    rng = np.random.default_rng(kh * 7 + kw)
+    x = random_codes(rng, (2, 70, 9, 8))
+    w = random_codes(rng, (9, 70, kh, kw))
+    check(x, w, stride, padding)
+
+
+@pytest.mark.parametrize("density_x,density_w", [(0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.1, 0.9), (0.5, 0.5)])
+def test_conv_sparsity_extremes(density_x, density_w):
+    rng = np.random.default_rng(int(10 * density_x + 100 * density_w))
+    x = random_codes(rng, (3, 66, 7, 7), density_x)
+    w = random_codes(rng, (13, 66, 3, 3), density_w)
+    ref = check(x, w, 1, 1)
+    if density_x == 0.0 or density_w == 0.0:
+        assert not ref.any()
+
+
+def test_conv_all_ones_counts_valid_taps():
+    x = np.ones((1, 65, 5, 5), np.int8)
+    w = -np.ones((2, 65, 3, 3), np.int8)
+    ref = check(x, w, 1, 1)
+    assert ref[0, 0, 0, 0] == -65 * 4  # corner sees 2x2 real taps
+    assert ref[0, 0, 2, 2] == -65 * 9
+
+
+def test_conv_larger_layer_many_tiles():
+    rng = np.random.default_rng(11)
+    x = random_codes(rng, (2, 64, 14, 14))
+    w = random_codes(rng, (37, 64, 3, 3))
+    check(x, w, 1, 1)
+    check(x, w, 2, 1)
+
+
+def test_conv_packed_inputs_and_prepacked_weights():
+    rng = np.random.default_rng(12)
+    x = random_codes(rng, (3, 100, 6, 5))
+    w = random_codes(rng, (8, 100, 3, 3))
+    ref = ternary_conv2d_reference(x, w, 2, 1)
+    xp = pack_activations_nhwc(x)
+    assert xp.shape == (3, 6, 5, 100)
+    assert xp.planes.shape == (2, 3, 6, 5, 2)
+    wp = prepack_conv_weights(w)
+    assert isinstance(wp, ConvWeights)
+    assert wp.shape == w.shape
+    assert np.array_equal(ternary_conv2d(xp, wp, stride=2, padding=1), ref)
+    assert np.array_equal(ternary_conv2d(x, wp, (2, 2), (1, 1)), ref)
+    assert np.array_equal(ternary_conv2d(xp, w, 2, 1), ref)
+
+
+@pytest.mark.parametrize("c", [1, 63, 64, 65, 130])
+@pytest.mark.parametrize("dtype", [np.int8, np.int32])
+def test_pack_activations_nhwc_matches_reference(c, dtype):
+    from sttn_sim.kernels import pack_ternary_reference, unpack_ternary
+
+    rng = np.random.default_rng(c)
+    x = random_codes(rng, (3, c, 5, 7)).astype(dtype)
+    xp = pack_activations_nhwc(x)
+    ref = pack_ternary_reference(x.transpose(0, 2, 3, 1))
+    assert np.array_equal(xp.planes, ref.planes)
+    assert np.array_equal(unpack_ternary(xp), x.transpose(0, 2, 3, 1))
+
+
+@pytest.mark.parametrize("stride,padding", [((1, 1), (0, 0)), ((2, 1), (1, 0)), ((1, 2), (1, 1))])
+def test_reference_matches_brute_force(stride, padding):
+    rng = np.random.default_rng(13)
+    x = random_codes(rng, (2, 3, 5, 6))
+    w = random_codes(rng, (2, 3, 3, 2))
+    ref = ternary_conv2d_reference(x, w, stride, padding)
+    assert np.array_equal(ref, brute_force_conv(x, w, stride, padding))
+    assert np.array_equal(ternary_conv2d(x, w, stride, padding), ref)
+
+
+def test_conv_errors():
+    x = np.ones((1, 4, 5, 5), np.int8)
+    w = np.ones((2, 4, 3, 3), np.int8)
+    with pytest.raises(ShapeError, match="x.*4 input channels"):
+        ternary_conv2d(np.ones((1, 5, 5, 5), np.int8), w)
+    with pytest.raises(ShapeError, match="x"):
+        ternary_conv2d(np.ones((4, 5, 5), np.int8), w)
+    with pytest.raises(ShapeError, match="w"):
+        ternary_conv2d(x, np.ones((2, 4, 3), np.int8))
+    with pytest.raises(ShapeError, match="x.*kernel"):
+        ternary_conv2d(np.ones((1, 4, 2, 2), np.int8), w)
+    with pytest.raises(ShapeError, match="stride"):
+        ternary_conv2d(x, w, stride=0)
+    with pytest.raises(ShapeError, match="padding"):
+        ternary_conv2d(x, w, padding=-1)
+    with pytest.raises(ShapeError, match="w"):
+        ternary_conv2d(x, w.astype(np.float32))
+    bad_w = w.copy()
+    bad_w[1, 2, 0, 1] = 3
+    with pytest.raises(ValueError, match=r"w: 1 value.*index \(1, 2, 0, 1\)"):
+        ternary_conv2d(x, bad_w)
+
+
+def test_conv_error_positions_are_in_nchw_coordinates():
+    x = np.ones((1, 4, 5, 5), np.int8)
+    bad_x = x.copy()
+    bad_x[0, 3, 1, 2] = -2
+    with pytest.raises(ValueError, match=r"x: 1 value.*index \(0, 3, 1, 2\)"):
+        ternary_conv2d(bad_x, np.ones((2, 4, 3, 3), np.int8))
+    with pytest.raises(ValueError, match=r"x: 2 value.*index \(0, 0, 0, 0\)"):
+        pack_activations_nhwc(np.full((1, 2, 1, 1), 5, np.int64))
+    with pytest.raises(ShapeError, match="x_codes"):
+        ternary_conv2d_reference(np.ones((1, 4, 5)), np.ones((2, 4, 3, 3)))

@@ -1,0 +1,113 @@
+"""Fused engine kernels against their pure-numpy references (exact ==)."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sttn_sim.kernels.fused import (
+    affine_epilogue,
+    affine_epilogue_reference,
+    apply_threshold_reference,
+    bias_prelu_to_nchw,
+    bias_prelu_to_nchw_reference,
+    float32_thresholds,
+    int32_thresholds,
+    maxpool2d,
+    maxpool2d_reference,
+    threshold_codes,
+    threshold_pack,
+    threshold_pack_reference,
+)
+
+CHANNELS = [1, 63, 64, 65, 130]
+
+
+def _thresholds(rng, c, integer):
+    direction = rng.choice(np.array([-1, 0, 1], np.int8), size=c, p=[0.3, 0.1, 0.6]).astype(np.int8)
+    lo = rng.normal(-0.5, 0.3, c)
+    hi = lo + rng.uniform(0.0, 1.0, c)
+    constant = rng.integers(-1, 2, c).astype(np.int8)
+    if integer:
+        return direction, int32_thresholds(np.round(lo * 10)), int32_thresholds(np.round(hi * 10)), constant
+    return direction, float32_thresholds(lo), float32_thresholds(hi), constant
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+@pytest.mark.parametrize("integer", [False, True])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (2, 4, 9)])
+def test_threshold_pack_and_codes_match_reference(c, integer, shape):
+    n, h, w = shape
+    rng = np.random.default_rng(c * 100 + h)
+    direction, lo, hi, constant = _thresholds(rng, c, integer)
+    if integer:
+        x = rng.integers(-20, 21, (n, c, h, w)).astype(np.int32)
+        x.reshape(-1)[: min(4, x.size)] = hi[0]  # values exactly on a threshold
+    else:
+        x = rng.normal(0.0, 1.0, (n, c, h, w)).astype(np.float32)
+        x[:, 0].reshape(-1)[:1] = hi[0]
+    fast = threshold_pack(x, direction, lo, hi, constant)
+    ref = threshold_pack_reference(x, direction, lo, hi, constant)
+    assert fast.length == ref.length == c
+    assert np.array_equal(fast.planes, ref.planes)
+    assert np.array_equal(threshold_codes(x, direction, lo, hi, constant),
+                          apply_threshold_reference(x, direction, lo, hi, constant))
+
+
+@pytest.mark.parametrize("c", CHANNELS)
+def test_threshold_codes_2d(c):
+    rng = np.random.default_rng(c)
+    direction, lo, hi, constant = _thresholds(rng, c, False)
+    x = rng.normal(0, 1, (3, c)).astype(np.float32)
+    assert np.array_equal(threshold_codes(x, direction, lo, hi, constant),
+                          apply_threshold_reference(x, direction, lo, hi, constant))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.floats(-1e6, 1e6, allow_nan=False, width=32), st.floats(-1e6, 1e6, allow_nan=False))
+def test_float32_rounded_threshold_is_the_float64_rule(z, t):
+    """z >= ceil32(t) ⟺ z >= t and z < ceil32(t) ⟺ z < t for every float32 z."""
+    t32 = float32_thresholds(np.array([t]))[0]
+    z32 = np.float32(z)
+    assert (z32 >= t32) == (float(z32) >= t)
+    assert (z32 < t32) == (float(z32) < t)
+    # and exactly on the threshold
+    assert (t32 >= t32) and float(t32) >= t
+
+
+@pytest.mark.parametrize("c, res_c", [(1, None), (63, 63), (64, 32), (65, None), (130, 65)])
+@pytest.mark.parametrize("slope", ["channel", "shared", None])
+@pytest.mark.parametrize("ndim", [2, 4])
+def test_affine_epilogue_matches_reference_exactly(c, res_c, slope, ndim):
+    rng = np.random.default_rng(c)
+    shape = (3, c) if ndim == 2 else (3, c, 5, 7)
+    acc = rng.integers(-500, 500, shape).astype(np.int32)
+    a = rng.normal(0, 0.1, c).astype(np.float32)
+    a[0] = -abs(a[0])  # a negative folded BN scale
+    if c > 2:
+        a[1] = 0.0  # a zero BN scale
+    b = rng.normal(0, 1, c).astype(np.float32)
+    residual = None if res_c is None else rng.normal(0, 1, (3, res_c) + shape[2:]).astype(np.float32)
+    sl = {"channel": rng.uniform(0, 0.5, c).astype(np.float32), "shared": np.array([0.25], np.float32),
+          None: None}[slope]
+    fast = affine_epilogue(acc, a, b, residual, sl)
+    ref = affine_epilogue_reference(acc, a, b, residual, sl)
+    assert fast.dtype == np.float32 and np.array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)])
+@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (5, 9)])
+def test_maxpool_matches_reference(kernel, stride, padding, hw):
+    x = np.random.default_rng(0).normal(0, 1, (2, 3) + hw).astype(np.float32)
+    assert np.array_equal(maxpool2d(x, kernel, stride, padding), maxpool2d_reference(x, kernel, stride, padding))
+
+
+@pytest.mark.parametrize("c", [1, 64, 65])
+@pytest.mark.parametrize("slope", [None, "channel", "shared"])
+def test_bias_prelu_to_nchw(c, slope):
+    rng = np.random.default_rng(c)
+    n, h, w = 2, 5, 3
+    rows = rng.normal(0, 1, (n * h * w, c)).astype(np.float32)
+    bias = rng.normal(0, 1, c).astype(np.float32)
+    sl = {None: None, "channel": rng.uniform(0, 1, c).astype(np.float32), "shared": np.array([0.1], np.float32)}[slope]
+    assert np.array_equal(bias_prelu_to_nchw(rows, bias, sl, n, h, w), bias_prelu_to_nchw_reference(rows, bias, sl, n, h, w))
