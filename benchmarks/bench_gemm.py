@@ -31,19 +31,25 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=30, help="timed runs per shape (median)")
     args = parser.parse_args(argv)
 
-    from sttn_sim.kernels.bench_gemm import benchmark_gemm, openblas_env_warning, thread_info
+    from sttn_sim.kernels.bench_gemm import (
+        benchmark_gemm,
+        busy_machine_warning,
+        openblas_env_warning,
+        thread_info,
+    )
 
-    warning = openblas_env_warning()
-    if warning:
-        print(warning, file=sys.stderr)
+    warnings = [w for w in (openblas_env_warning(), busy_machine_warning()) if w]
+    for w in warnings:
+        print(w, file=sys.stderr)
     df = benchmark_gemm(repeats=args.repeats)
     info = thread_info()
     if args.json:
-        print(json.dumps({"threads": info, "warning": warning,
+        print(json.dumps({"threads": info, "warnings": warnings,
                           "results": df.to_dict(orient="records")}, indent=2, default=str))
     else:
         print(f"numba threads: {info['numba_threads']} ({info['numba_threading_layer']}); "
-              f"numpy BLAS threads: {info['blas_threads']}; BLAS: {info['blas']}")
+              f"numpy BLAS threads: {info['blas_threads']}; BLAS: {info['blas']}; "
+              f"load average (1 min): {info['loadavg_1min']}")
         cols = ["shape", "M", "K", "N", "ternary_ms", "ternary_gmacs", "pack_act_ms",
                 "pack_weights_ms", "numpy_f32_ms", "numpy_f32_gmacs", "ratio"]
         print(df[cols].to_string(index=False, float_format=lambda v: f"{v:.3f}"))

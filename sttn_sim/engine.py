@@ -238,11 +238,11 @@ class Engine:
         if kind == "conv":
             return self._float_conv_step(layer)
         elif kind == "linear":
-            wt = _f32(np.asarray(p["weight"]).T)
-            bias = np.zeros(wt.shape[1], np.float32) if "bias" not in p else _f32(p["bias"])
+            w = _f32(p["weight"])
+            bias = np.zeros(w.shape[0], np.float32) if "bias" not in p else _f32(p["bias"])
 
             def op(x):
-                return _f32(x) @ wt + bias
+                return (w @ _f32(x).T).T + bias  # row-major W: one gemv per sample
         elif kind == "batchnorm":
             from .fold import batchnorm_affine
 

@@ -122,34 +122,47 @@ def load_own_format(path) -> Model:
 
 
 def sniff_format(path) -> str:
-    """Identify a checkpoint by its first bytes: ``"safetensors"``, ``"pytorch-zip"``,
-    ``"pytorch-legacy"`` or ``"unknown"``."""
+    """Identify a checkpoint by its first bytes (never by its name): ``"safetensors"``,
+    ``"pytorch-zip"``, ``"pytorch-legacy"`` (a pickle stream, protocol 2-5),
+    ``"pytorch-tar"`` (the very old tar-based PyTorch format) or ``"unknown"``."""
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(512)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot be read ({exc.strerror or exc})") from None
     if head.startswith(b"PK\x03\x04"):
         return "pytorch-zip"
-    if head[:1] == b"\x80" and len(head) > 1 and head[1] in range(2, 6):
-        return "pytorch-legacy"
+    # safetensors before pickle: an 8-byte header length may itself start with 0x80 0x02
     if len(head) >= 9 and head[8:9] == b"{":
         return "safetensors"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] in range(2, 6):
+        return "pytorch-legacy"
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return "pytorch-tar"
     return "unknown"
 
 
-def load_checkpoint(path) -> Model:
+def load_checkpoint(path, *, input_size: int | None = None) -> Model:
     """Load a model from ``path``, choosing the reader by the file's content (not its name).
 
-    Supported: the project's own safetensors format.  Official PyTorch checkpoints
-    (zip or legacy pickle) are recognised and refused with a clear message until the
-    restricted PyTorch reader lands; no pickle is ever executed.
+    * the project's own safetensors format (:func:`load_own_format`);
+    * official STTN PyTorch checkpoints, zip archive or legacy pickle stream, in the
+      training form (``resnet18_bwx2`` → a latent model) or the merged form
+      (``resnet18_ter`` → a merged model), read by the restricted reader of
+      :mod:`sttn_sim.torch_pickle` (nothing in the file is ever executed) and mapped
+      by :func:`sttn_sim.official.load_official`.  ``input_size`` (official files
+      only; default 224) sets the model's input resolution, which the checkpoint does
+      not record.
     """
     kind = sniff_format(path)
     if kind == "safetensors":
         return load_own_format(path)
     if kind in ("pytorch-zip", "pytorch-legacy"):
+        from .official import load_official
+
+        return load_official(path, input_size=input_size)
+    if kind == "pytorch-tar":
         raise CheckpointError(
-            f"{path}: this is a PyTorch checkpoint ({kind}); reading official STTN checkpoints is not "
-            f"implemented yet in this version (see the I/O issue). Nothing was unpickled.")
+            f"{path}: PyTorch checkpoint (pytorch-tar): the very old tar-based PyTorch format is not supported; "
+            f"re-save it with a current PyTorch (torch.save) first. Nothing was unpickled.")
     raise CheckpointError(f"{path}: not a recognised checkpoint (neither safetensors nor a PyTorch archive)")

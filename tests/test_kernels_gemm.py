@@ -37,7 +37,7 @@ def check(a, b):
 
 @pytest.mark.parametrize("k", [1, 63, 64, 65, 130, 300])
 @pytest.mark.parametrize("m", [1, 3, TILE_M, 17])
-@pytest.mark.parametrize("n", [1, 3, TILE_N, 17, 40])
+@pytest.mark.parametrize("n", [1, 3, TILE_N, 17, 27, 40])
 def test_gemm_sweep(m, n, k):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     check(random_codes(rng, (m, k)), random_codes(rng, (n, k)))
@@ -142,3 +142,16 @@ def test_microkernel_compiles_to_vpopcntq_on_zmm():
     asm = "\n".join(fresh.inspect_asm(sig) for sig in fresh.signatures)
     assert "vpopcntq" in asm
     assert "zmm" in asm
+
+
+def test_benchmark_function_runs_on_a_tiny_shape():
+    pytest.importorskip("pandas")
+    from sttn_sim.kernels.bench_gemm import benchmark_gemm, thread_info
+
+    df = benchmark_gemm(repeats=2, warmup=1, rounds=1, shapes=[("tiny", 7, 100, 20)])
+    assert list(df["shape"]) == ["tiny"]
+    for col in ("ternary_ms", "ternary_gmacs", "pack_act_ms", "pack_weights_ms",
+                "numpy_f32_ms", "numpy_f32_gmacs", "ratio"):
+        assert df[col].iloc[0] > 0
+    info = thread_info()
+    assert info["numba_threads"] >= 1

@@ -35,7 +35,13 @@ import numpy as np
 
 from .gemm import prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
 
-__all__ = ["RESNET18_SHAPES", "benchmark_gemm", "thread_info", "openblas_env_warning"]
+__all__ = [
+    "RESNET18_SHAPES",
+    "benchmark_gemm",
+    "thread_info",
+    "openblas_env_warning",
+    "busy_machine_warning",
+]
 
 #: (name, M, K, N): ResNet-18 3x3 convolutions of stages 1-4 as im2col GEMMs
 RESNET18_SHAPES = (
@@ -73,8 +79,9 @@ def thread_info() -> dict:
     try:
         from threadpoolctl import threadpool_info
     except ImportError:
-        info["blas_threads"] = "unknown (threadpoolctl not installed)"
-        info["blas"] = "unknown"
+        threads, desc = _openblas_via_ctypes()
+        info["blas_threads"] = threads if threads is not None else "unknown"
+        info["blas"] = desc or "unknown (threadpoolctl not installed)"
     else:
         blas = [p for p in threadpool_info() if p.get("user_api") == "blas"]
         info["blas_threads"] = ", ".join(str(p.get("num_threads")) for p in blas) or "unknown"
@@ -82,7 +89,63 @@ def thread_info() -> dict:
             f"{p.get('internal_api')} {p.get('version')} ({p.get('architecture')})" for p in blas
         ) or "unknown"
     info["openblas_env"] = {k: os.environ.get(k) for k in _OPENBLAS_VARS}
+    try:
+        info["loadavg_1min"] = round(os.getloadavg()[0], 2)
+    except OSError:  # pragma: no cover - not on every platform
+        info["loadavg_1min"] = None
     return info
+
+
+def _openblas_via_ctypes():
+    """(threads, description) of an OpenBLAS loaded by numpy, read through ctypes.
+
+    Fallback when threadpoolctl is not installed: finds the OpenBLAS shared library in
+    this process's memory map (Linux) and calls its ``*openblas_get_num_threads*`` and
+    ``*openblas_get_corename*``.  Returns ``(None, None)`` when not possible.
+    """
+    import ctypes
+
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
+    except OSError:
+        return None, None
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            for suffix in ("64_", ""):
+                try:
+                    nthreads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
+                except AttributeError:
+                    continue
+                nthreads.restype = ctypes.c_int
+                desc = "OpenBLAS"
+                try:
+                    core = getattr(lib, f"{prefix}openblas_get_corename{suffix}")
+                    core.restype = ctypes.c_char_p
+                    desc = f"OpenBLAS (core: {core().decode()})"
+                except (AttributeError, UnicodeDecodeError):
+                    pass
+                return int(nthreads()), f"{desc}, {path.rsplit('/', 1)[-1]} (via ctypes)"
+    return None, None
+
+
+def busy_machine_warning(threshold: float = 0.7) -> str | None:
+    """A warning if the 1-minute load average says other work is using the cores."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # pragma: no cover
+        return None
+    if load <= threshold:
+        return None
+    return (
+        f"WARNING: 1-minute load average is {load:.2f} on {os.cpu_count()} CPUs; other "
+        f"processes compete for the cores (parallel regions stall when one thread is "
+        f"descheduled), so times are inflated. Re-run when the machine is idle."
+    )
 
 
 def _timed_block(fn, repeats: int, warmup: int, settle: float = 0.2) -> list:

@@ -188,25 +188,31 @@ def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarra
 
 @numba.njit(cache=True, parallel=True)
 def _maxpool_kernel(x, k, s, p, out):
+    # Separable: for each output row, first the max over its k input rows (a vector
+    # loop along W), then the max over each window of k columns of that row.
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     for t in numba.prange(n_img * c_count):
         n = t // c_count
         c = t - n * c_count
+        rowmax = np.empty(width, np.float32)
         for i in range(oh):
+            y0 = max(i * s - p, 0)
+            y1 = min(i * s - p + k, height)
+            for xx in range(width):
+                rowmax[xx] = -np.inf
+            for y in range(y0, y1):
+                for xx in range(width):
+                    v = x[n, c, y, xx]
+                    if v > rowmax[xx]:
+                        rowmax[xx] = v
             for j in range(ow):
-                best = -np.inf
-                for di in range(k):
-                    y = i * s - p + di
-                    if y < 0 or y >= height:
-                        continue
-                    for dj in range(k):
-                        xx = j * s - p + dj
-                        if xx < 0 or xx >= width:
-                            continue
-                        v = x[n, c, y, xx]
-                        if v > best:
-                            best = v
+                x0 = max(j * s - p, 0)
+                x1 = min(j * s - p + k, width)
+                best = np.float32(-np.inf)
+                for xx in range(x0, x1):
+                    if rowmax[xx] > best:
+                        best = rowmax[xx]
                 out[n, c, i, j] = best
 
 

@@ -23,12 +23,21 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from . import _kernels as _k
+
+#: use the Numba im2col/col2im kernels (False: the pure NumPy versions, kept as a cross-check)
+USE_NUMBA = True
+
 # --------------------------------------------------------------------------------------
 # convolution
 
 
 def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
     """(N·Ho·Wo, C·kh·kw) patches of the zero-padded x, and (Ho, Wo)."""
+    if USE_NUMBA:
+        ho = (x.shape[2] + 2 * padding - kh) // stride + 1
+        wo = (x.shape[3] + 2 * padding - kw) // stride + 1
+        return _k.im2col(np.ascontiguousarray(x), kh, kw, stride, padding, ho, wo), ho, wo
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]  # N,C,Ho,Wo,kh,kw
@@ -40,6 +49,8 @@ def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
 def _col2im(dcols: np.ndarray, x_shape, kh: int, kw: int, stride: int, padding: int, ho: int, wo: int):
     """Adjoint of :func:`_im2col`: scatter-add patch gradients back onto the input."""
     n, c, h, w = x_shape
+    if USE_NUMBA:
+        return _k.col2im(np.ascontiguousarray(dcols), n, c, h, w, kh, kw, stride, padding, ho, wo)
     d = dcols.reshape(n, ho, wo, c, kh, kw)
     dxp = np.zeros((n, c, h + 2 * padding, w + 2 * padding), dcols.dtype)
     for p in range(kh):

@@ -1,0 +1,229 @@
+"""``python -m analysis.figures``: every statistic table (CSV) and figure (PNG + PDF) of a model.
+
+``python -m analysis.figures [--checkpoint PATH] [--out DIR] [--layer NAME] [--data NPZ]
+[--batch N] [--batches K] [--seed S] [--json]``
+
+Without ``--checkpoint`` it uses :func:`analysis.figures.default_model_and_data`.
+Activations are collected on the folded model with the float64 reference path (a tqdm
+progress bar shows the batches); ``--data`` takes an ``.npz`` with ``images`` (NCHW
+float32), otherwise ``--batches`` batches of ``--batch`` seeded synthetic images are used.
+
+Written to ``--out`` (each file atomically: nothing half-written):
+
+* tables: ``weight_stats.csv``, ``weight_channels.csv``, ``cost.csv``,
+  ``activation_layers.csv``, ``activation_channels.csv``, ``activation_histograms.csv``,
+  ``activation_thresholds.csv`` and, for a model with latent kernels,
+  ``learned_intervals.csv``, ``learned_interval_classes.csv``, ``baselines.csv``,
+  ``delta_sweep.csv``, ``delta_sweep_sttn.csv``;
+* figures (``.png`` and ``.pdf``): ``weight_sparsity``, ``activation_distributions``,
+  ``activation_occupancy``, ``channel_occupancy``, ``activation_thresholds`` and, with
+  latent kernels, ``figure1_<layer>``, ``learned_intervals``, ``sparsity_vs_baselines``,
+  ``l2_vs_baselines``, ``delta_sweep``.
+
+A merged or folded checkpoint has no latent kernels: the learned-interval, baseline and
+sweep outputs are skipped with a printed note (listed under ``skipped`` in ``--json``).
+Exit codes: 0 success, 2 bad input (unknown layer, unreadable data, unwritable folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from sttn_sim.errors import ModelError, ShapeError, SttnError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m analysis.figures",
+        description="Write every statistic table (CSV) and paper-style figure (PNG + PDF) of a ternary model: "
+                    "weight sparsity, learned intervals of STTN, hard-threshold baselines, delta sweeps, "
+                    "activation distributions and BN-implied thresholds. Without --checkpoint the embedded "
+                    "default model is used.")
+    p.add_argument("--checkpoint", help="model file (the project's .safetensors format); default: embedded model")
+    p.add_argument("--out", default="sttn_figures", help="output folder (default sttn_figures)")
+    p.add_argument("--layer", help="ternary layer for Figure 1 (default: the middle ternary layer)")
+    p.add_argument("--data", help="an .npz file with 'images' (N, C, H, W) float32 for the activation statistics")
+    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
+    p.add_argument("--batches", type=int, default=4, help="number of synthetic batches without --data (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the default model and synthetic batches")
+    p.add_argument("--json", action="store_true", help="print a JSON summary (and no progress bar)")
+    return p
+
+
+def load_images(path, batch: int) -> list[np.ndarray]:
+    """Batches of ``images`` from an ``.npz`` (never unpickled)."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "images" not in npz.files:
+                raise ShapeError(f"{path}: no array 'images' in the .npz (found: {', '.join(npz.files) or 'none'})")
+            images = np.asarray(npz["images"])
+    except (OSError, ValueError) as exc:
+        raise SttnError(f"{path}: cannot be read as an .npz file ({exc})") from None
+    if images.ndim < 2 or images.shape[0] == 0 or images.dtype.kind != "f":
+        raise ShapeError(f"{path}: 'images' must be a non-empty float array (N, C, H, W), got "
+                         f"{images.dtype} {list(images.shape)}")
+    images = images.astype(np.float32, copy=False)
+    return [images[i:i + batch] for i in range(0, images.shape[0], batch)]
+
+
+def write_all(model, batches, out_dir, *, layer: str | None = None, executor=None, progress: bool = True,
+              description: str = "", log=print) -> dict:
+    """Compute every table and figure of ``model`` and write them to ``out_dir``.
+
+    ``batches``: iterable of input arrays for the activation statistics; ``executor``:
+    see :func:`sttn_sim.stats.collect_activations`. Returns a summary dict with
+    ``written`` (paths), ``skipped`` (notes) and headline numbers. Raises
+    :class:`SttnError` for bad input before anything is written.
+    """
+    import matplotlib.pyplot as plt
+
+    from sttn_sim.fileio import atomic_path, ensure_output_dir
+    from sttn_sim.fold import fold
+    from sttn_sim.stats import (
+        activation_thresholds,
+        channel_weight_statistics,
+        collect_activations,
+        has_latent_weights,
+        layer_costs,
+        learned_interval_classes,
+        learned_intervals,
+        weight_statistics,
+    )
+    from sttn_sim.stats.intervals import ternary_layer
+
+    from . import figures as F
+    from .baselines import baseline_table
+    from .style import save_figure
+    from .sweeps import delta_sweep, sttn_sweep_points
+
+    # --- validate everything before writing anything ----------------------------------
+    ternary = [l.name for l in model.ternary_layers()]
+    if not ternary:
+        raise ModelError(f"model {model.arch!r} has no ternary layers: nothing to analyse")
+    if layer is not None:
+        ternary_layer(model, layer)
+    figure1_layer = layer or ternary[len(ternary) // 2]
+    latent = has_latent_weights(model)
+    out = ensure_output_dir(out_dir)
+    written: list[Path] = []
+    skipped: list[str] = []
+
+    def table(df, name):
+        path = out / name
+        with atomic_path(path) as tmp:
+            df.to_csv(tmp, index=False)
+        written.append(path)
+
+    def figure(fig, stem):
+        try:
+            written.extend(save_figure(fig, out, stem))
+        finally:
+            plt.close(fig)
+
+    folded = model if model.form == "folded" else fold(model)
+    # --- activations (the slow part, with a progress bar) -----------------------------
+    rec = collect_activations(folded, batches, executor=executor, progress=progress)
+    if rec.samples == 0:
+        raise SttnError("no input batches: the activation statistics need at least one image")
+    # --- tables ----------------------------------------------------------------------
+    wstats = weight_statistics(model)
+    table(wstats, "weight_stats.csv")
+    table(channel_weight_statistics(model), "weight_channels.csv")
+    table(layer_costs(folded, rec), "cost.csv")
+    layers_t, channels_t, hist_t = rec.layer_table(), rec.channel_table(), rec.histogram_table()
+    table(layers_t, "activation_layers.csv")
+    table(channels_t, "activation_channels.csv")
+    table(hist_t, "activation_histograms.csv")
+    thresholds_t = activation_thresholds(folded)
+    table(thresholds_t, "activation_thresholds.csv")
+    summary: dict = {"model": description or f"{model.arch} ({model.form})", "images": rec.samples,
+                     "ternary_layers": len(ternary), "mean_weight_sparsity": float(wstats["sparsity"].mean()),
+                     "mean_activation_zero_fraction": float(layers_t["frac_zero"].mean())}
+    if latent:
+        intervals = learned_intervals(model)
+        table(intervals, "learned_intervals.csv")
+        table(learned_interval_classes(model), "learned_interval_classes.csv")
+        base = baseline_table(model)
+        table(base, "baselines.csv")
+        sweep = delta_sweep(model)
+        points = sttn_sweep_points(model)
+        table(sweep, "delta_sweep.csv")
+        table(points, "delta_sweep_sttn.csv")
+        summary["mean_overlap"] = float(intervals["overlap"].mean())
+        summary["mean_eq_delta_rel"] = float(intervals["eq_delta_rel"].mean())
+    else:
+        note = (f"model form {model.form!r} has no latent kernels W1, W2: learned intervals, baselines, delta sweeps "
+                f"and Figure 1 are not available and were skipped (load the training checkpoint to get them)")
+        skipped.append(note)
+        log(f"note: {note}")
+    # --- figures ---------------------------------------------------------------------
+    title = description or model.arch
+    figure(F.plot_weight_sparsity(wstats, title=f"{title}: weight codes per layer (numbers: sparsity %)"),
+           "weight_sparsity")
+    if latent:
+        if figure1_layer in {l.name for l in model.ternary_layers() if l.kind.startswith("sttn")}:
+            figure(F.plot_figure1(model, figure1_layer), f"figure1_{figure1_layer}")
+        else:
+            note = f"layer {figure1_layer!r} has no latent kernels: Figure 1 skipped"
+            skipped.append(note)
+            log(f"note: {note}")
+        figure(F.plot_learned_intervals(intervals), "learned_intervals")
+        figure(F.plot_sparsity_comparison(base), "sparsity_vs_baselines")
+        figure(F.plot_l2_comparison(base), "l2_vs_baselines")
+        figure(F.plot_delta_sweep(sweep, points), "delta_sweep")
+    figure(F.plot_activation_distributions(hist_t, layer_table=layers_t), "activation_distributions")
+    figure(F.plot_activation_occupancy(layers_t), "activation_occupancy")
+    figure(F.plot_channel_occupancy(channels_t), "channel_occupancy")
+    figure(F.plot_activation_thresholds(thresholds_t), "activation_thresholds")
+    summary.update({"written": [str(p) for p in written], "skipped": skipped})
+    return summary
+
+
+def main(argv=None) -> int:
+    args = _parser().parse_args(argv)
+    log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
+    try:
+        if args.batch < 1 or args.batches < 1:
+            raise SttnError(f"--batch {args.batch} / --batches {args.batches}: expected positive numbers")
+        from sttn_sim.fileio import ensure_output_dir
+
+        from .figures import default_model_and_data
+
+        ensure_output_dir(args.out)  # fail early, before any work, on an unwritable folder
+        if args.checkpoint:
+            from sttn_sim.model_io import load_checkpoint
+            from sttn_sim.synthetic import synthetic_input
+
+            model = load_checkpoint(args.checkpoint)
+            description = f"{Path(args.checkpoint).name} ({model.arch}, {model.form})"
+            batches = None if args.data else [synthetic_input(model, args.batch, seed=args.seed + 100 + i)
+                                              for i in range(args.batches)]
+        else:
+            model, batches, description = default_model_and_data(args.batch, args.batches, args.seed)
+        if args.data:
+            batches = load_images(args.data, args.batch)
+            want = tuple(model.input_shape)
+            if tuple(batches[0].shape[1:]) != want:
+                raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
+                                 f"expects {list(want)}")
+        summary = write_all(model, batches, args.out, layer=args.layer, progress=not args.json,
+                            description=description, log=log)
+    except SttnError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{summary['model']}: {summary['ternary_layers']} ternary layers, {summary['images']} images; "
+              f"mean weight sparsity {summary['mean_weight_sparsity']:.3f}, "
+              f"mean activation zero fraction {summary['mean_activation_zero_fraction']:.3f}")
+        print(f"wrote {len(summary['written'])} files to {args.out}")
+    return 0
+
+
+__all__ = ["main", "write_all", "load_images"]
