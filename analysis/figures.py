@@ -94,6 +94,15 @@ def _grid(ax, nrows: int, ncols: int, *, figsize, height_ratios=None, width_rati
     return ax.figure, axes
 
 
+def _suptitle(fig, ax, text: str) -> None:
+    """Title of a multi-panel figure: the figure's suptitle for a new figure, the given
+    Axes' own title when its area was split, nothing when the caller passed the panels."""
+    if ax is None:
+        fig.suptitle(text, fontsize=11)
+    elif not isinstance(ax, (list, tuple, np.ndarray)):
+        ax.set_title(text, fontsize=11, pad=18)
+
+
 def _layer_ticks(ax, labels, *, axis="x", fontsize=7, rotation=60):
     pos = np.arange(len(labels))
     if axis == "x":
@@ -102,11 +111,6 @@ def _layer_ticks(ax, labels, *, axis="x", fontsize=7, rotation=60):
         ax.set_xlim(-0.6, len(labels) - 0.4)
     else:
         ax.set_yticks(pos, [str(l) for l in labels], fontsize=fontsize)
-
-
-def _short(name: str) -> str:
-    """``features.8.conv1`` → ``8.conv1`` for crowded axes."""
-    return name[len("features."):] if name.startswith("features.") else name
 
 
 def _stacked_fractions(ax, labels, fractions: dict[int, np.ndarray], annotate=None):
@@ -144,12 +148,12 @@ def plot_weight_sparsity(stats: pd.DataFrame, ax=None, title: str | None = None)
     if len(stats) == 0:
         raise ValueError("plot_weight_sparsity: the statistics table is empty (a model without ternary layers?)")
     fig, ax = new_axes(ax, figsize=(max(6.0, 0.38 * len(stats) + 2), 3.6))
-    _stacked_fractions(ax, [_short(str(n)) for n in stats["layer"]],
+    _stacked_fractions(ax, [str(n) for n in stats["layer"]],
                        {-1: stats["frac_neg"], 0: stats["frac_zero"], 1: stats["frac_pos"]},
                        annotate=stats["sparsity"].to_numpy(float))
     ax.set_ylabel("fraction of weights")
     ax.set_title(title or "Ternary weight codes per layer (numbers: sparsity %)")
-    ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -168,7 +172,8 @@ def _class_histogram(ax, w, codes, bins, *, deltas=(), title=None, show_legend=T
     if title:
         ax.set_title(title, fontsize=10)
     if show_legend:
-        ax.legend(fontsize=7, loc="upper right", handlelength=1.5)
+        ax.legend(fontsize=7, loc="upper left", handlelength=1.5, frameon=True, facecolor="white",
+                  edgecolor="none", framealpha=0.85)
 
 
 def _sorted_strip(ax, w, codes, label=True):
@@ -233,7 +238,7 @@ def plot_figure1(model, layer: str | None = None, ax=None, *, bins: int = 80, ze
         h.set_xlabel("w = (W1 + W2) / 2", fontsize=9)
     _sorted_strip(s_soft, w, sttn)
     _sorted_strip(s_hard, w, twn.codes.ravel())
-    fig.suptitle(f"Layer {samples.layer}: weights coloured by ternary value", fontsize=11)
+    _suptitle(fig, ax, f"Layer {samples.layer}: weights coloured by ternary value")
     return fig
 
 
@@ -261,12 +266,12 @@ def plot_learned_intervals(intervals: pd.DataFrame, ax=None, title: str | None =
     ax.plot(x, intervals["best_delta_rel"], "o", markerfacecolor="none", markeredgecolor="black", markersize=7,
             label="best separating Δ")
     ax.axhline(0.7, color=METHOD_COLORS["twn"], linestyle="--", linewidth=1.2, label="TWN Δ = 0.7·mean|w|")
-    _layer_ticks(ax, [_short(str(n)) for n in intervals["layer"]])
+    _layer_ticks(ax, [str(n) for n in intervals["layer"]])
     ax.set_ylabel("|w| / mean|w|")
     ax.set_ylim(bottom=0)
     ax.grid(axis="x", visible=False)
     ax.set_title(title or "Learned intervals: |w| per STTN class (bars 5–95 %, 25–75 %)")
-    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -278,7 +283,8 @@ def _method_lines(ax, table: pd.DataFrame, metric: str, granularity: str, method
     layers = list(table["layer"].cat.categories) if hasattr(table["layer"], "cat") else list(dict.fromkeys(table["layer"]))
     x = np.arange(len(layers))
     wanted = methods or [m for m in METHOD_LABELS if m in set(table["method"])]
-    for method in wanted:
+    dodge = 0.5 / max(1, len(wanted))  # small horizontal offsets so that coinciding markers stay visible
+    for i, method in enumerate(wanted):
         sub = table[(table["method"] == method) & ((table["granularity"] == granularity) | method.startswith("sttn"))]
         if not len(sub):
             continue
@@ -290,8 +296,8 @@ def _method_lines(ax, table: pd.DataFrame, metric: str, granularity: str, method
                      label=METHOD_LABELS.get(method, method), zorder=3 if is_sttn else 2)
         if method == "sttn_rescaled":
             style["markerfacecolor"] = "none"
-        ax.plot(x, y, **style)
-    _layer_ticks(ax, [_short(l) for l in layers])
+        ax.plot(x + (i - (len(wanted) - 1) / 2) * dodge, y, **style)
+    _layer_ticks(ax, [str(l) for l in layers])
     ax.grid(axis="x", visible=False)
 
 
@@ -301,12 +307,13 @@ def plot_sparsity_comparison(baselines: pd.DataFrame, ax=None, *, granularity: s
     :func:`analysis.baselines.baseline_table` output."""
     _require(baselines, ["layer", "method", "granularity", "sparsity"], "plot_sparsity_comparison")
     fig, ax = new_axes(ax, figsize=(max(7.0, 0.45 * baselines["layer"].nunique() + 3), 4.0))
-    table = baselines[baselines["method"] != "sttn_rescaled"]
+    # the STTN-matched-sparsity baseline and STTN's rescaled codes equal STTN's sparsity by construction
+    table = baselines[~baselines["method"].isin(["sttn_rescaled", "sparsity"])]
     _method_lines(ax, table, "sparsity", granularity)
     ax.set_ylabel("weight sparsity (fraction of 0)")
     ax.set_ylim(0, 1)
     ax.set_title(title or f"Weight sparsity per layer: STTN vs hard thresholds (per {granularity})")
-    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -321,7 +328,7 @@ def plot_l2_comparison(baselines: pd.DataFrame, ax=None, *, granularity: str = "
     ax.set_ylabel("||w − Ŵ||² / ||w||²" if relative else "||w − Ŵ||²")
     ax.set_ylim(bottom=0)
     ax.set_title(title or f"L2 quantization error per layer: STTN vs hard thresholds (per {granularity})")
-    ax.legend(fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -366,12 +373,15 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
                       label="STTN codes, best scale"),
                Line2D([], [], color=METHOD_COLORS["twn"], linestyle="--", label="TWN Δ = 0.7"),
                Line2D([], [], color=METHOD_COLORS["absmean"], linestyle=":", label="absmean Δ = 0.5")]
-    ax_l.legend(handles=handles, fontsize=7, loc="upper right")
+    ax_l.legend(handles=handles, fontsize=7, loc="upper center")
     sm = mpl.cm.ScalarMappable(cmap=cmap, norm=mpl.colors.Normalize(0, max(1, len(layers) - 1)))
-    cbar = fig.colorbar(sm, ax=[ax_s, ax_l] if ax is None else ax_l, fraction=0.04, pad=0.02)
+    if ax is None:
+        cbar = fig.colorbar(sm, ax=[ax_s, ax_l], fraction=0.04, pad=0.02)
+    else:
+        cbar = fig.colorbar(sm, cax=ax_l.inset_axes([1.03, 0.0, 0.03, 1.0]))
     cbar.set_label("layer index (model order)", fontsize=8)
     cbar.ax.tick_params(labelsize=7)
-    fig.suptitle(title or "Δ sweep: hard threshold at Δ = r·mean|w| on the STTN equivalent weights", fontsize=11)
+    _suptitle(fig, ax, title or "Δ sweep: hard threshold at Δ = r·mean|w| on the STTN equivalent weights")
     return fig
 
 
@@ -396,9 +406,12 @@ def plot_activation_distributions(histograms: pd.DataFrame, ax=None, *, lo: floa
         left, right = sub["left"].to_numpy(float), sub["right"].to_numpy(float)
         counts = sub["count"].to_numpy(float)
         dens = counts / (right - left)
-        peak = dens.max() if dens.max() > 0 else 1.0
+        # scale to the peak of a 5-bin running mean, so a one-bin spike (e.g. a constant
+        # channel, BN gamma = 0) does not flatten the rest; spikes are clipped at 1.3 rows
+        smooth = np.convolve(dens, np.ones(5) / 5, mode="same")
+        peak = smooth.max() if smooth.max() > 0 else (dens.max() or 1.0)
         base = n - 1 - i
-        height = 0.9 * dens / peak
+        height = np.minimum(0.9 * dens / peak, 1.3)
         xs = np.repeat(np.concatenate([left, right[-1:]]), 2)[1:-1]
         ys = np.repeat(height, 2) + base
         for value, mask in ((-1, right <= lo), (0, (left >= lo) & (right <= hi)), (1, left >= hi)):
@@ -408,7 +421,7 @@ def plot_activation_distributions(histograms: pd.DataFrame, ax=None, *, lo: floa
         ax.plot(xs, ys, color="black", linewidth=0.5)
     ax.axvline(lo, color="black", linestyle="--", linewidth=0.9)
     ax.axvline(hi, color="black", linestyle="--", linewidth=0.9, label=f"thresholds {lo:+g} / {hi:+g}")
-    ax.set_yticks(np.arange(n)[::-1] + 0.3, [_short(l) for l in layers], fontsize=7)
+    ax.set_yticks(np.arange(n)[::-1] + 0.3, [str(l) for l in layers], fontsize=7)
     ax.set_ylim(-0.2, n + 0.1)
     x0, x1 = float(histograms["left"].min()), float(histograms["right"].max())
     ax.set_xlim(x0, x1)
@@ -432,12 +445,12 @@ def plot_activation_occupancy(layer_table: pd.DataFrame, ax=None, title=None):
     ``d`` marks layers with dead channels). ``layer_table``: :meth:`ActivationRecorder.layer_table`."""
     _require(layer_table, ["layer", "frac_neg", "frac_zero", "frac_pos"], "plot_activation_occupancy")
     fig, ax = new_axes(ax, figsize=(max(6.0, 0.4 * len(layer_table) + 2), 3.6))
-    _stacked_fractions(ax, [_short(str(n)) for n in layer_table["layer"]],
+    _stacked_fractions(ax, [str(n) for n in layer_table["layer"]],
                        {-1: layer_table["frac_neg"], 0: layer_table["frac_zero"], 1: layer_table["frac_pos"]},
                        annotate=layer_table["frac_zero"].to_numpy(float))
     ax.set_ylabel("fraction of activations")
     ax.set_title(title or "Ternary activation codes per layer (numbers: % zeros)")
-    ax.legend(ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     return fig
 
 
@@ -460,18 +473,18 @@ def plot_channel_occupancy(channel_table: pd.DataFrame, ax=None, title=None):
                                                        (1, "frac_pos", "Greens"))):
         grid = np.full((len(layers), width), np.nan)
         grid[rows, cols] = channel_table[column].to_numpy(float)
-        cmap = mpl.colormaps[cmap_name].copy()
-        cmap.set_bad("#dddddd")
+        cmap = mpl.colormaps[cmap_name].with_extremes(bad="#dddddd")
         im = a.imshow(grid, aspect="auto", interpolation="nearest", cmap=cmap, vmin=0, vmax=1)
-        a.set_yticks(np.arange(len(layers)), [_short(l) for l in layers], fontsize=6.5)
+        a.set_yticks(np.arange(len(layers)), [str(l) for l in layers], fontsize=6.5)
         a.grid(False)
         a.set_title(f"fraction of {TERNARY_LABELS[value]} per channel", fontsize=9, color=TERNARY_COLORS[value])
-        cb = fig.colorbar(im, ax=a, fraction=0.03, pad=0.01)
+        cb = (fig.colorbar(im, ax=a, fraction=0.03, pad=0.01) if ax is None
+              else fig.colorbar(im, cax=a.inset_axes([1.01, 0.0, 0.02, 1.0])))
         cb.ax.tick_params(labelsize=7)
         if value != 1:
             a.tick_params(labelbottom=False)
     axes[-1][0].set_xlabel("channel")
-    fig.suptitle(title or "Activation code occupancy per layer and channel", fontsize=11)
+    _suptitle(fig, ax, title or "Activation code occupancy per layer and channel")
     return fig
 
 
@@ -487,7 +500,7 @@ def plot_activation_thresholds(thresholds: pd.DataFrame, ax=None, title=None, cl
     _require(thresholds, ["layer", "channel", "direction", "x_plus", "x_minus"], "plot_activation_thresholds")
     layers = [str(l) for l in (thresholds["layer"].cat.categories if hasattr(thresholds["layer"], "cat")
                                else dict.fromkeys(thresholds["layer"]))]
-    fig, ax = new_axes(ax, figsize=(10.0, 4.2))
+    fig, ax = new_axes(ax, figsize=(11.0, 4.2))
     bounds = np.concatenate([thresholds["x_plus"].to_numpy(float), thresholds["x_minus"].to_numpy(float)])
     bounds = bounds[np.isfinite(bounds)]
     if bounds.size:
@@ -525,7 +538,7 @@ def plot_activation_thresholds(thresholds: pd.DataFrame, ax=None, title=None, cl
             ax.plot(xs[d == 0], np.zeros((d == 0).sum()), "x", color="black", markersize=4)
         centers.append(pos + (len(sub) - 1) / 2)
         pos += len(sub) + gap
-    ax.set_xticks(centers, [_short(l) for l in layers], rotation=60, ha="right", fontsize=7, rotation_mode="anchor")
+    ax.set_xticks(centers, [str(l) for l in layers], rotation=60, ha="right", fontsize=7, rotation_mode="anchor")
     ax.set_xlim(-gap, pos - gap + 1)
     ax.set_ylim(y0, y1)
     ax.grid(axis="x", visible=False)
@@ -541,7 +554,7 @@ def plot_activation_thresholds(thresholds: pd.DataFrame, ax=None, title=None, cl
                Line2D([], [], marker="x", linestyle="", color="black", label="γ = 0: constant code")]
     if clipped:
         handles.append(Line2D([], [], marker="^", linestyle="", color="black", label=f"clipped ({clipped})"))
-    ax.legend(handles=handles, fontsize=7, ncols=3, loc="upper center", bbox_to_anchor=(0.5, -0.22))
+    ax.legend(handles=handles, fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     ax.set_title(title or "Learned per-channel activation thresholds implied by BN (channels sorted per layer)")
     return fig
 

@@ -163,7 +163,7 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
         log(f"note: {note}")
     # --- figures ---------------------------------------------------------------------
     title = description or model.arch
-    figure(F.plot_weight_sparsity(wstats, title=f"{title}: weight codes per layer (numbers: sparsity %)"),
+    figure(F.plot_weight_sparsity(wstats, title=f"{title}\nweight codes per layer (numbers: sparsity %)"),
            "weight_sparsity")
     if latent:
         if figure1_layer in {l.name for l in model.ternary_layers() if l.kind.startswith("sttn")}:
@@ -192,9 +192,10 @@ def main(argv=None) -> int:
             raise SttnError(f"--batch {args.batch} / --batches {args.batches}: expected positive numbers")
         from sttn_sim.fileio import ensure_output_dir
 
+        from sttn_sim.stats.intervals import ternary_layer
+
         from .figures import default_model_and_data
 
-        ensure_output_dir(args.out)  # fail early, before any work, on an unwritable folder
         if args.checkpoint:
             from sttn_sim.model_io import load_checkpoint
             from sttn_sim.synthetic import synthetic_input
@@ -211,6 +212,9 @@ def main(argv=None) -> int:
             if tuple(batches[0].shape[1:]) != want:
                 raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
                                  f"expects {list(want)}")
+        if args.layer is not None:
+            ternary_layer(model, args.layer)  # an unknown name lists the valid ones
+        ensure_output_dir(args.out)  # fail on an unwritable folder before the work starts
         summary = write_all(model, batches, args.out, layer=args.layer, progress=not args.json,
                             description=description, log=log)
     except SttnError as exc:

@@ -15,7 +15,19 @@ unset::
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py
 
 The script prints a warning when they are set.  Another job using the cores skews
-the numbers: repeat the run and compare medians.
+the numbers (it also warns when the CPUs are busy): repeat the run and compare medians.
+
+Measured on the 2-core AMD EPYC (Zen 5, AVX-512 VPOPCNTDQ) dev VM, idle, OpenBLAS
+variables unset (OpenBLAS SkylakeX kernel, 2 threads; numba 2 threads, omp layer),
+two runs of ``--repeats 60``::
+
+    shape (MxKxN)      ternary GMAC/s   numpy f32 GMAC/s   ratio
+    64x576x3136          1876-1934         194-198          9.7-9.8
+    128x1152x784         1867-2250         186-192         10.0-11.7
+    256x2304x196         2202-2269         189-202         11.2-11.7
+    512x4608x49          1843-1853         158-159         11.7
+
+(packing the int8 activation codes into the kernel layout: 0.01-0.04 ms per shape.)
 """
 
 from __future__ import annotations

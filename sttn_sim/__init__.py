@@ -47,3 +47,12 @@ __all__ = [
     "sttn_equivalent_weight", "sttn_ternarize", "ternarize_activations", "ttq_ternarize", "twn_ternarize",
     "reference_forward", "run_reference", "synthetic_input", "synthetic_model", "verify_model",
 ]
+
+# Official STTN PyTorch checkpoints (read safely without PyTorch; written back in PyTorch's format).
+from .official import load_official, save_official  # noqa: E402
+
+__all__ += ["load_official", "save_official"]
+
+from .datasets import default_model  # noqa: E402  (the embedded trained default model)
+
+__all__ += ["default_model"]

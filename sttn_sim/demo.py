@@ -44,7 +44,7 @@ def run_demo(out_dir: str = "sttn_out", *, width: float = 0.25, input_size: int 
     folded = fold(model)
     steps.update()
     steps.set_postfix_str("verifying")
-    report = verify_model(model, folded, batch=batch, seed=seed)
+    report = verify_model(model, folded, batch=batch, seed=seed, engine=True)
     written = write_report(report, out)
     steps.update()
     steps.set_postfix_str("statistics and figure")

@@ -39,6 +39,11 @@ from .reference import check_input
 from .shapes import infer_shapes
 
 
+#: float convolutions with at most this many input channels run as a direct convolution
+#: (vectorised over output channels); wider ones as im2col + BLAS sgemm
+DIRECT_CONV_MAX_CHANNELS = 8
+
+
 @dataclass
 class Step:
     """One executed operation: a layer, or a ternary layer with its fused tail."""
@@ -202,7 +207,7 @@ class Engine:
         (per output channel, computed in float64, rounded once to float32); the bias
         and the PReLU are applied in the pass that transposes the GEMM output to NCHW."""
         from .fold import batchnorm_affine
-        from .kernels.fused import bias_prelu_to_nchw
+        from .kernels.fused import bias_prelu_to_nchw, direct_conv2d
 
         p, a = layer.params, layer.attrs
         w = np.asarray(p["weight"], np.float64)
@@ -223,9 +228,14 @@ class Engine:
         w_mat = np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)  # [C·kh·kw, O]
         stride, padding, kh, kw = a["stride"], a["padding"], w.shape[2], w.shape[3]
 
+        direct = w.shape[1] <= DIRECT_CONV_MAX_CHANNELS
+
         def run(x):
-            cols, n, oh, ow = _im2col_f32(x, kh, kw, stride, padding)
-            out = bias_prelu_to_nchw(cols @ w_mat, b32, slope, n, oh, ow)
+            if direct:
+                out = direct_conv2d(x, w32, b32, slope, stride, padding)
+            else:
+                cols, n, oh, ow = _im2col_f32(x, kh, kw, stride, padding)
+                out = bias_prelu_to_nchw(cols @ w_mat, b32, slope, n, oh, ow)
             return out, LayerEvent(layer, out)
 
         self.fused[layer.name] = fused

@@ -97,7 +97,13 @@ def _official_keys(layer: Layer, form: str) -> dict[str, str]:
     return {}
 
 
-_OPTIONAL = {"bias", "bias1", "bias2"}
+def _optional(key: str) -> bool:
+    """Keys the official layout may lack: the stem conv has no bias in the official code."""
+    return key == "features.0.bias"
+
+
+def _is_bias(param: str) -> bool:
+    return param in ("bias", "bias1", "bias2")
 
 
 def _detect_form(keys, arch, where: str) -> tuple[str, str]:
@@ -125,8 +131,10 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
     """Build a Model from an official checkpoint object already read into NumPy.
 
     ``obj`` is the dict saved by the official code (``{'state_dict', ...}``) or a bare
-    state_dict.  ``strict=False`` records unexpected keys in the metadata instead of
-    failing (missing keys always fail).  Errors name ``source`` and the key.
+    state_dict.  Every key of the official layout is required (the stem convolution's
+    bias, absent in the official code, is accepted when present).  ``strict=False``
+    records unexpected keys and missing biases in the metadata instead of failing
+    (other missing keys always fail).  Errors name ``source`` and the key.
     """
     where = source
     input_size = DEFAULT_INPUT_SIZE if input_size is None else input_size
@@ -201,8 +209,12 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
             expected[k] = (layer, p)
     ignored = {k for k in tensors if k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] in
                {l.name for l in template.layers if l.kind == "batchnorm"}}
-    missing = [key for key, (_, p) in expected.items() if key not in tensors and p not in _OPTIONAL]
+    absent = [key for key in expected if key not in tensors and not _optional(key)]
+    # strict: every official key is needed; strict=False tolerates missing biases (recorded)
+    missing = [key for key in absent if strict or not _is_bias(expected[key][1])]
     unexpected = [key_of(k) for k in tensors if k not in expected and k not in ignored]
+    if absent and not missing:
+        meta["missing_biases"] = absent
     if missing or (unexpected and strict):
         parts = []
         if missing:
@@ -297,10 +309,14 @@ def _check_official_structure(model: Model) -> Model:
     except (ModelError, KeyError):
         raise ModelError("save_official(): the model is not the official STTN ResNet-18 "
                          "(no 'features.0' / 'fc' layers)") from None
-    if len(model.input_shape) != 3:
-        raise ModelError("save_official(): the model is not the official STTN ResNet-18 (not an image model)")
-    template = sttn_resnet18(width=stem.shape[0] / 64, num_classes=fc.shape[0], input_size=model.input_shape[1],
-                             in_channels=stem.shape[1], stem="imagenet", blocks=8, seed=0)
+    if len(model.input_shape) != 3 or stem.ndim != 4 or stem.shape[2:] != (7, 7) or fc.ndim != 2:
+        raise ModelError("save_official(): the model is not the official STTN ResNet-18 (it needs an image input, "
+                         "a conv7x7 stem 'features.0' and a linear 'fc')")
+    try:
+        template = sttn_resnet18(width=stem.shape[0] / 64, num_classes=fc.shape[0], input_size=model.input_shape[1],
+                                 in_channels=stem.shape[1], stem="imagenet", blocks=8, seed=0)
+    except ModelError as exc:
+        raise ModelError(f"save_official(): the model is not the official STTN ResNet-18 ({exc})") from None
     ours = [(l.name, l.kind if l.kind not in ("ter_conv",) else "sttn_conv") for l in model.layers]
     theirs = [(l.name, l.kind) for l in template.layers]
     if ours != theirs:

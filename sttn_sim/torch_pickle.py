@@ -40,10 +40,10 @@ Allow-list (module.name → what it becomes here):
   (only usable inside a persistent id); ``torch.storage.TypedStorage`` is recognised
   and refused in a persistent id (it carries no dtype);
 * ``torch.device`` → the device string (``'cuda:0'``);
-* ``builtins.set`` / ``frozenset`` / ``bytearray`` / ``complex`` (and the Python 2
-  ``__builtin__`` spellings) and ``_codecs.encode`` (protocol-2 ``bytes``) → checked
-  wrappers that accept only plain values (``bytearray(10**12)`` is refused, not
-  allocated).
+* ``builtins.set`` / ``frozenset`` / ``bytes`` / ``bytearray`` / ``complex`` (and the
+  Python 2 ``__builtin__`` spellings) and ``_codecs.encode`` (protocol-2 ``bytes``) →
+  checked wrappers that accept only plain values (``bytearray(10**12)`` and
+  ``bytes(10**12)`` are refused, not allocated).
 
 Formats: zip archives (``<any name>/data.pkl``, ``<name>/data/<key>``,
 ``<name>/byteorder``, ``<name>/version``; stored or deflated entries) and the legacy
@@ -69,7 +69,7 @@ import pickle
 import pickletools
 import secrets
 import struct
-import sys
+import warnings
 import zipfile
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -114,6 +114,7 @@ STORAGE_TYPES: dict[str, str] = {
 
 MAX_NDIM = 64
 MAX_DEPTH = 100
+_MAX_DIM = 1 << 48  # no real dimension or stride comes near this; keeps NumPy's index arithmetic in range
 MAX_PICKLE_BYTES = 1 << 30
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1
 _BUDGET_SLACK = 16 << 20
@@ -246,6 +247,8 @@ def _check_sizes(size, stride, offset, what: str):
         raise _Refused(f"{what}: stride must be a tuple of {len(size)} non-negative integers, got {_short(stride)}")
     if len(size) > MAX_NDIM:
         raise _Refused(f"{what}: {len(size)} dimensions (at most {MAX_NDIM})")
+    if any(d >= _MAX_DIM for d in size) or any(st >= _MAX_DIM for st in stride):
+        raise _Refused(f"{what}: size {_short(size)} or stride {_short(stride)} is absurdly large")
     if not _is_int(offset) or offset < 0:
         raise _Refused(f"{what}: storage offset must be a non-negative integer, got {_short(offset)}")
 
@@ -302,6 +305,12 @@ def _bytearray(data=b"", encoding=None, *extra):
     raise _Refused("builtins.bytearray is allowed only on bytes or (str, 'latin-1')")
 
 
+def _bytes(data=b"", *extra):
+    if extra or not isinstance(data, (bytes, bytearray)):
+        raise _Refused("builtins.bytes is allowed only without arguments or on bytes (protocol-2 empty bytes)")
+    return bytes(data)
+
+
 def _set(items=(), *extra):
     if extra or not isinstance(items, (list, tuple)):
         raise _Refused("builtins.set is allowed only on a list or tuple")
@@ -337,6 +346,7 @@ def _build_allow_list() -> dict[tuple[str, str], object]:
         fn(builtins_name, "set", _set)
         fn(builtins_name, "frozenset", _frozenset)
         fn(builtins_name, "bytearray", _bytearray)
+        fn(builtins_name, "bytes", _bytes)
         fn(builtins_name, "complex", _complex)
     for name, code in STORAGE_TYPES.items():
         table[("torch", name)] = _StorageTag(name, code)
@@ -390,19 +400,21 @@ def scan_pickle(data: bytes, start: int = 0) -> int:
     stream.seek(start)
     memo_limit = len(data) - start + 16
     try:
-        for op, arg, pos in pickletools.genops(stream):
-            name = op.name
-            if name not in _ALLOWED_OPCODES:
-                raise _Refused(f"pickle opcode {name} at byte {pos} is not allowed (it builds arbitrary objects)")
-            if name == "GLOBAL":
-                module, _, gname = str(arg).partition(" ")
-                if (module, gname) not in _ALLOW:
-                    raise _refuse_global(module, gname)
-            elif name in _MEMO_OPCODES:
-                if not _is_int(arg) or not 0 <= arg <= memo_limit:
-                    raise _Refused(f"pickle memo index {arg!r} at byte {pos} is out of range")
-            elif name == "PROTO" and not 0 <= arg <= 5:
-                raise _Refused(f"pickle protocol {arg} is not supported")
+        with warnings.catch_warnings():  # pickletools warns about odd escapes in STRING opcodes
+            warnings.simplefilter("ignore")
+            for op, arg, pos in pickletools.genops(stream):  # lazily: the first bad opcode is reported
+                name = op.name
+                if name not in _ALLOWED_OPCODES:
+                    raise _Refused(f"pickle opcode {name} at byte {pos} is not allowed (it builds arbitrary objects)")
+                if name == "GLOBAL":
+                    module, _, gname = str(arg).partition(" ")
+                    if (module, gname) not in _ALLOW:
+                        raise _refuse_global(module, gname)
+                elif name in _MEMO_OPCODES:
+                    if not _is_int(arg) or not 0 <= arg <= memo_limit:
+                        raise _Refused(f"pickle memo index {arg!r} at byte {pos} is out of range")
+                elif name == "PROTO" and not 0 <= arg <= 5:
+                    raise _Refused(f"pickle protocol {arg} is not supported")
     except _Refused:
         raise
     except (ValueError, EOFError, struct.error, UnicodeDecodeError, OverflowError, MemoryError) as exc:
@@ -482,11 +494,13 @@ class _StorageTable:
         return dtype
 
     def __call__(self, pid):
-        if not isinstance(pid, tuple) or len(pid) not in (5, 6):
+        if not isinstance(pid, tuple) or not pid:
             raise _Refused(f"persistent id {_short(pid)} is not a torch storage id")
-        if _ascii(pid[0], "persistent id type") != "storage":
-            raise _Refused(f"persistent id of type {pid[0]!r} is not supported (only 'storage'; a pickled "
+        if not isinstance(pid[0], (str, bytes)) or _ascii(pid[0], "persistent id type") != "storage":
+            raise _Refused(f"persistent id of type {_short(pid[0])} is not supported (only 'storage'; a pickled "
                            f"nn.Module class is refused)")
+        if len(pid) not in (5, 6):
+            raise _Refused(f"persistent id {_short(pid)} is not a torch storage id")
         tag, key, location, numel = pid[1:5]
         if not isinstance(tag, _StorageTag):
             raise _Refused(f"persistent id {_short(pid)}: {_short(tag)} is not a torch storage type")
@@ -852,6 +866,9 @@ def read_torch_file(path) -> TorchFile:
         raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): structure nests too deeply") from None
     except MemoryError:
         raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): out of memory while reading") from None
+    except Exception as exc:  # last resort: a malformed file must never escape as a bare traceback
+        raise CheckpointError(f"{filename}: PyTorch checkpoint ({container}): malformed file "
+                              f"({type(exc).__name__}: {exc})") from None
 
 
 # --------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ def test_demo_writes_its_outputs(tmp_path):
     assert summary["verification_passed"] is True
     report = json.loads((out / "verify_report.json").read_text())
     assert report["passed"] is True and len(report["layers"]) == 32  # 16 ternary convs + 16 thresholds
+    engine_rows = report["engine"]["layers"]
+    assert report["engine"]["passed"] is True
+    assert sum(r["acc_mismatches"] == 0 for r in engine_rows if r["kind"].startswith("ternary")) == 16
     assert "PASS" in (out / "verify_report.txt").read_text()
     stats = pd.read_csv(out / "weight_stats.csv")
     assert list(stats["layer"]) == [f"features.{b}.conv{k}" for b in range(4, 12) for k in (1, 2)]

@@ -4,6 +4,8 @@ import itertools
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sttn_sim.errors import ShapeError
 from sttn_sim.kernels import (
@@ -61,6 +63,20 @@ def test_conv_sweep(c_in, kernel, stride, padding, hw, batch):
     x = random_codes(rng, (batch, c_in) + hw)
     w = random_codes(rng, (c_out, c_in, kernel, kernel))
     check(x, w, stride, padding)
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 3), c=st.integers(1, 140), co=st.integers(1, 12),
+       h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 3), kw=st.integers(1, 3),
+       sh=st.integers(1, 2), sw=st.integers(1, 2), ph=st.integers(0, 1), pw=st.integers(0, 1),
+       seed=st.integers(0, 2**32 - 1))
+def test_conv_property(n, c, co, h, w, kh, kw, sh, sw, ph, pw, seed):
+    if h + 2 * ph < kh or w + 2 * pw < kw:
+        return
+    rng = np.random.default_rng(seed)
+    x = random_codes(rng, (n, c, h, w), rng.random())
+    wt = random_codes(rng, (co, c, kh, kw), rng.random())
+    check(x, wt, (sh, sw), (ph, pw))
 
 
 @pytest.mark.parametrize(

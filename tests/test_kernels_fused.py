@@ -111,3 +111,23 @@ def test_bias_prelu_to_nchw(c, slope):
     bias = rng.normal(0, 1, c).astype(np.float32)
     sl = {None: None, "channel": rng.uniform(0, 1, c).astype(np.float32), "shared": np.array([0.1], np.float32)}[slope]
     assert np.array_equal(bias_prelu_to_nchw(rows, bias, sl, n, h, w), bias_prelu_to_nchw_reference(rows, bias, sl, n, h, w))
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
+    (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5))])
+@pytest.mark.parametrize("slope", [None, "channel"])
+def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope):
+    from sttn_sim.kernels.fused import direct_conv2d
+    from sttn_sim.reference import conv2d
+
+    rng = np.random.default_rng(c_out)
+    x = rng.normal(0, 1, (2, c_in) + hw).astype(np.float32)
+    w = rng.normal(0, 0.3, (c_out, c_in, k, k)).astype(np.float32)
+    b = rng.normal(0, 1, c_out).astype(np.float32)
+    sl = None if slope is None else rng.uniform(0, 0.5, c_out).astype(np.float32)
+    ref = conv2d(x, w, stride, padding) + b.reshape(1, -1, 1, 1)
+    if sl is not None:
+        ref = np.where(ref < 0, ref * sl.reshape(1, -1, 1, 1), ref)
+    got = direct_conv2d(x, w, b, sl, stride, padding)
+    # float32 sums of at most 147 products of O(1) terms: error well below 1e-5 of the scale
+    assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())

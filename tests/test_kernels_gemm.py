@@ -3,6 +3,8 @@
 import numba
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sttn_sim.errors import ShapeError
 from sttn_sim.kernels import (
@@ -41,6 +43,14 @@ def check(a, b):
 def test_gemm_sweep(m, n, k):
     rng = np.random.default_rng(m * 1000 + n * 10 + k)
     check(random_codes(rng, (m, k)), random_codes(rng, (n, k)))
+
+
+@settings(max_examples=40, deadline=None)
+@given(m=st.integers(1, 23), n=st.integers(1, 50), k=st.integers(1, 260),
+       density=st.floats(0.0, 1.0), seed=st.integers(0, 2**32 - 1))
+def test_gemm_property(m, n, k, density, seed):
+    rng = np.random.default_rng(seed)
+    check(random_codes(rng, (m, k), density), random_codes(rng, (n, k), density))
 
 
 @pytest.mark.parametrize("density", [0.0, 0.05, 0.3, 0.7, 1.0])

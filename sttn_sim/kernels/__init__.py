@@ -1,18 +1,46 @@
 """Packed ternary arithmetic kernels (Numba): packing, GEMM, 2-D convolution.
 
-Environment (set with ``os.environ.setdefault`` *before* numba is imported, so an
-explicit user setting always wins; it has no effect if numba was already imported):
+Environment (set with ``os.environ.setdefault`` before this package imports numba, so
+an explicit user setting always wins):
 
 * ``NUMBA_SLP_VECTORIZE=1`` -- lets LLVM's SLP vectoriser turn groups of scalar
   operations into vector code (off by default in numba).  The GEMM micro-kernel is
-  written as explicit ``<8 x i64>`` vector IR and does not need it; it is set for the
-  scalar helper loops and for other register-tiled kernels of the engine.
+  written as explicit ``<8 x i64>`` vector IR and does not need it (a scalar-accumulator
+  version was tried: the loop vectoriser then vectorised the K loop with gathers and ran
+  at ~0.3 TMAC/s); it is set for other register-tiled kernels of the engine.  Numba
+  re-reads the environment (``config.reload_config``) when a compilation starts, so it
+  also reaches functions compiled later even if numba was imported before this package.
 
-``NUMBA_CPU_FEATURES`` is left alone: the micro-kernel's explicit 512-bit vectors
-already compile to zmm registers on this AVX-512 host (see ``benchmarks/`` notes).
+``NUMBA_CPU_FEATURES`` is left alone (checked, not needed here): on this znver5 host
+LLVM does not prefer 256-bit vectors -- the loop vectoriser already emits zmm code with
+or without ``-prefer-256-bit`` appended to llvmlite's host feature string -- and the
+micro-kernel is explicit ``<8 x i64>`` IR that compiles to zmm registers.  On Intel
+AVX-512 server CPUs, whose LLVM tuning prefers 256-bit vectors, the same IR is split
+into ymm pairs (still exact, slower); there set, before importing numba,
+``NUMBA_CPU_FEATURES="$(python -c 'import llvmlite.binding as b;
+print(b.get_host_cpu_features().flatten())'),-prefer-256-bit"`` (this changes code
+generation and the cache key of every numba function in the process).
 
-Modules: :mod:`.packing` (bit layout, pack/unpack), :mod:`.gemm` (packed GEMM),
-:mod:`.conv` (packed convolution), :mod:`.bench_gemm` (benchmark).
+Layouts and APIs:
+
+* :mod:`.packing` -- :class:`PackedTernary` (``planes: uint64[2, ..., ceil(K/64)]``,
+  plane 0 non-zero bits, plane 1 sign bits, ``length = K``), :func:`pack_ternary`,
+  :func:`unpack_ternary`, :func:`ternary_dot` and numpy ``*_reference`` versions.
+* :mod:`.gemm` -- :func:`ternary_gemm` ``(A [M, K], B [N, K]) -> int32 [M, N]``,
+  ``C = A @ B.T``; :func:`prepack_gemm_weights` -> ``uint64[ceil(M/5), W, 2, 5]``,
+  :func:`prepack_gemm_columns` -> ``uint64[ceil(N/16), W, 2, 16]``;
+  :func:`ternary_gemm_reference`.
+* :mod:`.conv` -- :func:`ternary_conv2d` (int8 NCHW codes or packed NHWC input,
+  int8 ``[C_out, C_in, kh, kw]`` codes or :class:`ConvWeights`) -> int32 NCHW;
+  :func:`pack_activations_nhwc`, :func:`prepack_conv_weights`,
+  :func:`ternary_conv2d_reference`.
+* :mod:`.bench_gemm` -- :func:`~.bench_gemm.benchmark_gemm` (pandas DataFrame).
+
+Errors: :class:`~sttn_sim.errors.ShapeError` for wrong type/dtype/rank/shape and
+mismatched K or channels; :class:`~sttn_sim.errors.QuantizationError` (a ``ValueError``)
+for codes outside ``{-1, 0, +1}``, with the count and the first bad index.  Every
+message starts with the argument's name.
+
 """
 
 import os

@@ -133,18 +133,35 @@ def _openblas_via_ctypes():
     return None, None
 
 
-def busy_machine_warning(threshold: float = 0.7) -> str | None:
-    """A warning if the 1-minute load average says other work is using the cores."""
+def busy_machine_warning(window: float = 0.5, threshold: float = 0.15) -> str | None:
+    """A warning if other work is using the CPUs right now.
+
+    Samples ``/proc/stat`` over ``window`` seconds (Linux) and warns when more than
+    ``threshold`` of the CPU time was busy; falls back to the 1-minute load average.
+    """
+    def sample():
+        with open("/proc/stat") as fh:
+            vals = [int(v) for v in fh.readline().split()[1:]]
+        return sum(vals), vals[3] + (vals[4] if len(vals) > 4 else 0)
+
     try:
-        load = os.getloadavg()[0]
-    except OSError:  # pragma: no cover
-        return None
-    if load <= threshold:
+        t1, i1 = sample()
+        time.sleep(window)
+        t2, i2 = sample()
+        busy = 1.0 - (i2 - i1) / max(t2 - t1, 1)
+        what = f"{100 * busy:.0f}% of the CPU time was busy over {window:g} s"
+    except (OSError, ValueError, IndexError):
+        try:
+            busy = os.getloadavg()[0] / (os.cpu_count() or 1)
+        except OSError:  # pragma: no cover
+            return None
+        what = f"1-minute load average per CPU is {busy:.2f}"
+    if busy <= threshold:
         return None
     return (
-        f"WARNING: 1-minute load average is {load:.2f} on {os.cpu_count()} CPUs; other "
-        f"processes compete for the cores (parallel regions stall when one thread is "
-        f"descheduled), so times are inflated. Re-run when the machine is idle."
+        f"WARNING: {what} before the benchmark; other processes compete for the cores "
+        f"(a parallel region stalls when one of its threads is descheduled), so times "
+        f"are inflated. Re-run when the machine is idle."
     )
 
 

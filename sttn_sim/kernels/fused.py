@@ -273,3 +273,52 @@ def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.
         s = s.reshape(1, -1, 1, 1) if s.size > 1 else s.reshape(())
         y = np.where(y < 0, y * s, y)
     return np.ascontiguousarray(y, np.float32)
+
+
+# --------------------------------------------------------------------------------------
+# direct float convolution for layers with few input channels (the stem)
+
+
+@numba.njit(cache=True, parallel=True)
+def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
+    # One task per output row (n, oy): acc[ox, o] accumulates over the taps (c, dy, dx)
+    # with the output channels o innermost (contiguous in w_t): a vector loop over o.
+    n_img, c_in, _, _ = xp.shape
+    c_out = w_t.shape[1]
+    oh, ow = out.shape[2], out.shape[3]
+    for task in numba.prange(n_img * oh):
+        n = task // oh
+        oy = task - n * oh
+        acc = np.zeros((ow, c_out), np.float32)
+        for c in range(c_in):
+            for dy in range(kh):
+                row = oy * stride + dy
+                for dx in range(kw):
+                    wrow = w_t[(c * kh + dy) * kw + dx]
+                    for ox in range(ow):
+                        xv = xp[n, c, row, ox * stride + dx]
+                        for o in range(c_out):
+                            acc[ox, o] += xv * wrow[o]
+        for o in range(c_out):
+            b = bias[o]
+            s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+            for ox in range(ow):
+                y = acc[ox, o] + b
+                if slope.shape[0] > 0 and y < 0:
+                    y = y * s
+                out[n, o, oy, ox] = y
+
+
+def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, stride: int,
+                  padding: int) -> np.ndarray:
+    """float32 ``conv2d(x, w) + bias`` then optional PReLU, NCHW, computed directly
+    (no im2col): fast when the input has few channels, as the 3-channel stem."""
+    n, c, h, wd = x.shape
+    o, _, kh, kw = w.shape
+    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    oh, ow = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
+    w_t = np.ascontiguousarray(np.asarray(w, np.float32).reshape(o, -1).T)
+    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
+    out = np.empty((n, o, oh, ow), np.float32)
+    _direct_conv_kernel(xp, w_t, np.ascontiguousarray(bias, np.float32), sl, stride, kh, kw, out)
+    return out

@@ -16,10 +16,12 @@ Kernel layouts (both re-blocked from the row-major :class:`~.packing.PackedTerna
   columns.
 * Rows/columns beyond ``M``/``N`` in the last block are zero.
 
-A last column block with at most 8 valid columns uses an 8-column variant of the
-micro-kernel (half the work).  The micro-kernel (:func:`._llvm.make_microkernel`) keeps a ``TILE_M x TILE_N`` tile of
-``popcount`` accumulators in 2*TILE_M*TILE_N/8 zmm registers for the whole K loop
-(explicit vector IR, so it does not depend on the LLVM auto-vectorisers).  The parallel
+The micro-kernel (:func:`._llvm.make_microkernel`) keeps a ``TILE_M x TILE_N`` tile
+of ``popcount`` accumulators in ``2*TILE_M*TILE_N/8`` zmm registers for the whole K
+loop (explicit vector IR, so it does not depend on the LLVM auto-vectorisers); per
+word of K its loop body is 10 ``vpandq``, 10 ``vpternlogq``, 20 ``vpopcntq``, 20
+``vpaddq``, 10 broadcasts and 4 vector loads.  A last column block with at most 8
+valid columns uses an 8-column variant of the micro-kernel (half the work).  The parallel
 loop (``numba.prange``) runs over (column block, row block) tiles, column block
 outermost so a B block stays in L1 while the rows of A stream through it.
 """

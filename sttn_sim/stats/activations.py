@@ -51,7 +51,6 @@ from ..errors import ModelError, SttnError
 from ..fold import batchnorm_affine, thresholds_from_affine
 from ..graph import ACTIVATION_QUANTIZER_KINDS, Layer, Model
 from ..recording import LayerEvent, Recorder
-from ..reference import conv2d
 from ..shapes import infer_shapes
 
 #: 160 bins of width 1/20 on [-4, 4): every edge k/20 is exact enough that ±0.5 are edges.
@@ -224,23 +223,62 @@ def _consumers(model: Model, quantizer: Layer) -> list[_Consumer]:
     return found
 
 
-def _consumer_macs(cons: _Consumer, codes: np.ndarray) -> np.ndarray:
-    """[dense, nonzero activation, nonzero weight, both nonzero] MACs of one batch (int64)."""
-    active = (codes != 0).astype(np.float64)
-    n = codes.shape[0]
-    if cons.kind == "conv":
-        kernel = np.stack([np.full_like(cons.nz_map, cons.c_out), cons.nz_map])  # [2, C, kh, kw]
-        out = conv2d(active, kernel, cons.stride, cons.padding)  # [N, 2, H', W'] exact integers
-        positions = out.shape[2] * out.shape[3]
-        nz_act, both = out[:, 0].sum(), out[:, 1].sum()
+def _consumer_macs(cons: _Consumer, active_map: np.ndarray, n: int) -> np.ndarray:
+    """[dense, nonzero activation, nonzero weight, both nonzero] MACs of one batch (int64).
+
+    ``active_map`` is ``Σ_n [x_n ≠ 0]`` (the batch-summed activity, shape C×H×W or F).
+    For a convolution, the activations one tap (c, p, q) meets over all output positions
+    are a strided slice of the zero-padded map, so
+    ``both = Σ_{c,p,q} M[c,p,q] · Σ_{i,j} A_pad[c, p + s·i, q + s·j]`` — exact integers,
+    one pass over the codes (to build the map) instead of a convolution.
+    """
+    if cons.kind == "conv" and not cons.flatten:
+        kh, kw = cons.nz_map.shape[1:]
+        s, pad = cons.stride, cons.padding
+        a = np.pad(active_map, ((0, 0), (pad, pad), (pad, pad))) if pad else active_map
+        out_h = (a.shape[1] - kh) // s + 1
+        out_w = (a.shape[2] - kw) // s + 1
+        taps = np.empty((a.shape[0], kh, kw), np.int64)
+        for p in range(kh):
+            for q in range(kw):
+                taps[:, p, q] = a[:, p:p + s * (out_h - 1) + 1:s, q:q + s * (out_w - 1) + 1:s].sum(axis=(1, 2))
+        positions = out_h * out_w
+        nz_act = int(taps.sum()) * cons.c_out
+        both = int(np.sum(taps * cons.nz_map))
     else:
-        flat = active.reshape(n, -1)
+        flat = active_map.reshape(-1)
         positions = 1
-        nz_act = flat.sum() * cons.c_out
-        both = (flat @ cons.nz_map.reshape(-1)).sum()
+        nz_act = int(flat.sum()) * cons.c_out
+        both = int(np.sum(flat * cons.nz_map.reshape(-1)))
     dense = n * positions * cons.c_out * cons.weights_per_output
     nz_w = n * positions * cons.nonzero_weights
-    return np.array([dense, round(nz_act), nz_w, round(both)], np.int64)
+    return np.array([dense, nz_act, nz_w, both], np.int64)
+
+
+class _BinIndexer:
+    """Bin index of values on fixed edges, bins ``[e_i, e_{i+1})``: -1 below, ``nbins``
+    at or above the last edge. Uniform edges use arithmetic plus one exact correction
+    step against the edges (the arithmetic is off by at most one bin near an edge); other
+    edges use ``searchsorted``. Both give exactly ``searchsorted(edges, v, 'right') - 1``."""
+
+    def __init__(self, edges: np.ndarray):
+        self.edges = edges
+        self.nbins = edges.size - 1
+        width = (edges[-1] - edges[0]) / self.nbins
+        self.uniform = bool(np.allclose(np.diff(edges), width, rtol=1e-9, atol=0.0))
+        self.inv_width = 1.0 / width
+
+    def counts(self, values: np.ndarray) -> np.ndarray:
+        """int64 ``[underflow, bin 0, ..., bin nbins-1, overflow]``."""
+        if self.uniform:
+            idx = ((values - self.edges[0]) * self.inv_width).astype(np.int64)
+            np.clip(idx, 0, self.nbins - 1, out=idx)
+            idx -= values < self.edges[idx]
+            idx += values >= self.edges[idx + 1]
+        else:
+            idx = np.searchsorted(self.edges, values, side="right") - 1
+        idx += 1
+        return np.bincount(idx, minlength=self.nbins + 2).astype(np.int64)
 
 
 # --------------------------------------------------------------------------------------
@@ -304,6 +342,7 @@ class ActivationRecorder(Recorder):
 
     def __init__(self, bins=None, *, tie_eps: float = DEFAULT_TIE_EPS, macs: bool = True):
         self.edges = _check_edges(bins)
+        self._bins = _BinIndexer(self.edges)
         if not (np.isfinite(tie_eps) and tie_eps >= 0):
             raise SttnError(f"tie_eps={tie_eps}: expected a finite number >= 0")
         self.tie_eps = float(tie_eps)
@@ -358,7 +397,8 @@ class ActivationRecorder(Recorder):
         shape = (1, -1) + (1,) * (x.ndim - 2)
         if layer.kind == "threshold":
             if info["gain"] is not None and info["offset"] is not None:
-                y = np.asarray(x, np.float64) * info["gain"].reshape(shape) + info["offset"].reshape(shape)
+                y = np.multiply(x, info["gain"].reshape(shape), dtype=np.float64)
+                y += info["offset"].reshape(shape)
             else:
                 y, domain = np.asarray(x, np.float64), "x"
         else:
@@ -374,35 +414,47 @@ class ActivationRecorder(Recorder):
         elif stats.channels != c:
             raise SttnError(f"ActivationRecorder: layer {layer.name!r} had {stats.channels} channels, now {c}")
         # histogram on fixed bins [e_i, e_{i+1})
-        flat = y.ravel()
-        idx = np.searchsorted(self.edges, flat, side="right") - 1
-        nbins = self.edges.size - 1
-        under = idx < 0
-        over = idx >= nbins
-        stats.underflow += int(under.sum())
-        stats.overflow += int(over.sum())
-        stats.hist += np.bincount(idx[~(under | over)], minlength=nbins).astype(np.int64)
-        # codes per channel
-        per_channel = np.moveaxis(codes, 1, 0).reshape(c, -1)
-        for j, v in enumerate((-1, 0, 1)):
-            stats.codes[:, j] += np.count_nonzero(per_channel == v, axis=1)
-        # ties (in the activation's own y units)
+        flat = y.reshape(-1)
+        binned = self._bins.counts(flat)
+        stats.underflow += int(binned[0])
+        stats.overflow += int(binned[-1])
+        stats.hist += binned[1:-1]
+        # codes per channel: with a = Σ|t| (non-zeros) and b = Σ t, #(+1) = (a+b)/2, #(-1) = (a-b)/2
+        if codes.dtype != np.int8:
+            codes = codes.astype(np.int8)
+        active_map = np.abs(codes).sum(axis=0, dtype=np.int64)  # [C, ...]: non-zeros per position
+        spatial = tuple(range(1, active_map.ndim))
+        nonzero = active_map.sum(axis=spatial) if spatial else active_map
+        signed = codes.sum(axis=(0,) + tuple(range(2, codes.ndim)), dtype=np.int64)
+        per_channel_total = codes.size // c
+        stats.codes[:, 0] += (nonzero - signed) // 2
+        stats.codes[:, 1] += per_channel_total - nonzero
+        stats.codes[:, 2] += (nonzero + signed) // 2
+        # ties (in the activation's own y units): candidates within eps (plus rounding slack)
+        # of either threshold via the distance | |y - mid| - half |, then exact tests on them
         if domain == "y":
             lo, hi = info["act_lo"], info["act_hi"]
-            stats.exact_ties += int(np.count_nonzero((flat == lo) | (flat == hi)))
-            stats.near_ties += int(np.count_nonzero((np.abs(flat - lo) <= self.tie_eps) |
-                                                    (np.abs(flat - hi) <= self.tie_eps)))
+            mid, half = (lo + hi) / 2, (hi - lo) / 2
+            dist = np.abs(flat - mid)
+            dist -= half
+            np.abs(dist, out=dist)
+            cand = flat[dist <= self.tie_eps + 1e-12 * (1.0 + abs(lo) + abs(hi))]
+            if cand.size:
+                stats.exact_ties += int(np.count_nonzero((cand == lo) | (cand == hi)))
+                stats.near_ties += int(np.count_nonzero((np.abs(cand - lo) <= self.tie_eps) |
+                                                        (np.abs(cand - hi) <= self.tie_eps)))
         # moments and ranges
         stats.n_images += int(codes.shape[0])
         stats.y_sum += float(flat.sum())
-        stats.y_sumsq += float(np.sum(flat * flat))
-        stats.y_min = min(stats.y_min, float(flat.min()))
-        stats.y_max = max(stats.y_max, float(flat.max()))
-        yc = np.moveaxis(y, 1, 0).reshape(c, -1)
-        stats.ch_min = np.fmin(stats.ch_min, yc.min(axis=1))
-        stats.ch_max = np.fmax(stats.ch_max, yc.max(axis=1))
+        stats.y_sumsq += float(np.einsum("i,i->", flat, flat))
+        axes = (0,) + tuple(range(2, y.ndim))
+        ch_min, ch_max = y.min(axis=axes), y.max(axis=axes)
+        stats.y_min = min(stats.y_min, float(ch_min.min()))
+        stats.y_max = max(stats.y_max, float(ch_max.max()))
+        stats.ch_min = np.fmin(stats.ch_min, ch_min)
+        stats.ch_max = np.fmax(stats.ch_max, ch_max)
         for cons in self._consumer_info.get(layer.name, []):
-            counts = _consumer_macs(cons, codes)
+            counts = _consumer_macs(cons, active_map, codes.shape[0])
             stats.macs[cons.name] = stats.macs[cons.name] + counts if cons.name in stats.macs else counts
 
     # -- merging ---------------------------------------------------------------------

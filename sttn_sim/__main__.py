@@ -1,0 +1,198 @@
+"""``python -m sttn_sim info PATH [--json]``: what a checkpoint holds.
+
+Reads any checkpoint :func:`sttn_sim.load_checkpoint` reads (the project's safetensors
+format, official STTN PyTorch files in zip or legacy form; chosen by content) and
+prints its container, form (latent / merged / folded), architecture (width, classes,
+input shape), a layer table (name, kind, parameter shapes, stored parameter count,
+bits per weight: 2 for ternary layers, the float width otherwise) and the metadata.
+Exit code 0, or 2 with a one-line ``error:`` message on bad input.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import numpy as np
+
+from .errors import SttnError
+from .graph import Model
+
+_FORM_TEXT = {
+    "latent": "latent (training form: two latent float kernels per ternary layer)",
+    "merged": "merged (one float kernel alpha*(B1+B2) per ternary layer)",
+    "folded": "folded (int8 codes, per-channel scales, thresholds)",
+    "float": "float (no ternary layer)",
+}
+
+
+def _bits(layer) -> int | None:
+    if layer.is_ternary:
+        return 2
+    floats = [v.dtype.itemsize * 8 for v in layer.params.values() if v.dtype.kind == "f"]
+    if floats:
+        return max(floats)
+    ints = [v.dtype.itemsize * 8 for v in layer.params.values()]
+    return max(ints) if ints else None
+
+
+def _weights(layer) -> int:
+    """Effective weights: one kernel of a ternary layer (not the two latent copies)."""
+    p = layer.params
+    for key in ("codes", "weight1", "weight"):
+        if key in p:
+            return int(p[key].size)
+    return 0
+
+
+def describe(model: Model, path: str | None = None, container: str | None = None, *,
+             all_layers: bool = False) -> dict:
+    """A JSON-ready description of ``model`` (what ``info`` prints)."""
+    from .shapes import infer_shapes
+
+    shapes = infer_shapes(model)
+    layers, ternary_weights, float_params, other_bits = [], 0, 0, 0
+    for layer in model.layers:
+        if not layer.params and not all_layers:
+            continue
+        bits = _bits(layer)
+        count = layer.param_count()
+        row = {"name": layer.name, "kind": layer.kind,
+               "shapes": {k: list(v.shape) for k, v in layer.params.items()},
+               "output_shape": list(shapes[layer.name]), "params": count, "bits": bits}
+        if layer.is_ternary:
+            w = _weights(layer)
+            ternary_weights += w
+            row["ternary_weights"] = w
+            extra = sum(int(v.size) for k, v in layer.params.items() if k not in ("codes", "weight1", "weight2", "weight"))
+            float_params += extra
+        else:
+            float_params += count if bits is not None and bits >= 16 else 0
+            other_bits += count * (bits or 0) if bits is not None and bits < 16 else 0
+        layers.append(row)
+    meta = dict(model.metadata)
+    official = meta.get("official_arch")
+    out = {
+        "file": path,
+        "container": container,
+        "form": model.form,
+        "official_arch": official,
+        "arch": model.arch,
+        "width": meta.get("width"),
+        "num_classes": int(shapes[model.output][0]),
+        "input_shape": list(model.input_shape),
+        "layers": layers,
+        "totals": {
+            "ternary_layers": len(model.ternary_layers()),
+            "ternary_weights": ternary_weights,
+            "float_params": float_params,
+            "packed_bytes": (2 * ternary_weights + other_bits) // 8 + 4 * float_params,
+            "float32_equivalent_bytes": 4 * (ternary_weights + float_params) + other_bits // 8,
+        },
+        "metadata": meta,
+    }
+    return out
+
+
+def _fmt_shapes(shapes: dict) -> str:
+    return ", ".join(f"{k}{v}" for k, v in shapes.items()) or "-"
+
+
+def format_text(info: dict) -> str:
+    """The human-readable ``info`` report."""
+    lines = [f"file:          {info['file']}", f"container:     {info['container']}",
+             f"form:          {_FORM_TEXT.get(info['form'], info['form'])}"]
+    arch = info["arch"]
+    if info.get("official_arch"):
+        arch += f" (official {info['official_arch']})"
+    lines.append(f"architecture:  {arch}")
+    details = []
+    if info.get("width") is not None:
+        width = info["width"]
+        details.append(f"width {width:g}" + (f" (1/{round(1 / width)})" if width < 1 and (1 / width).is_integer() else ""))
+    details.append(f"{info['num_classes']} classes")
+    details.append("input " + "x".join(map(str, info["input_shape"])))
+    lines.append(f"               {', '.join(details)}")
+    t = info["totals"]
+    lines.append(f"ternary:       {t['ternary_layers']} layers, {t['ternary_weights']} weights at 2 bits; "
+                 f"{t['float_params']} float parameters")
+    lines.append(f"packed size:   {t['packed_bytes']} bytes (float32 equivalent {t['float32_equivalent_bytes']} bytes)")
+    lines.append("")
+    rows = [("layer", "kind", "parameter shapes", "params", "bits")]
+    rows += [(r["name"], r["kind"], _fmt_shapes(r["shapes"]), str(r["params"]), "-" if r["bits"] is None else str(r["bits"]))
+             for r in info["layers"]]
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    for i, r in enumerate(rows):
+        lines.append("  ".join(c.ljust(w) if j < 3 else c.rjust(w) for j, (c, w) in enumerate(zip(r, widths))).rstrip())
+        if i == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines.append("")
+    lines.append("metadata:")
+    for key in sorted(info["metadata"]):
+        lines.append(f"  {key}: {info['metadata'][key]}")
+    return "\n".join(lines)
+
+
+def _container(path) -> str:
+    from .model_io import sniff_format
+
+    kind = sniff_format(path)
+    return "sttn_sim safetensors" if kind == "safetensors" else kind
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    return str(value)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sttn_sim", description="sttn_sim command-line tools.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    info = sub.add_parser(
+        "info", help="show what a checkpoint holds",
+        description="Show what a checkpoint holds: container, form, architecture, layer table (shapes, kind, "
+                    "parameter count, bits per weight) and metadata. Reads the project's safetensors files and "
+                    "official STTN PyTorch checkpoints (zip or legacy, training or merged form) without PyTorch; "
+                    "nothing in the file is executed.")
+    info.add_argument("path", help="checkpoint file (the format is detected from its content)")
+    info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--input-size", type=int, default=None,
+                      help="input resolution for official PyTorch checkpoints (not recorded in them; default 224)")
+    info.add_argument("--all-layers", action="store_true", help="also list layers without parameters")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        from .model_io import load_checkpoint
+
+        if args.input_size is not None and args.input_size < 1:
+            raise SttnError(f"--input-size {args.input_size}: expected a positive integer")
+        container = _container(args.path)
+        model = load_checkpoint(args.path, input_size=args.input_size)
+        info = describe(model, str(args.path), container, all_layers=args.all_layers)
+    except SttnError as exc:
+        print(f"error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    text = json.dumps(info, indent=2, default=_json_default) if args.json else format_text(info)
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:  # e.g. piped into `head`
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+"""``python -m analysis.figures``: writes every table and figure; clear errors on bad input."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.report import main
+from sttn_sim.fold import fold
+from sttn_sim.model_io import save_model
+from sttn_sim.synthetic import synthetic_model
+
+ALWAYS_CSV = ["weight_stats", "weight_channels", "cost", "activation_layers", "activation_channels",
+              "activation_histograms", "activation_thresholds"]
+LATENT_CSV = ["learned_intervals", "learned_interval_classes", "baselines", "delta_sweep", "delta_sweep_sttn"]
+ALWAYS_FIG = ["weight_sparsity", "activation_distributions", "activation_occupancy", "channel_occupancy",
+              "activation_thresholds"]
+LATENT_FIG = ["learned_intervals", "sparsity_vs_baselines", "l2_vs_baselines", "delta_sweep"]
+
+
+def check_outputs(out, csvs, figs):
+    names = sorted(p.name for p in out.iterdir())
+    expected = sorted([f"{c}.csv" for c in csvs] + [f"{f}.{e}" for f in figs for e in ("png", "pdf")])
+    assert names == expected  # nothing else: no temporary or half-written files
+    for f in figs:
+        assert (out / f"{f}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (out / f"{f}.pdf").read_bytes()[:5] == b"%PDF-"
+    for c in csvs:
+        assert len(pd.read_csv(out / f"{c}.csv")) > 0
+
+
+def test_default_model_writes_everything(tmp_path, capsys):
+    out = tmp_path / "figs"
+    assert main(["--out", str(out), "--batch", "2", "--batches", "2", "--layer", "features.6.conv2", "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["images"] == 4 and summary["ternary_layers"] == 16 and summary["skipped"] == []
+    check_outputs(out, ALWAYS_CSV + LATENT_CSV, ALWAYS_FIG + LATENT_FIG + ["figure1_features.6.conv2"])
+    layers = pd.read_csv(out / "activation_layers.csv")
+    assert list(layers["layer"]) == [f"features.{b}.tact{k}" for b in range(4, 12) for k in (1, 2)]
+    assert (layers["images"] == 4).all()
+    cost = pd.read_csv(out / "cost.csv")
+    assert (cost["macs_nonzero"] <= cost["macs_nonzero_weight"]).all() and (cost["macs_nonzero"] > 0).all()
+
+
+@pytest.fixture(scope="module")
+def small_model():
+    return synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10)
+
+
+def test_folded_checkpoint_with_npz_data_skips_learned_intervals(tmp_path, capsys, small_model):
+    ckpt = tmp_path / "folded.safetensors"
+    save_model(fold(small_model), ckpt)
+    images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", images=images)
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "d.npz"), "--batch", "2",
+                 "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "note: model form 'folded' has no latent kernels" in printed and "skipped" in printed
+    assert ", 3 images;" in printed  # batches of 2 + 1 from the .npz
+    check_outputs(out, ALWAYS_CSV, ALWAYS_FIG)
+
+
+def test_bad_data_files(tmp_path, capsys, small_model):
+    ckpt = tmp_path / "m.safetensors"
+    save_model(small_model, ckpt)
+    images = np.zeros((2, 3, 16, 16), np.float32)
+    np.savez(tmp_path / "bad.npz", images=images)
+    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "bad.npz"), "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "expects [3, 32, 32]" in err and not (tmp_path / "o").exists()
+    np.savez(tmp_path / "nokey.npz", x=images)
+    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "nokey.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "no array 'images'" in capsys.readouterr().err
+    (tmp_path / "junk.npz").write_bytes(b"not a zip")
+    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "junk.npz"), "--out", str(tmp_path / "o")]) == 2
+    assert "cannot be read" in capsys.readouterr().err and not (tmp_path / "o").exists()
+
+
+def test_unknown_layer_lists_valid_names_and_writes_nothing(tmp_path, capsys):
+    out = tmp_path / "out"
+    assert main(["--layer", "features.4.bn1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: layer 'features.4.bn1' is a batchnorm layer") and "features.11.conv2" in err
+    assert len(err.strip().splitlines()) == 1 and not out.exists()
+    assert main(["--layer", "nope", "--out", str(out)]) == 2
+    assert "ternary layers: features.4.conv1" in capsys.readouterr().err
+
+
+def test_unwritable_output_folder(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert main(["--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: output folder") and len(err.strip().splitlines()) == 1
+    assert blocker.read_text() == "x"
+
+
+@pytest.mark.parametrize("module", ["analysis.figures", "analysis"])
+def test_help(module):
+    proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "--checkpoint" in proc.stdout and "--layer" in proc.stdout

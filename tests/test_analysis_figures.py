@@ -1,0 +1,140 @@
+"""analysis.figures: every figure returns a Figure, draws into a given ax, uses the paper's colours."""
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+from matplotlib.colors import to_hex, to_rgba  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+from analysis import figures as F  # noqa: E402
+from analysis.baselines import baseline_table  # noqa: E402
+from analysis.style import TERNARY_COLORS  # noqa: E402
+from analysis.sweeps import delta_sweep, sttn_sweep_points  # noqa: E402
+from sttn_sim.fold import fold  # noqa: E402
+from sttn_sim.stats import (  # noqa: E402
+    StatisticsUnavailable,
+    activation_thresholds,
+    collect_activations,
+    learned_intervals,
+    weight_statistics,
+)
+from sttn_sim.synthetic import synthetic_input, synthetic_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data():
+    model = synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10)
+    folded = fold(model)
+    rec = collect_activations(folded, [synthetic_input(model, 2, seed=3)], progress=False)
+    return {
+        "model": model, "folded": folded, "weights": weight_statistics(model), "intervals": learned_intervals(model),
+        "baselines": baseline_table(model), "sweep": delta_sweep(model), "points": sttn_sweep_points(model),
+        "layers": rec.layer_table(), "channels": rec.channel_table(), "hist": rec.histogram_table(),
+        "thresholds": activation_thresholds(folded),
+    }
+
+
+def calls(d):
+    return {
+        "weight_sparsity": lambda ax: F.plot_weight_sparsity(d["weights"], ax=ax),
+        "figure1": lambda ax: F.plot_figure1(d["model"], "features.5.conv1", ax=ax),
+        "learned_intervals": lambda ax: F.plot_learned_intervals(d["intervals"], ax=ax),
+        "sparsity": lambda ax: F.plot_sparsity_comparison(d["baselines"], ax=ax),
+        "l2": lambda ax: F.plot_l2_comparison(d["baselines"], ax=ax),
+        "sweep": lambda ax: F.plot_delta_sweep(d["sweep"], d["points"], ax=ax),
+        "act_dist": lambda ax: F.plot_activation_distributions(d["hist"], ax=ax, layer_table=d["layers"]),
+        "occupancy": lambda ax: F.plot_activation_occupancy(d["layers"], ax=ax),
+        "channel_occupancy": lambda ax: F.plot_channel_occupancy(d["channels"], ax=ax),
+        "thresholds": lambda ax: F.plot_activation_thresholds(d["thresholds"], ax=ax),
+    }
+
+
+NAMES = ["weight_sparsity", "figure1", "learned_intervals", "sparsity", "l2", "sweep", "act_dist", "occupancy",
+         "channel_occupancy", "thresholds"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_returns_a_figure_and_uses_the_given_ax(data, name):
+    fig = calls(data)[name](None)
+    assert isinstance(fig, Figure) and fig.axes
+    plt.close(fig)
+    outer, ax = plt.subplots()
+    before = len(outer.axes)
+    got = calls(data)[name](ax)
+    assert got is outer
+    # single-panel figures draw into ax itself; multi-panel ones split ax into insets
+    drawn = ax.lines or ax.patches or ax.collections or ax.images or ax.child_axes
+    assert drawn, name
+    assert len(outer.axes) >= before
+    plt.close(outer)
+
+
+def _facecolors(ax):
+    return {to_hex(p.get_facecolor(), keep_alpha=False) for p in ax.patches}
+
+
+def test_stacked_bars_use_the_paper_colours(data):
+    fig = F.plot_activation_occupancy(data["layers"])
+    ax = fig.axes[0]
+    assert _facecolors(ax) == {TERNARY_COLORS[v] for v in (-1, 0, 1)}
+    labels = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert labels == ["−1", "0", "+1"]
+    # bars in model order: the first bar of the "0" series is the first layer's zero fraction
+    zero_bars = [p for p in ax.patches if to_hex(p.get_facecolor(), keep_alpha=False) == TERNARY_COLORS[0]]
+    assert zero_bars[0].get_height() == pytest.approx(data["layers"]["frac_zero"].iloc[0])
+    plt.close(fig)
+
+
+def test_figure1_colours_and_panels(data):
+    fig = F.plot_figure1(data["model"], "features.5.conv1")
+    hist_soft, hist_hard, strip_soft, strip_hard = fig.axes[:4]
+    want = {to_hex(TERNARY_COLORS[v]) for v in (-1, 0, 1)}
+    for ax in (hist_soft, hist_hard):
+        assert {to_hex(p.get_facecolor(), keep_alpha=False) for p in ax.patches} == want
+    # TWN +-delta drawn on both histograms (dashed vertical lines at the same x)
+    twn_soft = sorted(l.get_xdata()[0] for l in hist_soft.lines if l.get_linestyle() == "--")
+    twn_hard = sorted(l.get_xdata()[0] for l in hist_hard.lines if l.get_linestyle() == "--")
+    assert len(twn_soft) == 2 and twn_soft == twn_hard and twn_soft[0] == -twn_soft[1]
+    # the hard strip is three monotone blocks -1 | 0 | +1 in the paper's colours
+    img = strip_hard.images[0].get_array()[0]
+    colours = [tuple(np.round(c, 6)) for c in img]
+    blocks = [c for i, c in enumerate(colours) if i == 0 or c != colours[i - 1]]
+    assert blocks == [tuple(np.round(to_rgba(TERNARY_COLORS[v])[:3], 6)) for v in (-1, 0, 1)]
+    assert strip_soft.images
+    plt.close(fig)
+
+
+def test_figure1_splits_a_given_axes_and_rejects_folded(data):
+    fig, ax = plt.subplots()
+    F.plot_figure1(data["model"], ax=ax)
+    assert len(ax.child_axes) == 4 and not ax.axison
+    plt.close(fig)
+    with pytest.raises(StatisticsUnavailable):
+        F.plot_figure1(data["folded"], "features.5.conv1")
+
+
+def test_channel_heatmap_values(data):
+    fig = F.plot_channel_occupancy(data["channels"])
+    grid = fig.axes[1].images[0].get_array()  # the "0" panel
+    first = data["channels"][data["channels"]["layer"] == data["channels"]["layer"].cat.categories[0]]
+    assert np.allclose(grid[0, :len(first)], first["frac_zero"].to_numpy())
+    assert np.ma.getmaskarray(grid)[0, len(first):].all() if grid.shape[1] > len(first) else True
+    plt.close(fig)
+
+
+def test_empty_tables_raise_value_error(data):
+    with pytest.raises(ValueError, match="empty"):
+        F.plot_activation_occupancy(data["layers"].iloc[:0])
+    with pytest.raises(ValueError, match="lacks columns"):
+        F.plot_delta_sweep(data["layers"])
+
+
+def test_default_model_and_data_is_the_one_switch():
+    model, batches, text = F.default_model_and_data(batch=2, batches=3)
+    assert model.arch == "sttn_resnet18" and model.form == "latent" and model.input_shape == (3, 64, 64)
+    assert len(batches) == 3 and batches[0].shape == (2, 3, 64, 64) and batches[0].dtype == np.float32
+    assert "synthetic" in text
