@@ -1,11 +1,11 @@
 """``python -m analysis.figures``: every statistic table (CSV) and figure (PNG + PDF) of a model.
 
-``python -m analysis.figures [--checkpoint PATH] [--out DIR] [--layer NAME] [--data NPZ]
-[--batch N] [--batches K] [--seed S] [--json]``
+``python -m analysis.figures [--checkpoint PATH [--input-size N]] [--out DIR] [--layer NAME] [--data NPZ]
+[--batch N] [--batches K] [--seed S] [--engine] [--json]``
 
 Without ``--checkpoint`` it uses :func:`analysis.figures.default_model_and_data`.
-Activations are collected on the folded model with the float64 reference path (a tqdm
-progress bar shows the batches); ``--data`` takes an ``.npz`` with ``images`` (NCHW
+Activations are collected on the folded model with the float64 reference path, or with
+the packed engine (``--engine``); a tqdm progress bar shows the batches; ``--data`` takes an ``.npz`` with ``images`` (NCHW
 float32), otherwise ``--batches`` batches of ``--batch`` seeded synthetic images are used.
 
 Written to ``--out`` (each file atomically: nothing half-written):
@@ -44,13 +44,19 @@ def _parser() -> argparse.ArgumentParser:
                     "weight sparsity, learned intervals of STTN, hard-threshold baselines, delta sweeps, "
                     "activation distributions and BN-implied thresholds. Without --checkpoint the embedded "
                     "default model is used.")
-    p.add_argument("--checkpoint", help="model file (the project's .safetensors format); default: embedded model")
+    p.add_argument("--checkpoint",
+                   help="model file: the project's .safetensors, or an official STTN PyTorch checkpoint "
+                        "(.pth / .pth.tar, read without unpickling); default: the embedded model")
     p.add_argument("--out", default="sttn_figures", help="output folder (default sttn_figures)")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input resolution of an official PyTorch checkpoint (it does not record it; default 224)")
     p.add_argument("--layer", help="ternary layer for Figure 1 (default: the middle ternary layer)")
     p.add_argument("--data", help="an .npz file with 'images' (N, C, H, W) float32 for the activation statistics")
     p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
     p.add_argument("--batches", type=int, default=4, help="number of synthetic batches without --data (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default model and synthetic batches")
+    p.add_argument("--engine", action="store_true",
+                   help="collect activations with the packed engine (float32) instead of the float64 reference")
     p.add_argument("--json", action="store_true", help="print a JSON summary (and no progress bar)")
     return p
 
@@ -76,7 +82,7 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
     """Compute every table and figure of ``model`` and write them to ``out_dir``.
 
     ``batches``: iterable of input arrays for the activation statistics; ``executor``:
-    see :func:`sttn_sim.stats.collect_activations`. Returns a summary dict with
+    see :func:`sttn_sim.stats.collect_activations`, or ``"engine"`` for the packed engine. Returns a summary dict with
     ``written`` (paths), ``skipped`` (notes) and headline numbers. Raises
     :class:`SttnError` for bad input before anything is written.
     """
@@ -126,6 +132,13 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
             plt.close(fig)
 
     folded = model if model.form == "folded" else fold(model)
+    if executor == "engine":
+        from sttn_sim.engine import Engine
+
+        engine = Engine(folded)
+
+        def executor(m, x, recorder):  # noqa: F811 - one engine (prepacked weights) for every batch
+            engine.run(np.ascontiguousarray(x, np.float32), recorder=recorder)
     # --- activations (the slow part, with a progress bar) -----------------------------
     rec = collect_activations(folded, batches, executor=executor, progress=progress)
     if rec.samples == 0:
@@ -136,14 +149,21 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
     table(channel_weight_statistics(model), "weight_channels.csv")
     table(layer_costs(folded, rec), "cost.csv")
     layers_t, channels_t, hist_t = rec.layer_table(), rec.channel_table(), rec.histogram_table()
-    table(layers_t, "activation_layers.csv")
-    table(channels_t, "activation_channels.csv")
-    table(hist_t, "activation_histograms.csv")
     thresholds_t = activation_thresholds(folded)
-    table(thresholds_t, "activation_thresholds.csv")
+    has_activations = len(layers_t) > 0
+    if has_activations:
+        table(layers_t, "activation_layers.csv")
+        table(channels_t, "activation_channels.csv")
+        table(hist_t, "activation_histograms.csv")
+        table(thresholds_t, "activation_thresholds.csv")
+    else:
+        note = f"model {model.arch!r} has no ternary activation layers: activation statistics and figures skipped"
+        skipped.append(note)
+        log(f"note: {note}")
     summary: dict = {"model": description or f"{model.arch} ({model.form})", "images": rec.samples,
                      "ternary_layers": len(ternary), "mean_weight_sparsity": float(wstats["sparsity"].mean()),
-                     "mean_activation_zero_fraction": float(layers_t["frac_zero"].mean())}
+                     "mean_activation_zero_fraction": float(layers_t["frac_zero"].mean()) if has_activations
+                     else None}
     if latent:
         intervals = learned_intervals(model)
         table(intervals, "learned_intervals.csv")
@@ -176,10 +196,11 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
         figure(F.plot_sparsity_comparison(base), "sparsity_vs_baselines")
         figure(F.plot_l2_comparison(base), "l2_vs_baselines")
         figure(F.plot_delta_sweep(sweep, points), "delta_sweep")
-    figure(F.plot_activation_distributions(hist_t, layer_table=layers_t), "activation_distributions")
-    figure(F.plot_activation_occupancy(layers_t), "activation_occupancy")
-    figure(F.plot_channel_occupancy(channels_t), "channel_occupancy")
-    figure(F.plot_activation_thresholds(thresholds_t), "activation_thresholds")
+    if has_activations:
+        figure(F.plot_activation_distributions(hist_t, layer_table=layers_t), "activation_distributions")
+        figure(F.plot_activation_occupancy(layers_t), "activation_occupancy")
+        figure(F.plot_channel_occupancy(channels_t), "channel_occupancy")
+        figure(F.plot_activation_thresholds(thresholds_t), "activation_thresholds")
     summary.update({"written": [str(p) for p in written], "skipped": skipped})
     return summary
 
@@ -200,7 +221,7 @@ def main(argv=None) -> int:
             from sttn_sim.model_io import load_checkpoint
             from sttn_sim.synthetic import synthetic_input
 
-            model = load_checkpoint(args.checkpoint)
+            model = load_checkpoint(args.checkpoint, input_size=args.input_size)
             description = f"{Path(args.checkpoint).name} ({model.arch}, {model.form})"
             batches = None if args.data else [synthetic_input(model, args.batch, seed=args.seed + 100 + i)
                                               for i in range(args.batches)]
@@ -216,16 +237,19 @@ def main(argv=None) -> int:
             ternary_layer(model, args.layer)  # an unknown name lists the valid ones
         ensure_output_dir(args.out)  # fail on an unwritable folder before the work starts
         summary = write_all(model, batches, args.out, layer=args.layer, progress=not args.json,
-                            description=description, log=log)
+                            description=description, log=log, executor="engine" if args.engine else None)
     except SttnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
+        zero = summary["mean_activation_zero_fraction"]
         print(f"{summary['model']}: {summary['ternary_layers']} ternary layers, {summary['images']} images; "
-              f"mean weight sparsity {summary['mean_weight_sparsity']:.3f}, "
-              f"mean activation zero fraction {summary['mean_activation_zero_fraction']:.3f}")
+              f"mean weight sparsity {summary['mean_weight_sparsity']:.3f}"
+              + (f", mean activation zero fraction {zero:.3f}" if zero is not None else ""))
+        if summary["skipped"]:
+            print(f"skipped ({len(summary['skipped'])}): see the notes above")
         print(f"wrote {len(summary['written'])} files to {args.out}")
     return 0
 

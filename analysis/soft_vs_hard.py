@@ -5,7 +5,9 @@ Trains the same small official-style STTN ResNet (DESIGN §2.3 block design,
 STTN (two binary kernels, no threshold), the hard-threshold baselines TWN
 (Δ = 0.7·mean|W|), TTQ (Δ = 0.05·max|W|, learned W_p/W_n) and fixed Δ, and a
 full-precision float model — with identical architecture, initial weights (per seed),
-data order, epochs and optimiser, for several seeds, and reports:
+data order, epochs and optimiser, for several seeds, and reports (the latent kernels
+start from PyTorch's default layer initialisation, as in the official code, so the
+codes are learned rather than inherited from the initial draw):
 
 * test accuracy per method: mean ± sample standard deviation (ddof = 1) over seeds;
 * per ternary layer (mean over seeds): weight sparsity, relative L2 error
@@ -53,8 +55,9 @@ class Settings:
     blocks: int = 4
     lr: float = 0.01
     batch_size: int = 64
-    fixed_delta: float = 0.5
+    fixed_delta: float = 0.05
     granularity: str = "channel"
+    latent_init: str = "pytorch"
 
     def as_dict(self) -> dict:
         return dict(self.__dict__)
@@ -87,7 +90,8 @@ def run_one(method: str, seed: int, settings: dict) -> dict:
     model = sttn_resnet18(width=s.width, blocks=s.blocks, stem="small", input_size=8, in_channels=1,
                           num_classes=10, seed=seed)
     cfg = TrainConfig(method=base, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=seed,
-                      fixed_delta=s.fixed_delta, granularity=s.granularity, progress=False, **extra)
+                      fixed_delta=s.fixed_delta, granularity=s.granularity, latent_init=s.latent_init,
+                      progress=False, **extra)
     res = train(model, digits(), cfg)
     lh = res.layer_history
     final = lh[lh.epoch == lh.epoch.max()] if len(lh) else lh
@@ -107,7 +111,7 @@ def _init_worker():
 # the comparison
 
 
-def compare(methods=METHODS, seeds=(0, 1, 2), settings: Settings | None = None, *, workers: int = 2,
+def compare(methods=METHODS, seeds=(0, 1, 2, 3, 4), settings: Settings | None = None, *, workers: int = 2,
             progress: bool = True) -> Comparison:
     """Train every method with every seed (in ``workers`` processes) and tabulate."""
     import multiprocessing as mp
@@ -311,17 +315,21 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis.soft_vs_hard", description=__doc__.split("\n\n")[0],
                                 epilog="Methods: " + ", ".join(f"{m} = {LABELS[m]}" for m in (*METHODS, *EXTRA_METHODS)))
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
-    p.add_argument("--seeds", default="0,1,2", help="comma-separated seeds (default 0,1,2)")
+    p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
     d = Settings()
     p.add_argument("--epochs", type=int, default=d.epochs, help=f"epochs per run (default {d.epochs})")
     p.add_argument("--width", type=float, default=d.width, help=f"ResNet width multiplier (default {d.width})")
-    p.add_argument("--blocks", type=int, default=d.blocks, help=f"BasicBlocks, 1..7 for 8x8 inputs (default {d.blocks})")
+    p.add_argument("--blocks", type=int, default=d.blocks, help=f"BasicBlocks, 1..8 (default {d.blocks})")
     p.add_argument("--lr", type=float, default=d.lr, help=f"peak Adam learning rate (default {d.lr})")
     p.add_argument("--batch-size", type=int, default=d.batch_size, help=f"default {d.batch_size}")
     p.add_argument("--fixed-delta", type=float, default=d.fixed_delta,
-                   help=f"Δ of the fixed-threshold baseline on latent kernels in [-1, 1] (default {d.fixed_delta})")
+                   help=f"Δ of the fixed-threshold baseline on the latent kernels (default {d.fixed_delta}; "
+                        f"the PyTorch init draws |W| <= 1/sqrt(fan_in), 0.06..0.08 here)")
     p.add_argument("--granularity", choices=("channel", "tensor"), default=d.granularity,
                    help="hard-threshold Δ and scales per output channel (like STTN's α) or per tensor")
+    p.add_argument("--latent-init", choices=("pytorch", "builder"), default=d.latent_init,
+                   help="latent kernels: PyTorch's default layer init U(±1/sqrt(fan_in)) as the official code "
+                        "(default), or the builder's N(0, 0.5²)")
     p.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     p.add_argument("--out", default="soft_vs_hard_out", help="output folder (default soft_vs_hard_out)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
@@ -336,7 +344,8 @@ def main(argv=None) -> int:
         if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.width > 0:
             raise SttnError("--epochs and --batch-size must be >= 1, --lr and --width > 0")
         settings = Settings(epochs=args.epochs, width=args.width, blocks=args.blocks, lr=args.lr,
-                            batch_size=args.batch_size, fixed_delta=args.fixed_delta, granularity=args.granularity)
+                            batch_size=args.batch_size, fixed_delta=args.fixed_delta, granularity=args.granularity,
+                            latent_init=args.latent_init)
         # fail fast on a bad architecture before starting workers
         from sttn_sim.builders import sttn_resnet18
         sttn_resnet18(width=args.width, blocks=args.blocks, stem="small", input_size=8, in_channels=1, num_classes=10)

@@ -125,9 +125,10 @@ class Engine:
 
         def run(x, want_codes):
             x = np.ascontiguousarray(x, np.int32 if integer else np.float32)
-            if packed_out:
-                out = threshold_pack(x, direction, lo, hi, constant)
-                codes = threshold_codes(x, direction, lo, hi, constant) if want_codes else None
+            if packed_out and want_codes:
+                out, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)
+            elif packed_out:
+                out, codes = threshold_pack(x, direction, lo, hi, constant), None
             else:
                 out = codes = threshold_codes(x, direction, lo, hi, constant)
             return out, LayerEvent(layer, codes if codes is not None else out, pre_activation=x, codes=codes)

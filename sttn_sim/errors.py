@@ -29,3 +29,8 @@ class QuantizationError(SttnError, ValueError):
 
 class FoldError(SttnError):
     """A training-time model cannot be folded into integer codes and thresholds."""
+
+
+class StatisticsUnavailable(SttnError):
+    """A statistic cannot be computed from what the model holds (e.g. learned intervals of
+    a merged or folded model, which no longer has the latent kernels W1, W2)."""

@@ -826,10 +826,12 @@ def quantization_error(w: np.ndarray, tw: TernaryWeights, *, name: str = "weight
     w_hat = tw.dequantize()
     diff = w64 - w_hat
     l2 = float(np.sum(diff * diff))
-    nw = float(np.linalg.norm(w64.ravel()))
-    nq = float(np.linalg.norm(w_hat.ravel()))
+    # elementwise sums, not BLAS dot/norm: OpenBLAS's float64 dot is slow on this class
+    # of machine when OPENBLAS_CORETYPE forces an old kernel, and these are small tensors
+    nw = float(np.sqrt(np.sum(w64 * w64)))
+    nq = float(np.sqrt(np.sum(w_hat * w_hat)))
     if nw == 0.0 or nq == 0.0:
         cosine = 0.0
     else:
-        cosine = float(np.clip(np.dot(w64.ravel(), w_hat.ravel()) / (nw * nq), -1.0, 1.0))
+        cosine = float(np.clip(np.sum(w64 * w_hat) / (nw * nq), -1.0, 1.0))
     return {"l2": l2, "cosine": cosine}

@@ -33,7 +33,9 @@ def _parser() -> argparse.ArgumentParser:
                    help="synthetic model builder when no checkpoint is given: sttn_resnet18 (default, width 0.125, "
                         "32x32 input), plain_ternary_cnn, ternary_mlp")
     p.add_argument("--width", type=float, default=0.125, help="width multiplier of the synthetic sttn_resnet18")
-    p.add_argument("--input-size", type=int, default=32, help="input size of the synthetic sttn_resnet18")
+    p.add_argument("--input-size", type=int, default=None,
+                   help="input size: of the synthetic sttn_resnet18 (default 32), or of an official PyTorch "
+                        "checkpoint, which does not record it (default 224)")
     p.add_argument("--batch", type=int, default=4, help="number of inputs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and inputs")
     p.add_argument("--tie-eps", type=float, default=TIE_EPS, help="near-tie window around activation thresholds")
@@ -50,8 +52,9 @@ def load_or_build(args) -> Model:
     from .synthetic import synthetic_model
 
     if args.checkpoint:
-        return load_checkpoint(args.checkpoint)
-    kwargs = {"width": args.width, "input_size": args.input_size, "num_classes": 10} if args.model == "sttn_resnet18" else {}
+        return load_checkpoint(args.checkpoint, input_size=args.input_size)
+    size = 32 if args.input_size is None else args.input_size
+    kwargs = {"width": args.width, "input_size": size, "num_classes": 10} if args.model == "sttn_resnet18" else {}
     return synthetic_model(args.model, seed=args.seed, **kwargs)
 
 

@@ -1,12 +1,9 @@
 """analysis.baselines and analysis.sweeps against hand values and independent computations."""
 
-import itertools
-
 import numpy as np
-import pandas as pd
 import pytest
 
-from analysis.baselines import baseline_table, compare_quantizers, layer_weights, matched_sparsity
+from analysis.baselines import baseline_table, layer_weights, matched_sparsity
 from analysis.sweeps import delta_sweep, sttn_sweep_points, sweep_arrays
 from sttn_sim.fold import fold
 from sttn_sim.graph import Layer, Model

@@ -50,20 +50,6 @@ def small_model():
     return synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10)
 
 
-def test_folded_checkpoint_with_npz_data_skips_learned_intervals(tmp_path, capsys, small_model):
-    ckpt = tmp_path / "folded.safetensors"
-    save_model(fold(small_model), ckpt)
-    images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
-    np.savez(tmp_path / "d.npz", images=images)
-    out = tmp_path / "out"
-    assert main(["--checkpoint", str(ckpt), "--data", str(tmp_path / "d.npz"), "--batch", "2",
-                 "--out", str(out)]) == 0
-    printed = capsys.readouterr().out
-    assert "note: model form 'folded' has no latent kernels" in printed and "skipped" in printed
-    assert ", 3 images;" in printed  # batches of 2 + 1 from the .npz
-    check_outputs(out, ALWAYS_CSV, ALWAYS_FIG)
-
-
 def test_bad_data_files(tmp_path, capsys, small_model):
     ckpt = tmp_path / "m.safetensors"
     save_model(small_model, ckpt)
@@ -103,3 +89,29 @@ def test_unwritable_output_folder(tmp_path, capsys):
 def test_help(module):
     proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "--checkpoint" in proc.stdout and "--layer" in proc.stdout
+
+
+FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+
+
+@pytest.mark.skipif(not (FIXTURES / "sttn_ter_zip.pth").exists(), reason="official-form fixtures not present")
+def test_official_form_fixtures(tmp_path, capsys):
+    """A merged official checkpoint goes through the CLI with --data images (intervals skipped with a note);
+    the training-form one has latent kernels, so every interval statistic is available."""
+    from analysis.baselines import baseline_table
+    from sttn_sim.model_io import load_checkpoint
+    from sttn_sim.stats import learned_intervals
+
+    images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)
+    np.savez(tmp_path / "d.npz", images=images)
+    out = tmp_path / "ter"
+    assert main(["--checkpoint", str(FIXTURES / "sttn_ter_zip.pth"), "--input-size", "32", "--out", str(out),
+                 "--data", str(tmp_path / "d.npz"), "--batch", "2"]) == 0
+    printed = capsys.readouterr().out
+    assert "note: model form 'merged' has no latent kernels" in printed and "skipped" in printed
+    assert ", 3 images;" in printed  # batches of 2 + 1 from the .npz
+    check_outputs(out, ALWAYS_CSV, ALWAYS_FIG)
+    latent = load_checkpoint(FIXTURES / "sttn_bwx2_zip.pth.tar", input_size=32)
+    intervals = learned_intervals(latent)
+    assert len(intervals) == 16 and (intervals["best_errors"] <= intervals["overlap_count"]).all()
+    assert set(baseline_table(latent)["method"]) >= {"sttn", "twn", "ttq", "optimal", "absmean", "sparsity"}

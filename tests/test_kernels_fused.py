@@ -50,6 +50,9 @@ def test_threshold_pack_and_codes_match_reference(c, integer, shape):
     ref = threshold_pack_reference(x, direction, lo, hi, constant)
     assert fast.length == ref.length == c
     assert np.array_equal(fast.planes, ref.planes)
+    packed, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)
+    assert np.array_equal(packed.planes, ref.planes)
+    assert np.array_equal(codes, apply_threshold_reference(x, direction, lo, hi, constant))
     assert np.array_equal(threshold_codes(x, direction, lo, hi, constant),
                           apply_threshold_reference(x, direction, lo, hi, constant))
 

@@ -255,3 +255,24 @@ def test_prepare_model_conversions():
         prepare_model(fold(synthetic_model("plain_ternary_cnn")), "sttn")
     with pytest.raises(Exception, match="method 'xnor'"):
         prepare_model(base, "xnor")
+
+
+def test_pytorch_latent_init_is_seeded_bounded_and_leaves_the_input_alone():
+    base = sttn_resnet18(width=4 / 64, blocks=3, stem="small", input_size=8, in_channels=1, num_classes=10)
+    before = base["features.6.conv2"].params["weight1"].copy()
+    a = prepare_model(base, "sttn", seed=5, latent_init="pytorch")
+    b = prepare_model(base, "sttn", seed=5, latent_init="pytorch")
+    c = prepare_model(base, "sttn", seed=6, latent_init="pytorch")
+    np.testing.assert_array_equal(base["features.6.conv2"].params["weight1"], before)
+    for layer in a.ternary_layers():
+        w1, w2 = layer.params["weight1"], layer.params["weight2"]
+        bound = 1 / np.sqrt(np.prod(w1.shape[1:]))  # PyTorch: kaiming_uniform(a=sqrt(5)) = U(±1/sqrt(fan_in))
+        assert np.abs(w1).max() <= bound and np.abs(w1).max() > 0.9 * bound
+        assert np.count_nonzero(w1 == 0) == 0 and not np.array_equal(w1, w2)
+        np.testing.assert_array_equal(w1, b[layer.name].params["weight1"])
+        assert not np.array_equal(w1, c[layer.name].params["weight1"])
+    # a hard-threshold baseline starts from the same draw as STTN's first kernel
+    twn = prepare_model(base, "twn", seed=5, latent_init="pytorch")
+    np.testing.assert_array_equal(twn["features.4.conv1"].params["weight"], a["features.4.conv1"].params["weight1"])
+    with pytest.raises(Exception, match="latent_init='zeros'"):
+        prepare_model(base, "sttn", latent_init="zeros")

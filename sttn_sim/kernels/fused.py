@@ -53,7 +53,7 @@ def apply_threshold_reference(x, direction, lo, hi, constant) -> np.ndarray:
 
 
 @numba.njit(cache=True, parallel=True)
-def _threshold_pack_kernel(x, direction, lo, hi, constant, planes):
+def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
     # One task per image row (n, h).  For each pixel and each 64-channel word the codes
     # of the word's channels are built branch-free in two registers and stored once;
     # the row's reads (C x W values) stay in L1.
@@ -75,19 +75,25 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes):
                     b = np.uint64(c - k * 64)
                     m |= np.uint64(pos | neg) << b
                     sg |= np.uint64(neg) << b
+                    if write_codes:
+                        codes[n, c, h, w] = np.int8(pos) - np.int8(neg)
                 planes[0, n, h, w, k] = m
                 planes[1, n, h, w, k] = sg
 
 
-def threshold_pack(x: np.ndarray, direction, lo, hi, constant) -> PackedTernary:
+def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bool = False):
     """Threshold an NCHW tensor and pack the codes channel-wise in NHWC order.
 
     ``lo``/``hi`` must already have x's comparison type (float32 thresholds from
-    :func:`float32_thresholds` for float32 x, int32 for int32 x)."""
+    :func:`float32_thresholds` for float32 x, int32 for int32 x).  With
+    ``with_codes=True`` the int8 NCHW codes are written in the same pass and
+    ``(packed, codes)`` is returned (for recorders)."""
     n, c, h, w = x.shape
     planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
-    _threshold_pack_kernel(x, direction, lo, hi, constant, planes)
-    return PackedTernary(planes, c)
+    codes = np.empty((n, c, h, w) if with_codes else (1, 1, 1, 1), np.int8)
+    _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, with_codes)
+    packed = PackedTernary(planes, c)
+    return (packed, codes) if with_codes else packed
 
 
 def threshold_pack_reference(x, direction, lo, hi, constant) -> PackedTernary:

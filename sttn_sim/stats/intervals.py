@@ -45,17 +45,13 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelError, SttnError
+from ..errors import ModelError, StatisticsUnavailable, SttnError  # noqa: F401
 from ..graph import LATENT_TERNARY_KINDS, Layer, Model
 from ..quantizers import sttn_equivalent_weight, sttn_ternarize
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 CLASS_NAMES = {-1: "neg", 0: "zero", 1: "pos"}
 
-
-class StatisticsUnavailable(SttnError):
-    """A statistic cannot be computed from what the model holds (e.g. learned intervals of
-    a merged or folded model, which no longer has the latent kernels W1, W2)."""
 
 
 # --------------------------------------------------------------------------------------

@@ -50,8 +50,32 @@ TRAINABLE_KINDS = ("conv", "linear", "sttn_conv", "sttn_linear", "batchnorm", "p
 # method conversion
 
 
-def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0) -> Model:
-    """A copy of the latent ``model`` converted to the training representation of ``method``."""
+LATENT_INITS = ("builder", "pytorch")
+
+
+def _reinit_latent(model: Model, seed: int) -> None:
+    """PyTorch's default Conv2d/Linear initialisation for every latent kernel:
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)) (kaiming_uniform with a = sqrt(5)), W1 and W2 drawn
+    independently, seeded; float32.  An exact zero (sign 0) is redrawn."""
+    rng = np.random.default_rng([seed, 104729])
+    for layer in model.layers:
+        if layer.kind not in ("sttn_conv", "sttn_linear"):
+            continue
+        for key in ("weight1", "weight2"):
+            shape = layer.params[key].shape
+            bound = 1.0 / np.sqrt(int(np.prod(shape[1:])))
+            w = rng.uniform(-bound, bound, size=shape).astype(np.float32)
+            while np.any(w == 0):
+                w[w == 0] = rng.uniform(-bound, bound, size=int(np.sum(w == 0))).astype(np.float32)
+            layer.params[key] = w
+
+
+def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0, latent_init: str = "builder") -> Model:
+    """A copy of the latent ``model`` converted to the training representation of ``method``.
+
+    ``latent_init="pytorch"`` first redraws every latent kernel with PyTorch's default
+    layer initialisation (what the official code starts from), seeded by ``seed``;
+    ``"builder"`` keeps the model's own latent kernels."""
     if not isinstance(model, Model):
         raise ModelError(f"prepare_model() expects a sttn_sim Model, got {type(model).__name__}")
     if method not in TRAIN_METHODS:
@@ -60,7 +84,11 @@ def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0) -> Model
     if bad:
         raise ModelError(f"model {model.arch!r}: cannot train layers of kind {', '.join(bad[:5])}; "
                          f"trainable kinds: {', '.join(TRAINABLE_KINDS)} (train the latent form, not a merged or folded one)")
+    if latent_init not in LATENT_INITS:
+        raise ModelError(f"latent_init={latent_init!r}: expected one of {LATENT_INITS}")
     model = model.copy()
+    if latent_init == "pytorch":
+        _reinit_latent(model, seed)
     if method == "sttn":
         return model
     rng = np.random.default_rng([seed, 7919])
@@ -111,7 +139,7 @@ class Network:
     """
 
     def __init__(self, model: Model, *, dtype=np.float32, sttn_grad: str = "official", granularity: str = "channel",
-                 fixed_delta: float = 0.5, ttq_t: float = 0.05, bn_momentum: float = 0.1, ste_clip: float = 1.0):
+                 fixed_delta: float = 0.05, ttq_t: float = 0.05, bn_momentum: float = 0.1, ste_clip: float = 1.0):
         self.model = model
         self.dtype = np.dtype(dtype)
         self.bn_momentum = float(bn_momentum)

@@ -33,7 +33,7 @@ w < -Δ``), one latent kernel W in [-1, 1], per output channel (``granularity="c
 or per tensor:
 
 * ``twn``: Δ = 0.7·mean|W|, α = mean |w| over the non-zeros, W_eff = α t;
-* ``fixed``: a constant Δ (default 0.5, i.e. rounding the clamped latent), α as TWN;
+* ``fixed``: a constant Δ (absolute, on the latent kernel), α as TWN;
 * ``ttq``: Δ = t·max|W| (t = 0.05), W_eff = W_p on t = +1 and -W_n on t = -1 with
   *learned* W_p, W_n > 0 (initialised to the mean magnitudes of their codes).
   ``dL/dW_p = Σ_{t=+1} G``, ``dL/dW_n = -Σ_{t=-1} G``, latent ``W_p·G`` / ``G`` /
@@ -123,7 +123,7 @@ class HardQuant:
 
     latent_keys = ("weight",)
 
-    def __init__(self, method: str, granularity: str = "channel", fixed_delta: float = 0.5, ttq_t: float = 0.05):
+    def __init__(self, method: str, granularity: str = "channel", fixed_delta: float = 0.05, ttq_t: float = 0.05):
         if method not in ("twn", "ttq", "fixed"):
             raise ModelError(f"hard-threshold method {method!r}: expected 'twn', 'ttq' or 'fixed'")
         if granularity not in ("channel", "tensor"):
@@ -212,7 +212,7 @@ class HardQuant:
 
 
 def make_quantizer(method: str, *, sttn_grad: str = "official", granularity: str = "channel",
-                   fixed_delta: float = 0.5, ttq_t: float = 0.05):
+                   fixed_delta: float = 0.05, ttq_t: float = 0.05):
     if method == "sttn":
         return SttnQuant(sttn_grad)
     if method in ("twn", "ttq", "fixed"):

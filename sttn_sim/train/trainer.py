@@ -66,9 +66,10 @@ class TrainConfig:
     weight_decay: float = 0.0       #: decoupled, on float conv/linear kernels only
     betas: tuple = (0.9, 0.999)
     seed: int = 0
+    latent_init: str = "builder"    #: "builder" (the model's latent kernels) or "pytorch" (redrawn, seeded)
     sttn_grad: str = "official"     #: "official" or "exact" (see sttn_sim.train.quant)
     granularity: str = "channel"    #: hard-threshold statistics per output channel or per tensor
-    fixed_delta: float = 0.5        #: Δ of the fixed-threshold baseline (latent kernels live in [-1, 1])
+    fixed_delta: float = 0.05       #: Δ of the fixed-threshold baseline on the latent kernels (in [-1, 1])
     ttq_t: float = 0.05             #: TTQ: Δ = t·max|W|
     distill_weight: float = 0.0     #: λ in (1-λ)·CE + λ·T²·KL(teacher ‖ student)
     temperature: float = 4.0
@@ -86,6 +87,8 @@ class TrainConfig:
             bad("method", f"one of {', '.join(TRAIN_METHODS)}")
         if self.sttn_grad not in STTN_GRADS:
             bad("sttn_grad", f"one of {', '.join(STTN_GRADS)}")
+        if self.latent_init not in ("builder", "pytorch"):
+            bad("latent_init", "'builder' or 'pytorch'")
         if self.granularity not in ("channel", "tensor"):
             bad("granularity", "'channel' or 'tensor'")
         for name in ("epochs", "batch_size", "eval_batch"):
@@ -252,7 +255,7 @@ def train(model: Model, data, config: TrainConfig | None = None, *, teacher=None
     if cfg.distill_weight > 0 and teacher is None:
         raise ModelError("TrainConfig.distill_weight > 0 needs a teacher")
 
-    net = Network(prepare_model(model, cfg.method, seed=cfg.seed), dtype=np.float32, sttn_grad=cfg.sttn_grad,
+    net = Network(prepare_model(model, cfg.method, seed=cfg.seed, latent_init=cfg.latent_init), dtype=np.float32, sttn_grad=cfg.sttn_grad,
                   granularity=cfg.granularity, fixed_delta=cfg.fixed_delta, ttq_t=cfg.ttq_t,
                   bn_momentum=cfg.bn_momentum)
     t_logits = _teacher_logits(teacher, x_tr) if cfg.distill_weight > 0 else None
