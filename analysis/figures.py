@@ -41,18 +41,23 @@ _MARKERS = {"sttn": "o", "sttn_rescaled": "o", "twn": "s", "ttq": "v", "optimal"
 def default_model_and_data(batch: int = 8, batches: int = 4, seed: int = 0):
     """The model and input batches used when no checkpoint is given.
 
-    For now: the seeded synthetic official STTN ResNet-18 at width 0.25 with 64×64 inputs
-    and 10 classes (random latent kernels, calibrated BN), with ``batches`` batches of
-    ``batch`` standard-normal images from :func:`sttn_sim.synthetic.synthetic_input`.
-    Switch this function to the trained default model when it ships.
+    The embedded default model (:func:`sttn_sim.default_model`: a small official-style
+    STTN ResNet trained on digits) with the whole digits test split
+    (:func:`sttn_sim.datasets.digits`, 360 images) cut into batches of ``batch``
+    images; ``batches`` and ``seed`` only matter for synthetic data and are ignored here.
 
     Returns ``(model, list_of_batches, description)``.
     """
-    from sttn_sim.synthetic import synthetic_input, synthetic_model
+    from sttn_sim.datasets import default_model, digits
 
-    model = synthetic_model("sttn_resnet18", seed=seed, width=0.25, input_size=64, num_classes=10)
-    data = [synthetic_input(model, batch, seed=seed + 100 + i) for i in range(batches)]
-    return model, data, f"synthetic STTN ResNet-18 (width 0.25, 64x64, seed {seed}; random latent weights)"
+    model = default_model()
+    x_test = digits()[2]
+    data = [x_test[i:i + batch] for i in range(0, len(x_test), batch)]
+    acc = model.metadata.get("test_accuracy")
+    text = "embedded default model: STTN ResNet trained on digits"
+    if acc is not None:
+        text += f" (test accuracy {100 * acc:.2f}%)"
+    return model, data, text
 
 
 # --------------------------------------------------------------------------------------

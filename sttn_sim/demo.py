@@ -1,13 +1,16 @@
 """``python -m sttn_sim.demo``: the main job on the embedded default model.
 
-Until a trained default model ships, the default is a seeded synthetic official
-STTN ResNet-18 at reduced width (random latent kernels, calibrated BN).  The demo
-folds it, verifies it against the training-time model and writes to ``--out``:
+The embedded default is a small official-style STTN ResNet trained on the digits
+data set (:func:`sttn_sim.default_model`).  The demo
 
-* ``verify_report.json`` and ``verify_report.txt`` — the bit-exactness report;
-* ``weight_stats.csv`` — per-layer -1/0/+1 counts, sparsity, scales, packed size;
-* ``weight_sparsity.png`` / ``.pdf`` — the per-layer weight-code figure;
-* ``model.safetensors`` — the training-time model in the project's format.
+1. folds it and verifies the folded model against the training-time model, and the
+   packed engine against the float64/int64 reference (``verify_report.json``/``.txt``);
+2. evaluates it on the digits test split three ways — the training-time model in
+   float64, the folded model through the packed engine, and the accuracy recorded at
+   training time — which must all agree (``accuracy.json``);
+3. writes every statistic table (CSV) and figure (PNG + PDF) of
+   :func:`analysis.report.write_all` (weight sparsity, learned intervals, baselines,
+   Δ sweeps, activation distributions, BN-implied thresholds, cost).
 """
 
 from __future__ import annotations
@@ -21,75 +24,88 @@ from tqdm.auto import tqdm
 from .errors import SttnError
 
 
-def run_demo(out_dir: str = "sttn_out", *, width: float = 0.25, input_size: int = 64, batch: int = 8,
-             seed: int = 0, progress: bool = True) -> dict:
-    """Run the demo and return a summary dict (paths written, pass/fail, sparsity)."""
-    from analysis.figures import plot_weight_sparsity
-    from analysis.style import save_figure
+def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: int = 64) -> dict:
+    """Run the demo and return a summary dict (paths written, checks, accuracies)."""
+    from analysis.report import write_all
 
-    from .fileio import atomic_path, ensure_output_dir
+    from .datasets import default_model, digits
+    from .engine import Engine
+    from .fileio import atomic_write_text, ensure_output_dir
     from .fold import fold
-    from .model_io import save_model
-    from .stats import weight_statistics
-    from .synthetic import synthetic_model
+    from .reference import reference_forward
     from .verification import verify_model
     from .verify import write_report
 
     out = ensure_output_dir(out_dir)
-    steps = tqdm(total=5, desc="demo", disable=not progress, unit="step")
-    steps.set_postfix_str("building the synthetic STTN ResNet-18")
-    model = synthetic_model("sttn_resnet18", seed=seed, width=width, input_size=input_size, num_classes=10)
-    steps.update()
-    steps.set_postfix_str("folding")
+    steps = tqdm(total=4, desc="demo", disable=not progress, unit="step")
+    steps.set_postfix_str("loading and folding the default model")
+    model = default_model()
+    _, _, x_test, y_test = digits()
     folded = fold(model)
     steps.update()
-    steps.set_postfix_str("verifying")
-    report = verify_model(model, folded, batch=batch, seed=seed, engine=True)
+
+    steps.set_postfix_str("verifying (fold and engine)")
+    report = verify_model(model, folded, x=x_test[:verify_batch], engine=True)
     written = write_report(report, out)
     steps.update()
-    steps.set_postfix_str("statistics and figure")
-    stats = weight_statistics(folded)
-    with atomic_path(out / "weight_stats.csv") as tmp:
-        stats.to_csv(tmp, index=False)
-    written.append(out / "weight_stats.csv")
-    fig = plot_weight_sparsity(stats, title=f"Synthetic STTN ResNet-18 (width {width}): weight codes per layer")
-    written += save_figure(fig, out, "weight_sparsity")
+
+    steps.set_postfix_str("accuracy on the digits test split")
+    correct_engine = int((Engine(folded).run(x_test).argmax(1) == y_test).sum())
+    correct_reference = int((reference_forward(model, x_test).argmax(1) == y_test).sum())
+    recorded = model.metadata.get("test_accuracy")
+    correct_recorded = None if recorded is None else int(round(recorded * len(y_test)))
+    accuracy = {
+        "test_images": int(len(y_test)),
+        "correct_engine_folded": correct_engine,
+        "correct_reference_training_time": correct_reference,
+        "correct_recorded_at_training": correct_recorded,
+        "accuracy_engine": correct_engine / len(y_test),
+        "agree": correct_engine == correct_reference and correct_recorded in (None, correct_engine),
+    }
+    atomic_write_text(out / "accuracy.json", json.dumps(accuracy, indent=2) + "\n")
+    written.append(out / "accuracy.json")
     steps.update()
-    steps.set_postfix_str("saving the model")
-    written.append(save_model(model, out / "model.safetensors", {"note": "seeded synthetic model of sttn_sim.demo"}))
+
+    steps.set_postfix_str("statistics and figures")
+    batches = [x_test[i:i + 120] for i in range(0, len(x_test), 120)]
+    stats = write_all(model, batches, out, progress=False, log=lambda *a, **k: None, executor="engine",
+                      description="embedded default model (digits test split)")
     steps.update()
     steps.close()
     return {
-        "model": f"synthetic sttn_resnet18 width={width} input={input_size} seed={seed}",
+        "model": "embedded default: " + model.metadata.get("architecture", model.arch),
         "verification_passed": report.passed,
-        "ternary_layers": int(len(stats)),
-        "mean_weight_sparsity": float(stats["sparsity"].mean()),
-        "written": [str(p) for p in written],
+        "accuracy": accuracy,
+        "mean_weight_sparsity": stats.get("mean_weight_sparsity"),
+        "written": [str(p) for p in written] + stats["written"],
+        "passed": bool(report.passed and accuracy["agree"]),
     }
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m sttn_sim.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="sttn_out", help="output folder (default sttn_out)")
-    p.add_argument("--width", type=float, default=0.25, help="width multiplier of the synthetic ResNet-18")
-    p.add_argument("--input-size", type=int, default=64, help="input size of the synthetic ResNet-18")
-    p.add_argument("--batch", type=int, default=8, help="verification batch size")
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     args = p.parse_args(argv)
     try:
-        summary = run_demo(args.out, width=args.width, input_size=args.input_size, batch=args.batch,
-                           seed=args.seed, progress=not args.json)
+        summary = run_demo(args.out, progress=not args.json)
     except SttnError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     if args.json:
-        print(json.dumps(summary, indent=2))
+        print(json.dumps(summary, indent=2, default=float))
     else:
-        print(f"{summary['model']}: verification {'PASSED' if summary['verification_passed'] else 'FAILED'}; "
-              f"{summary['ternary_layers']} ternary layers, mean weight sparsity {summary['mean_weight_sparsity']:.3f}")
-        print("wrote:\n  " + "\n  ".join(summary["written"]))
-    return 0 if summary["verification_passed"] else 1
+        acc = summary["accuracy"]
+        print(f"{summary['model']}")
+        print(f"verification (folded == training-time; engine == reference): "
+              f"{'PASSED' if summary['verification_passed'] else 'FAILED'}")
+        print(f"digits test accuracy: engine {acc['correct_engine_folded']}/{acc['test_images']}, "
+              f"training-time float64 {acc['correct_reference_training_time']}/{acc['test_images']}, "
+              f"recorded at training {acc['correct_recorded_at_training']}/{acc['test_images']} "
+              f"-> {'agree' if acc['agree'] else 'DISAGREE'}")
+        print(f"wrote {len(summary['written'])} files to {args.out}/ (verify_report.txt, accuracy.json, "
+              f"weight_sparsity.png, figure1_*.png, ... )")
+    return 0 if summary["passed"] else 1
 
 
 if __name__ == "__main__":

@@ -252,8 +252,10 @@ class Engine:
             w = _f32(p["weight"])
             bias = np.zeros(w.shape[0], np.float32) if "bias" not in p else _f32(p["bias"])
 
+            from .kernels.fused import linear_f32
+
             def op(x):
-                return (w @ _f32(x).T).T + bias  # row-major W: one gemv per sample
+                return linear_f32(x, w, bias)
         elif kind == "batchnorm":
             from .fold import batchnorm_affine
 

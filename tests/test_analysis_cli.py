@@ -34,13 +34,14 @@ def check_outputs(out, csvs, figs):
 
 def test_default_model_writes_everything(tmp_path, capsys):
     out = tmp_path / "figs"
-    assert main(["--out", str(out), "--batch", "2", "--batches", "2", "--layer", "features.6.conv2", "--json"]) == 0
+    assert main(["--out", str(out), "--batch", "120", "--layer", "features.6.conv2", "--json"]) == 0
     summary = json.loads(capsys.readouterr().out)
-    assert summary["images"] == 4 and summary["ternary_layers"] == 16 and summary["skipped"] == []
+    # the embedded default model (4 blocks: 8 ternary layers) on the 360 digits test images
+    assert summary["images"] == 360 and summary["ternary_layers"] == 8 and summary["skipped"] == []
     check_outputs(out, ALWAYS_CSV + LATENT_CSV, ALWAYS_FIG + LATENT_FIG + ["figure1_features.6.conv2"])
     layers = pd.read_csv(out / "activation_layers.csv")
-    assert list(layers["layer"]) == [f"features.{b}.tact{k}" for b in range(4, 12) for k in (1, 2)]
-    assert (layers["images"] == 4).all()
+    assert list(layers["layer"]) == [f"features.{b}.tact{k}" for b in range(4, 8) for k in (1, 2)]
+    assert (layers["images"] == 360).all()
     cost = pd.read_csv(out / "cost.csv")
     assert (cost["macs_nonzero"] <= cost["macs_nonzero_weight"]).all() and (cost["macs_nonzero"] > 0).all()
 
@@ -70,7 +71,7 @@ def test_unknown_layer_lists_valid_names_and_writes_nothing(tmp_path, capsys):
     out = tmp_path / "out"
     assert main(["--layer", "features.4.bn1", "--out", str(out)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: layer 'features.4.bn1' is a batchnorm layer") and "features.11.conv2" in err
+    assert err.startswith("error: layer 'features.4.bn1' is a batchnorm layer") and "features.7.conv2" in err
     assert len(err.strip().splitlines()) == 1 and not out.exists()
     assert main(["--layer", "nope", "--out", str(out)]) == 2
     assert "ternary layers: features.4.conv1" in capsys.readouterr().err

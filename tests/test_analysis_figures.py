@@ -134,7 +134,8 @@ def test_empty_tables_raise_value_error(data):
 
 
 def test_default_model_and_data_is_the_one_switch():
-    model, batches, text = F.default_model_and_data(batch=2, batches=3)
-    assert model.arch == "sttn_resnet18" and model.form == "latent" and model.input_shape == (3, 64, 64)
-    assert len(batches) == 3 and batches[0].shape == (2, 3, 64, 64) and batches[0].dtype == np.float32
-    assert "synthetic" in text
+    model, batches, text = F.default_model_and_data(batch=100)
+    assert model.arch == "sttn_resnet18" and model.form == "latent" and model.input_shape == (1, 8, 8)
+    assert [len(b) for b in batches] == [100, 100, 100, 60]  # the 360 digits test images
+    assert batches[0].shape[1:] == (1, 8, 8) and batches[0].dtype == np.float32
+    assert "default model" in text

@@ -44,3 +44,11 @@ def test_default_model_verifies_bit_exactly_on_digits(model):
         for key in ("weight1", "weight2"):
             w = layer.params[key]
             assert np.abs(w).max() <= 1.0 and np.count_nonzero(w == 0) == 0
+
+
+def test_packed_engine_reproduces_the_accuracy(model):
+    from sttn_sim.engine import Engine
+
+    _, _, x_te, y_te = digits()
+    accuracy = float(np.mean(Engine(fold(model)).run(x_te).argmax(1) == y_te))
+    assert accuracy == model.metadata["test_accuracy"]

@@ -134,3 +134,16 @@ def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope)
     got = direct_conv2d(x, w, b, sl, stride, padding)
     # float32 sums of at most 147 products of O(1) terms: error well below 1e-5 of the scale
     assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())
+
+
+@pytest.mark.parametrize("n, k, o", [(1, 512, 1000), (5, 63, 7), (2, 1, 1)])
+def test_linear_against_float64(n, k, o):
+    from sttn_sim.kernels.fused import linear_f32
+
+    rng = np.random.default_rng(k)
+    x = rng.normal(0, 1, (n, k)).astype(np.float32)
+    w = rng.normal(0, 0.1, (o, k)).astype(np.float32)
+    b = rng.normal(0, 1, o).astype(np.float32)
+    ref = x.astype(np.float64) @ w.T.astype(np.float64) + b
+    # float32 dot products of up to 512 O(0.1) terms in any order: error < 1e-5 of the scale
+    assert np.max(np.abs(linear_f32(x, w, b) - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())

@@ -190,3 +190,19 @@ def test_adam_matches_the_textbook_update():
     v = 0.99 * 0.01 * g1 ** 2 + 0.01 * g2 ** 2
     upd = 0.1 * (m / (1 - 0.81)) / (np.sqrt(v / (1 - 0.99 ** 2)) + 1e-8) + 0.1 * 0.5 * before
     np.testing.assert_allclose(w, before - upd, rtol=1e-12)
+
+
+def test_shift_augmentation():
+    from sttn_sim.train.trainer import _shift
+
+    x = np.zeros((50, 1, 4, 4), np.float32)
+    x[:, 0, 1, 1] = 1.0
+    out = _shift(x, np.random.default_rng(0), 1)
+    pos = [tuple(np.argwhere(o[0] == 1)[0]) for o in out]
+    assert all(p in {(r, c) for r in (0, 1, 2) for c in (0, 1, 2)} for p in pos)
+    assert len(set(pos)) > 3 and np.all(out.sum(axis=(1, 2, 3)) == 1)  # moved, nothing lost, zero fill
+
+
+def test_training_with_shift_augmentation_runs(small_data):
+    res = train(tiny(), small_data, TrainConfig(method="sttn", shift_augment=1, epochs=1, progress=False))
+    assert np.isfinite(res.history.train_loss).all() and res.model.metadata["train_config"]["shift_augment"] == 1

@@ -287,32 +287,49 @@ def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.
 
 @numba.njit(cache=True, parallel=True)
 def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
-    # One task per output row (n, oy): acc[ox, o] accumulates over the taps (c, dy, dx)
-    # with the output channels o innermost (contiguous in w_t): a vector loop over o.
-    n_img, c_in, _, _ = xp.shape
+    # One task per output row (n, oy).  The row's inputs are first gathered per tap
+    # (xs[tap, ox]); then blocks of 4 output pixels are computed with 4 accumulator rows
+    # over all output channels, the channel loop innermost and contiguous in w_t, so
+    # each weight vector loaded feeds 4 FMAs.  Summation order per output: taps in
+    # (c, dy, dx) order.
+    n_img, c_in = xp.shape[0], xp.shape[1]
     c_out = w_t.shape[1]
     oh, ow = out.shape[2], out.shape[3]
+    ntap = c_in * kh * kw
+    n_blocks = (ow + 3) // 4
     for task in numba.prange(n_img * oh):
         n = task // oh
         oy = task - n * oh
-        acc = np.zeros((ow, c_out), np.float32)
+        xs = np.zeros((ntap, n_blocks * 4), np.float32)
         for c in range(c_in):
             for dy in range(kh):
-                row = oy * stride + dy
                 for dx in range(kw):
-                    wrow = w_t[(c * kh + dy) * kw + dx]
+                    t = (c * kh + dy) * kw + dx
                     for ox in range(ow):
-                        xv = xp[n, c, row, ox * stride + dx]
-                        for o in range(c_out):
-                            acc[ox, o] += xv * wrow[o]
-        for o in range(c_out):
-            b = bias[o]
-            s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
-            for ox in range(ow):
-                y = acc[ox, o] + b
-                if slope.shape[0] > 0 and y < 0:
-                    y = y * s
-                out[n, o, oy, ox] = y
+                        xs[t, ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
+        acc = np.empty((4, c_out), np.float32)
+        for blk in range(n_blocks):
+            b0 = blk * 4
+            acc[:] = 0
+            for t in range(ntap):
+                x0 = xs[t, b0]
+                x1 = xs[t, b0 + 1]
+                x2 = xs[t, b0 + 2]
+                x3 = xs[t, b0 + 3]
+                for o in range(c_out):
+                    wv = w_t[t, o]
+                    acc[0, o] += x0 * wv
+                    acc[1, o] += x1 * wv
+                    acc[2, o] += x2 * wv
+                    acc[3, o] += x3 * wv
+            for o in range(c_out):
+                b = bias[o]
+                s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+                for i in range(min(4, ow - b0)):
+                    y = acc[i, o] + b
+                    if slope.shape[0] > 0 and y < 0:
+                        y = y * s
+                    out[n, o, oy, b0 + i] = y
 
 
 def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, stride: int,
@@ -327,4 +344,26 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndar
     sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
     out = np.empty((n, o, oh, ow), np.float32)
     _direct_conv_kernel(xp, w_t, np.ascontiguousarray(bias, np.float32), sl, stride, kh, kw, out)
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# float fully connected layer (the head): small, so BLAS thread start-up would dominate
+
+
+@numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
+def _linear_kernel(x, w, bias, out):
+    n_img, k_len = x.shape
+    for o in numba.prange(w.shape[0]):
+        for n in range(n_img):
+            acc = np.float32(0)
+            for k in range(k_len):
+                acc += x[n, k] * w[o, k]
+            out[n, o] = acc + bias[o]
+
+
+def linear_f32(x: np.ndarray, w: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    """float32 ``x @ wᵀ + bias`` for x [N, K], w [O, K] (dot products in any order)."""
+    out = np.empty((x.shape[0], w.shape[0]), np.float32)
+    _linear_kernel(np.ascontiguousarray(x, np.float32), w, bias, out)
     return out

@@ -12,7 +12,8 @@ Method conversions (:func:`prepare_model`), applied to a latent model from
 
 * ``"sttn"``: unchanged (``sttn_conv``/``sttn_linear`` with weight1/weight2/bias1/bias2).
 * ``"twn"``, ``"ttq"``, ``"fixed"``: each ``sttn_*`` layer becomes a ``conv``/``linear``
-  holding ONE latent kernel (``weight1`` of the builder, same seed) with bias
+  holding ONE latent kernel (the model's ``weight1``, i.e. the same draw STTN's first
+  kernel starts from) with bias
   ``bias1 + bias2`` and ``attrs["train_quant"] = method``.  This graph is a
   training-time representation only: a plain sttn_sim evaluation of it would use the
   float latent kernel.  Use :meth:`Network.export` for an evaluable model.

@@ -7,15 +7,17 @@
     from sttn_sim.train import TrainConfig, train
 
     model = sttn_resnet18(width=0.25, blocks=4, stem="small", input_size=8, in_channels=1, num_classes=10)
-    result = train(model, digits(), TrainConfig(method="sttn", epochs=30, seed=0))
+    result = train(model, digits(), TrainConfig(method="sttn", epochs=20, seed=0, latent_init="pytorch"))
     result.history          # one row per epoch: loss, train/test accuracy, lr, seconds
     result.layer_history    # one row per epoch × ternary layer: sparsity, scales, learned interval
     result.model            # a sttn_sim Model (latent form for STTN) with metadata
     result.test_accuracy    # float64 evaluation of the final model on the test split
 
 Determinism: the data order comes from ``numpy.random.default_rng(seed)``, the
-initial weights from the builder's seed (and ``seed`` for the float baseline's fresh
-kernels); Adam has no randomness.  Two runs with the same arguments, on the same
+initial weights from the builder's seed, or from ``seed`` with
+``latent_init="pytorch"`` (PyTorch's default layer init for the latent kernels, what
+the official code starts from) and for the float baseline's fresh kernels; Adam has no
+randomness.  Two runs with the same arguments, on the same
 machine and BLAS thread count, produce identical arrays.
 
 A non-finite loss stops training with :class:`TrainingError`; the checkpoint file
@@ -36,6 +38,7 @@ from tqdm.auto import tqdm
 from ..datasets import check_dataset
 from ..errors import ModelError, SttnError
 from ..graph import Model
+from ..stats.intervals import interval_statistics
 from . import layers as L
 from .network import Network, prepare_model
 from .optim import Adam, cosine_lr
@@ -133,12 +136,14 @@ class TrainResult:
 def layer_records(net: Network) -> list[dict]:
     """Per ternary layer: code fractions, scale, and the learned (STTN) or hard interval.
 
-    For STTN, from the equivalent weight ``w = (W1 + W2)/2``: ``delta_equiv`` is the hard
-    threshold on |w| that gives the same number of zeros (midway between the largest
-    magnitude that must be zeroed and the next), ``overlap`` the fraction of weights whose
-    STTN code differs from the hard code at ``delta_equiv``, ``zero_abs_max`` /
-    ``nonzero_abs_min`` the largest |w| coded 0 and the smallest coded ±1 (they overlap
-    when the first exceeds the second: no hard threshold reproduces the codes).
+    For STTN, from the equivalent weight ``w = (W1 + W2)/2`` with the definitions of
+    :mod:`sttn_sim.stats.intervals`: ``delta`` is the equivalent Δ (the hard threshold on
+    |w| giving the same number of zeros), ``overlap`` the fraction of weights whose STTN
+    code differs from the hard code at that Δ, ``best_delta`` / ``best_error_rate`` the
+    best separating threshold and its error; ``zero_abs_max`` / ``nonzero_abs_min`` are
+    the largest |w| coded 0 and the smallest coded ±1 (no hard threshold reproduces the
+    codes when the first exceeds the second).  For the hard-threshold methods ``delta`` is
+    the mean Δ actually used and ``overlap`` is 0.
     ``l2_rel`` = ||w - ŵ||²/||w||² and ``cosine`` compare w (hard methods: the latent
     kernel) with the kernel actually used, scaled to w (STTN: ŵ = α·t = W_eff/2).
     """
@@ -165,14 +170,9 @@ def layer_records(net: Network) -> list[dict]:
         rec["zero_abs_max"] = float(zero_mag.max()) if zero_mag.size else np.nan
         rec["nonzero_abs_min"] = float(nz_mag.min()) if nz_mag.size else np.nan
         if isinstance(q, SttnQuant):
-            srt = np.sort(mag)
-            if 0 < zeros < n:
-                d = 0.5 * (srt[zeros - 1] + srt[zeros])
-            else:
-                d = srt[-1] if zeros == n else 0.0
-            hard = np.sign(w.ravel()) * (mag > d)
-            rec["delta"] = float(d)
-            rec["overlap"] = float(np.mean(hard != c))
+            st = interval_statistics(w, codes)
+            rec.update(delta=st["eq_delta"], overlap=st["overlap"], best_delta=st["best_delta"],
+                       best_error_rate=st["best_error_rate"])
         else:
             rec["delta"] = float(np.mean(q.delta(p["weight"])))
             rec["overlap"] = 0.0
