@@ -54,31 +54,48 @@ def apply_threshold_reference(x, direction, lo, hi, constant) -> np.ndarray:
 
 @numba.njit(cache=True, parallel=True)
 def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
-    # One task per image row (n, h).  For each pixel and each 64-channel word the codes
-    # of the word's channels are built branch-free in two registers and stored once;
-    # the row's reads (C x W values) stay in L1.
+    # One task per image row (n, h).  For each 64-channel word, the bits of all W pixels
+    # of the row are built together: channel by channel, a contiguous vector loop over
+    # the pixels ORs one bit into each pixel's word (m[w], sg[w]); the finished words
+    # are then stored.  Reads of x are contiguous and the per-channel thresholds are
+    # loop-invariant scalars.
     n_img, c_count, height, width = x.shape
     n_words = planes.shape[4]
     for row in numba.prange(n_img * height):
         n = row // height
         h = row - n * height
-        for w in range(width):
-            for k in range(n_words):
-                m = np.uint64(0)
-                sg = np.uint64(0)
-                c_end = min(c_count, (k + 1) * 64)
-                for c in range(k * 64, c_end):
-                    d = direction[c]
+        m = np.empty(width, np.uint64)
+        sg = np.empty(width, np.uint64)
+        for k in range(n_words):
+            m[:] = 0
+            sg[:] = 0
+            for c in range(k * 64, min(c_count, (k + 1) * 64)):
+                d = direction[c]
+                b = np.uint64(c - k * 64)
+                if d == 0:
+                    pos = constant[c] > 0
+                    neg = constant[c] < 0
+                    for w in range(width):
+                        m[w] |= np.uint64(pos | neg) << b
+                        sg[w] |= np.uint64(neg) << b
+                        if write_codes:
+                            codes[n, c, h, w] = constant[c]
+                    continue
+                hc = hi[c]
+                lc = lo[c]
+                for w in range(width):  # branch-free: the vectoriser's loop
                     z = x[n, c, h, w] * d
-                    pos = (z >= hi[c]) & (d != 0) | (d == 0) & (constant[c] > 0)
-                    neg = (z < lo[c]) & (d != 0) | (d == 0) & (constant[c] < 0)
-                    b = np.uint64(c - k * 64)
-                    m |= np.uint64(pos | neg) << b
-                    sg |= np.uint64(neg) << b
-                    if write_codes:
-                        codes[n, c, h, w] = np.int8(pos) - np.int8(neg)
-                planes[0, n, h, w, k] = m
-                planes[1, n, h, w, k] = sg
+                    p = z >= hc
+                    q = z < lc
+                    m[w] |= np.uint64(p | q) << b
+                    sg[w] |= np.uint64(q) << b
+                if write_codes:
+                    for w in range(width):
+                        z = x[n, c, h, w] * d
+                        codes[n, c, h, w] = np.int8(z >= hc) - np.int8(z < lc)
+            for w in range(width):
+                planes[0, n, h, w, k] = m[w]
+                planes[1, n, h, w, k] = sg[w]
 
 
 def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bool = False):
@@ -285,51 +302,63 @@ def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.
 # direct float convolution for layers with few input channels (the stem)
 
 
-@numba.njit(cache=True, parallel=True)
-def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
-    # One task per output row (n, oy).  The row's inputs are first gathered per tap
-    # (xs[tap, ox]); then blocks of 4 output pixels are computed with 4 accumulator rows
-    # over all output channels, the channel loop innermost and contiguous in w_t, so
-    # each weight vector loaded feeds 4 FMAs.  Summation order per output: taps in
-    # (c, dy, dx) order.
-    n_img, c_in = xp.shape[0], xp.shape[1]
-    c_out = w_t.shape[1]
-    oh, ow = out.shape[2], out.shape[3]
-    ntap = c_in * kh * kw
-    n_blocks = (ow + 3) // 4
-    for task in numba.prange(n_img * oh):
-        n = task // oh
-        oy = task - n * oh
-        xs = np.zeros((ntap, n_blocks * 4), np.float32)
-        for c in range(c_in):
-            for dy in range(kh):
-                for dx in range(kw):
-                    t = (c * kh + dy) * kw + dx
-                    for ox in range(ow):
-                        xs[t, ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
-        acc = np.empty((4, c_out), np.float32)
-        for blk in range(n_blocks):
-            b0 = blk * 4
-            acc[:] = 0
-            for t in range(ntap):
-                x0 = xs[t, b0]
-                x1 = xs[t, b0 + 1]
-                x2 = xs[t, b0 + 2]
-                x3 = xs[t, b0 + 3]
-                for o in range(c_out):
-                    wv = w_t[t, o]
-                    acc[0, o] += x0 * wv
-                    acc[1, o] += x1 * wv
-                    acc[2, o] += x2 * wv
-                    acc[3, o] += x3 * wv
-            for o in range(c_out):
-                b = bias[o]
-                s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
-                for i in range(min(4, ow - b0)):
-                    y = acc[i, o] + b
-                    if slope.shape[0] > 0 and y < 0:
-                        y = y * s
-                    out[n, o, oy, b0 + i] = y
+def _make_direct_conv_kernel(c_pad: int):
+    """The direct-convolution kernel for ``c_pad`` (a multiple of 16) output channels.
+
+    ``c_pad`` is a compile-time constant of the returned function: with a constant
+    channel count LLVM turns the innermost loop into whole zmm FMAs (measured 1.8 ms
+    against 2.8 ms with a run-time count, and 10 ms with a blocked run-time loop, on the
+    224x224 stem)."""
+
+    @numba.njit(cache=True, parallel=True)
+    def kernel(xp, w_t, bias, slope, stride, kh, kw, out):
+        # One task per output row (n, oy).  The row's inputs are first gathered per tap
+        # (xs[tap, ox]); then blocks of 4 output pixels are computed with 4 accumulator
+        # rows over all output channels, the channel loop innermost and contiguous in
+        # w_t, so each weight vector loaded feeds 4 FMAs.  Summation order per output:
+        # taps in (c, dy, dx) order.
+        n_img, c_in = xp.shape[0], xp.shape[1]
+        c_real = out.shape[1]
+        oh, ow = out.shape[2], out.shape[3]
+        ntap = c_in * kh * kw
+        n_blocks = (ow + 3) // 4
+        for task in numba.prange(n_img * oh):
+            n = task // oh
+            oy = task - n * oh
+            xs = np.zeros((ntap, n_blocks * 4), np.float32)
+            for c in range(c_in):
+                for dy in range(kh):
+                    for dx in range(kw):
+                        t = (c * kh + dy) * kw + dx
+                        for ox in range(ow):
+                            xs[t, ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
+            for blk in range(n_blocks):
+                b0 = blk * 4
+                acc = np.zeros((4, c_pad), np.float32)  # fresh per block: provably unaliased
+                for t in range(ntap):
+                    x0 = xs[t, b0]
+                    x1 = xs[t, b0 + 1]
+                    x2 = xs[t, b0 + 2]
+                    x3 = xs[t, b0 + 3]
+                    for o in range(c_pad):
+                        wv = w_t[t, o]
+                        acc[0, o] += x0 * wv
+                        acc[1, o] += x1 * wv
+                        acc[2, o] += x2 * wv
+                        acc[3, o] += x3 * wv
+                for o in range(c_real):
+                    b = bias[o]
+                    s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+                    for i in range(min(4, ow - b0)):
+                        y = acc[i, o] + b
+                        if slope.shape[0] > 0 and y < 0:
+                            y = y * s
+                        out[n, o, oy, b0 + i] = y
+
+    return kernel
+
+
+_DIRECT_CONV_KERNELS: dict[int, object] = {}
 
 
 def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, stride: int,
@@ -340,10 +369,14 @@ def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndar
     o, _, kh, kw = w.shape
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     oh, ow = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
-    w_t = np.ascontiguousarray(np.asarray(w, np.float32).reshape(o, -1).T)
+    c_pad = -(-o // 16) * 16
+    w_t = np.zeros((c * kh * kw, c_pad), np.float32)
+    w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
+    if c_pad not in _DIRECT_CONV_KERNELS:
+        _DIRECT_CONV_KERNELS[c_pad] = _make_direct_conv_kernel(c_pad)
     sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
     out = np.empty((n, o, oh, ow), np.float32)
-    _direct_conv_kernel(xp, w_t, np.ascontiguousarray(bias, np.float32), sl, stride, kh, kw, out)
+    _DIRECT_CONV_KERNELS[c_pad](xp, w_t, np.ascontiguousarray(bias, np.float32), sl, stride, kh, kw, out)
     return out
 
 
