@@ -35,6 +35,7 @@ from .quantizers import (
 from .reference import reference_forward, run_reference
 from .synthetic import synthetic_input, synthetic_model
 from .verification import verify_model
+from .engine import Engine
 
 __version__ = "0.1.0"
 
@@ -45,7 +46,7 @@ __all__ = [
     "HARD_THRESHOLD_METHODS", "TernaryActivations", "TernaryWeights", "absmean_ternarize", "fixed_ternarize",
     "hard_threshold", "optimal_ternarize", "quantization_error", "recover_merged_ternary", "sparsity_ternarize",
     "sttn_equivalent_weight", "sttn_ternarize", "ternarize_activations", "ttq_ternarize", "twn_ternarize",
-    "reference_forward", "run_reference", "synthetic_input", "synthetic_model", "verify_model",
+    "reference_forward", "run_reference", "synthetic_input", "synthetic_model", "verify_model", "Engine",
 ]
 
 # Official STTN PyTorch checkpoints (read safely without PyTorch; written back in PyTorch's format).

@@ -29,8 +29,13 @@ import numpy as np
 import pandas as pd
 
 
-def median_time(fn, repeats: int, warmup: int = 2) -> float:
-    """Median wall time of ``fn()`` in seconds after ``warmup`` calls."""
+def median_time(fn, repeats: int, warmup: int = 2, settle: float = 0.5) -> float:
+    """Median wall time of ``fn()`` in seconds after ``warmup`` calls.
+
+    Sleeps ``settle`` seconds first: OpenMP/OpenBLAS worker threads of the previous
+    measurement (numba's, PyTorch's) busy-wait for a while after their last call and
+    would otherwise steal the cores from this one."""
+    time.sleep(settle)
     for _ in range(warmup):
         fn()
     times = []
