@@ -53,3 +53,44 @@ def atomic_write_text(path, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
     return Path(path)
+
+
+def atomic_write_binary(filename: str, write, *, error=None) -> None:
+    """Write a binary file atomically: ``write(f)`` fills a temporary file beside
+    ``filename`` (flushed and fsynced), which is then renamed onto it and the folder
+    fsynced.  On any failure the temporary file is removed and an existing file is left
+    untouched; an ``OSError`` is re-raised as ``error`` (an SttnError subclass, default
+    :class:`~sttn_sim.errors.CheckpointError`) naming the file."""
+    from .errors import CheckpointError
+
+    error = error or CheckpointError
+    target = Path(filename)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent or ".")
+    except OSError as exc:
+        raise error(f"{filename}: cannot create a temporary file ({exc.strerror or exc})") from None
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, filename)
+    except BaseException as exc:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError):
+            raise error(f"{filename}: cannot write file ({exc.strerror or exc})") from None
+        raise
+    try:  # make the rename durable (best effort, POSIX)
+        dfd = os.open(target.parent if str(target.parent) else ".", os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass

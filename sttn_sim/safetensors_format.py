@@ -35,15 +35,14 @@ from __future__ import annotations
 import json
 import math
 import os
-import secrets
 import struct
-import sys
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
 from sttn_sim.errors import CheckpointError
+from sttn_sim.fileio import atomic_write_binary
 
 __all__ = [
     "DTYPES",
@@ -415,35 +414,6 @@ def _plan(
     return _encode_header(header, filename), plan
 
 
-def _create_temp(filename: str) -> tuple[int, str]:
-    directory, base = os.path.split(os.path.abspath(filename))
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    for _ in range(100):
-        tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-        try:
-            # Mode 0o666 filtered by the umask, like a file created with open().
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"could not create a temporary file next to {filename}")
-
-
-def _fsync_directory(filename: str) -> None:
-    """Best effort: make the rename durable (POSIX only)."""
-    if sys.platform.startswith("win"):
-        return
-    try:
-        fd = os.open(os.path.dirname(os.path.abspath(filename)), os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def save_tensors(
     path: str | os.PathLike,
     tensors: Mapping[str, np.ndarray],
@@ -460,32 +430,16 @@ def save_tensors(
     """
     filename = _filename(path)
     header, plan = _plan(filename, tensors, metadata)
-    try:
-        fd, tmp = _create_temp(filename)
-    except OSError as exc:
-        raise CheckpointError(f"{filename}: cannot create a temporary file ({exc})") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(_PREFIX.pack(len(header)))
-            f.write(header)
-            for name, array, nbytes in plan:
-                little = array.astype(array.dtype.newbyteorder("<"), copy=False)
-                payload = little.tobytes(order="C")
-                if len(payload) != nbytes:
-                    raise CheckpointError(
-                        f"{filename}: tensor {name!r} produced {len(payload)} bytes, "
-                        f"expected {nbytes}"
-                    )
-                f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{filename}: cannot write file ({exc})") from exc
-        raise
-    _fsync_directory(filename)
+    def write(f) -> None:
+        f.write(_PREFIX.pack(len(header)))
+        f.write(header)
+        for name, array, nbytes in plan:
+            little = array.astype(array.dtype.newbyteorder("<"), copy=False)
+            payload = little.tobytes(order="C")
+            if len(payload) != nbytes:
+                raise CheckpointError(
+                    f"{filename}: tensor {name!r} produced {len(payload)} bytes, expected {nbytes}"
+                )
+            f.write(payload)
+
+    atomic_write_binary(filename, write)

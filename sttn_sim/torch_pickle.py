@@ -67,7 +67,6 @@ import math
 import os
 import pickle
 import pickletools
-import secrets
 import struct
 import warnings
 import zipfile
@@ -1076,22 +1075,9 @@ def torch_pickle_bytes(obj, *, legacy: bool = False, location: str = "cpu"):
 
 
 def _atomic_write(filename: str, write: Callable[[Any], None]) -> None:
-    directory, base = os.path.split(os.path.abspath(filename))
-    tmp = os.path.join(directory, f".{base}.{secrets.token_hex(6)}.tmp")
-    try:
-        with open(tmp, "xb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, filename)
-    except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError):
-            raise CheckpointError(f"{filename}: cannot write file ({exc.strerror or exc})") from None
-        raise
+    from .fileio import atomic_write_binary
+
+    atomic_write_binary(filename, write)
 
 
 def _write_aligned_zip(f, records: list[tuple[str, bytes]], alignment: int = 64) -> None:

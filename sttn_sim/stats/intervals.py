@@ -45,7 +45,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ..errors import ModelError, StatisticsUnavailable, SttnError  # noqa: F401
+from ..errors import ModelError, StatisticsUnavailable
 from ..graph import LATENT_TERNARY_KINDS, Layer, Model
 from ..quantizers import sttn_equivalent_weight, sttn_ternarize
 
