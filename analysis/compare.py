@@ -118,6 +118,9 @@ def compare_activations(rec_a, rec_b, *, labels=("a", "b")) -> pd.DataFrame:
 
 
 def main(argv=None) -> int:
+    from analysis.style import use_file_backend
+
+    use_file_backend()
     p = argparse.ArgumentParser(prog="python -m analysis.compare",
                                 description="Compare two checkpoints of the same architecture layer by layer "
                                             "(sparsity, code agreement, learned intervals where latent).")

@@ -206,6 +206,9 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
 
 
 def main(argv=None) -> int:
+    from analysis.style import use_file_backend
+
+    use_file_backend()
     args = _parser().parse_args(argv)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
     try:

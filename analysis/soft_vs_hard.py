@@ -116,7 +116,7 @@ def compare(methods=METHODS, seeds=(0, 1, 2, 3, 4), settings: Settings | None = 
     """Train every method with every seed (in ``workers`` processes) and tabulate."""
     import multiprocessing as mp
 
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
     from sttn_sim.errors import SttnError
 
@@ -310,6 +310,9 @@ def write_outputs(comp: Comparison, out_dir) -> list:
 
 
 def main(argv=None) -> int:
+    from analysis.style import use_file_backend
+
+    use_file_backend()
     from sttn_sim.errors import SttnError
 
     p = argparse.ArgumentParser(prog="python -m analysis.soft_vs_hard", description=__doc__.split("\n\n")[0],

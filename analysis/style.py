@@ -8,11 +8,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg", force=False)
-import matplotlib.pyplot as plt  # noqa: E402
-
-from sttn_sim.fileio import atomic_path, ensure_output_dir  # noqa: E402
+from sttn_sim.fileio import atomic_path, ensure_output_dir
 
 TERNARY_COLORS = {-1: "#1f77b4", 0: "#d62728", 1: "#2ca02c"}
 TERNARY_LABELS = {-1: "−1", 0: "0", 1: "+1"}
@@ -33,6 +31,12 @@ STYLE = {
     "legend.frameon": False,
     "pdf.fonttype": 42,
 }
+
+
+def use_file_backend() -> None:
+    """Select the non-interactive Agg backend; called by the command-line tools only
+    (importing this module leaves a notebook's inline backend alone)."""
+    matplotlib.use("Agg")
 
 
 def apply_style() -> None:

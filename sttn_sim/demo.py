@@ -19,7 +19,7 @@ import argparse
 import json
 import sys
 
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
 from .errors import SttnError
 
@@ -83,6 +83,9 @@ def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: 
 
 
 def main(argv=None) -> int:
+    from analysis.style import use_file_backend
+
+    use_file_backend()
     p = argparse.ArgumentParser(prog="python -m sttn_sim.demo", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default="sttn_out", help="output folder (default sttn_out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

@@ -602,7 +602,7 @@ def collect_activations(model: Model, batches, *, recorder: ActivationRecorder |
     ``executor=lambda m, x, rec: Engine(m).run(x, recorder=rec)``. A tqdm progress bar
     is shown unless ``progress=False``.
     """
-    from tqdm.auto import tqdm
+    from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
     rec = recorder if recorder is not None else ActivationRecorder(bins, tie_eps=tie_eps)
     run = executor or reference_executor

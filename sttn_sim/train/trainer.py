@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
+from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
 from ..datasets import check_dataset
 from ..errors import ModelError, SttnError
