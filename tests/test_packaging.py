@@ -40,3 +40,35 @@ def test_readme_python_examples_run(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     for block in blocks:
         exec(compile(block, "README.md", "exec"), {})
+
+
+def _readme_shell_commands() -> list[str]:
+    blocks = re.findall(r"```sh\n(.*?)```", (ROOT / "README.md").read_text(), flags=re.S)
+    commands = []
+    for block in blocks:
+        for line in block.splitlines():
+            line = line.split("#", 1)[0].strip()
+            if line.startswith("python -m"):
+                commands.append(line)
+    return commands
+
+
+def test_readme_lists_every_entry_point():
+    commands = " ".join(_readme_shell_commands())
+    for module in ("sttn_sim.verify", "sttn_sim info", "sttn_sim.demo", "analysis.figures", "analysis.compare",
+                   "analysis.soft_vs_hard", "sttn_sim.bench"):
+        assert f"python -m {module}" in commands
+
+
+def test_readme_command_examples_run(tmp_path):
+    """Every `python -m ...` line of the README, run as written (outputs go to a scratch
+    folder that sees the repository's tests/fixtures)."""
+    import shlex
+    import subprocess
+    import sys
+
+    (tmp_path / "tests").symlink_to(ROOT / "tests")
+    for command in _readme_shell_commands():
+        argv = [sys.executable] + shlex.split(command)[1:]
+        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
