@@ -88,6 +88,15 @@ class Engine:
         consumers = self.model.consumers(name)
         return consumers[0] if len(consumers) == 1 and name != self.model.output else None
 
+    def _absorb_prelu(self, last: Layer, fused: list[str]):
+        """Fuse a PReLU that is the only consumer of ``last``: ``(slope, new last)``,
+        or ``(None, last)`` when there is none."""
+        nxt = self._single_consumer(last.name)
+        if nxt is None or nxt.kind != "prelu":
+            return None, last
+        fused.append(nxt.name)
+        return _f32(nxt.params["weight"]).reshape(-1), nxt
+
     def _compile(self) -> list[Step]:
         steps: list[Step] = []
         fused_away: set[str] = set()
@@ -179,11 +188,7 @@ class Engine:
                     residual_name = other
                 fused.append(nxt.name)
                 last = nxt
-                nxt = self._single_consumer(last.name)
-            if nxt is not None and nxt.kind == "prelu":
-                slope = _f32(nxt.params["weight"]).reshape(-1)
-                fused.append(nxt.name)
-                last = nxt
+            slope, last = self._absorb_prelu(last, fused)
         mult32, shift32 = _f32(mult), _f32(shift)
         stride, padding = a.get("stride", 1), a.get("padding", 0)
 
@@ -220,11 +225,7 @@ class Engine:
             w, b = w * g.reshape(-1, 1, 1, 1), g * b + h
             fused.append(nxt.name)
             last = nxt
-            nxt = self._single_consumer(last.name)
-        if nxt is not None and nxt.kind == "prelu":
-            slope = _f32(nxt.params["weight"]).reshape(-1)
-            fused.append(nxt.name)
-            last = nxt
+        slope, last = self._absorb_prelu(last, fused)
         w32, b32 = _f32(w), _f32(b)
         w_mat = np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)  # [C·kh·kw, O]
         stride, padding, kh, kw = a["stride"], a["padding"], w.shape[2], w.shape[3]
