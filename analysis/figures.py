@@ -22,6 +22,7 @@ Colours: -1 blue, 0 red, +1 green (the STTN paper's), one shared style
 
 from __future__ import annotations
 
+import matplotlib
 import numpy as np
 import pandas as pd
 
@@ -565,7 +566,7 @@ def plot_activation_thresholds(thresholds: pd.DataFrame, ax=None, title=None, cl
 
 
 __all__ = [
-    "default_model_and_data", "plot_weight_sparsity", "plot_figure1", "plot_learned_intervals",
+    "default_model_and_data", "plot_soft_threshold_evolution", "plot_weight_sparsity", "plot_figure1", "plot_learned_intervals",
     "plot_sparsity_comparison", "plot_l2_comparison", "plot_delta_sweep", "plot_activation_distributions",
     "plot_activation_occupancy", "plot_channel_occupancy", "plot_activation_thresholds", "METHOD_LABELS",
 ]
@@ -577,3 +578,30 @@ if __name__ == "__main__":  # python -m analysis.figures
     from analysis.report import main
 
     sys.exit(main())
+
+
+def plot_soft_threshold_evolution(layer_history: pd.DataFrame, ax=None, title: str | None = None):
+    """How STTN's soft threshold evolves during training, one line per ternary layer
+    (mean over seeds): weight sparsity, the equivalent Δ (the hard threshold on
+    |(W1+W2)/2| with the same sparsity) and the overlap (fraction of weights whose STTN
+    code no hard threshold at that Δ reproduces), against the epoch.
+
+    ``layer_history``: :attr:`sttn_sim.train.TrainResult.layer_history` rows (columns
+    ``epoch, layer, sparsity, delta, overlap``), e.g. the ``layer_history.csv`` written by
+    ``python -m analysis.soft_vs_hard``.
+    """
+    _require(layer_history, ["epoch", "layer", "sparsity", "delta", "overlap"], "plot_soft_threshold_evolution")
+    mean = layer_history.groupby(["layer", "epoch"], sort=False)[["sparsity", "delta", "overlap"]].mean().reset_index()
+    layers = list(dict.fromkeys(layer_history["layer"]))
+    fig, axes = _grid(ax, 1, 3, figsize=(12.0, 3.4), wspace=0.25)
+    colors = matplotlib.colormaps["viridis"](np.linspace(0.0, 0.9, max(len(layers), 1)))
+    for a, (column, label) in zip(axes[0], (("sparsity", "weight sparsity"), ("delta", "equivalent Δ on |w|"),
+                                            ("overlap", "overlap with the hard code"))):
+        for color, name in zip(colors, layers):
+            rows = mean[mean.layer == name]
+            a.plot(rows.epoch, rows[column], color=color, label=name, lw=1.4)
+        a.set_xlabel("epoch (0 = initial weights)")
+        a.set_ylabel(label)
+    axes[0][2].legend(fontsize=7, loc="center left", bbox_to_anchor=(1.02, 0.5))
+    _suptitle(fig, ax, title or "STTN during training: the soft threshold per layer")
+    return fig

@@ -73,6 +73,7 @@ class Comparison:
     seeds: list
     wall_seconds: float
     extra: dict = field(default_factory=dict)
+    layer_history: pd.DataFrame | None = None  #: one row per method × seed × epoch × layer
 
 
 # --------------------------------------------------------------------------------------
@@ -99,7 +100,8 @@ def run_one(method: str, seed: int, settings: dict) -> dict:
             "test_accuracy_float32": res.test_accuracy_float32,
             "train_accuracy": float(res.history.train_acc.iloc[-1]), "seconds": res.seconds,
             "history": res.history.assign(method=method, seed=seed).to_dict("records"),
-            "layers": final.assign(method=method, seed=seed).to_dict("records")}
+            "layers": final.assign(method=method, seed=seed).to_dict("records"),
+            "layer_history": lh.assign(method=method, seed=seed).to_dict("records")}
 
 
 def _init_worker():
@@ -193,7 +195,9 @@ def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -
                                else c.map(layer_order)).reset_index(drop=True))
     else:
         layers = pd.DataFrame(columns=["method", "layer"])
-    return Comparison(runs, summary, layers, history, dict(settings), list(seeds), wall)
+    layer_history = pd.DataFrame([row for r in results for row in r.get("layer_history", [])])
+    return Comparison(runs, summary, layers, history, dict(settings), list(seeds), wall,
+                      layer_history=layer_history)
 
 
 # --------------------------------------------------------------------------------------
@@ -293,8 +297,10 @@ def write_outputs(comp: Comparison, out_dir) -> list:
 
     out = ensure_output_dir(out_dir)
     written = []
-    for name, df in (("summary", comp.summary), ("runs", comp.runs), ("layers", comp.layers),
-                     ("history", comp.history)):
+    tables = [("summary", comp.summary), ("runs", comp.runs), ("layers", comp.layers), ("history", comp.history)]
+    if comp.layer_history is not None and len(comp.layer_history):
+        tables.append(("layer_history", comp.layer_history))
+    for name, df in tables:
         path = out / f"{name}.csv"
         with atomic_path(path) as tmp:
             df.to_csv(tmp, index=False)
@@ -306,6 +312,13 @@ def write_outputs(comp: Comparison, out_dir) -> list:
     fig = plot_comparison(comp)
     written += save_figure(fig, out, "soft_vs_hard")
     plt.close(fig)
+    lh = comp.layer_history
+    if lh is not None and len(lh) and (lh.method == "sttn").any():
+        from .figures import plot_soft_threshold_evolution
+
+        fig = plot_soft_threshold_evolution(lh[lh.method == "sttn"])
+        written += save_figure(fig, out, "soft_threshold_evolution")
+        plt.close(fig)
     return written
 
 

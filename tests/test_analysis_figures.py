@@ -139,3 +139,19 @@ def test_default_model_and_data_is_the_one_switch():
     assert [len(b) for b in batches] == [100, 100, 100, 60]  # the 360 digits test images
     assert batches[0].shape[1:] == (1, 8, 8) and batches[0].dtype == np.float32
     assert "default model" in text
+
+
+def test_soft_threshold_evolution_plots_one_line_per_layer_and_panel():
+    epochs, layers = 3, ["features.4.conv1", "features.4.conv2"]
+    rows = [{"epoch": e, "layer": l, "seed": s, "sparsity": 0.5 - 0.1 * e + 0.01 * s, "delta": 0.02 + 0.001 * e,
+             "overlap": 0.2 - 0.02 * e} for s in (0, 1) for e in range(epochs + 1) for l in layers]
+    import pandas as pd
+
+    fig = F.plot_soft_threshold_evolution(pd.DataFrame(rows))
+    panels = [a for a in fig.axes if a.lines]
+    assert len(panels) == 3 and all(len(a.lines) == len(layers) for a in panels)
+    # the sparsity panel shows the mean over the two seeds: 0.5 - 0.1·e + 0.005
+    y = panels[0].lines[0].get_ydata()
+    assert np.allclose(y, [0.505, 0.405, 0.305, 0.205], atol=1e-12)
+    with pytest.raises(ValueError):
+        F.plot_soft_threshold_evolution(pd.DataFrame(rows).drop(columns=["overlap"]))

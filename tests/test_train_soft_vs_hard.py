@@ -28,8 +28,13 @@ def test_cli_tiny_run_writes_table_json_and_figure(tmp_path, capsys):
     assert set(layers.method) == {"sttn", "twn", "ttq"}  # the float model has no ternary layer
     assert layers.sparsity.between(0, 1).all() and (layers.l2_rel >= 0).all()
     assert np.isnan(s.loc["float", "sparsity_mean"])
-    for name in ("soft_vs_hard.png", "soft_vs_hard.pdf", "soft_vs_hard.md", "history.csv"):
+    for name in ("soft_vs_hard.png", "soft_vs_hard.pdf", "soft_vs_hard.md", "history.csv",
+                 "soft_threshold_evolution.png", "soft_threshold_evolution.pdf"):
         assert (out / name).stat().st_size > 0
+    evolution = pd.read_csv(out / "layer_history.csv")
+    sttn = evolution[evolution.method == "sttn"]
+    # epoch 0 (initial weights) and epoch 1, for each of the 2 seeds and 6 ternary layers
+    assert sorted(set(sttn.epoch)) == [0, 1] and len(sttn) == 2 * 2 * 6
     assert "| STTN (soft) |" in (out / "soft_vs_hard.md").read_text()
 
 
