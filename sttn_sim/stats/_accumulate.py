@@ -113,35 +113,58 @@ def _accumulate_py(x, gain, offset, codes, edges, uniform, inv_width, lo, hi, ep
         signed = 0
         act = active[c]
         hist = hist_c[c]
+        y = np.empty(n_pos, np.float64)
+        idx = np.empty(n_pos, np.int64)
+        sub = np.zeros((4, nbins + 2), np.int64)
         for n in range(n_img):
             xr = x[n, c]
             kr = codes[n, c]
+            # pass 1, branch-free (vectorised): y, moments, code counts, activity
             for p in range(n_pos):
                 v = np.float64(xr[p]) * g + o
-                if uniform:
-                    t = min(max((v - e0) * inv_width, 0.0), top)
-                    i = np.int64(t)
-                    if v < edges[i]:
-                        i -= 1
-                    elif v >= edges[i + 1]:
-                        i += 1
-                else:
-                    i = np.searchsorted(edges, v, side="right") - 1
-                hist[i + 1] += 1
+                y[p] = v
+                mn = min(mn, v)
+                mx = max(mx, v)
+                sm += v
+                sq += v * v
                 k = np.int64(kr[p])
                 a = abs(k)
                 act[p] += a
                 nonzero += a
                 signed += k
-                mn = min(mn, v)
-                mx = max(mx, v)
-                sm += v
-                sq += v * v
-                if ties and abs(abs(v - mid) - half) <= window:
-                    if v == lo or v == hi:
-                        ex += 1
-                    if abs(v - lo) <= eps or abs(v - hi) <= eps:
-                        nr += 1
+            # pass 2: histogram (a scatter); the arithmetic bin index is off by at most
+            # one bin at an edge, corrected against the edges (the two tests exclude
+            # each other since edges[i] <= edges[i+1])
+            if uniform:
+                for p in range(n_pos):  # bin indices first (vectorisable) ...
+                    v = y[p]
+                    i = np.int64(min(max((v - e0) * inv_width, 0.0), top))
+                    idx[p] = i + 1 + np.int64(v >= edges[i + 1]) - np.int64(v < edges[i])
+                # ... then the increments, spread over 4 sub-histograms so that runs of
+                # equal bins do not wait on each other's stores
+                p = 0
+                while p + 4 <= n_pos:
+                    sub[0, idx[p]] += 1
+                    sub[1, idx[p + 1]] += 1
+                    sub[2, idx[p + 2]] += 1
+                    sub[3, idx[p + 3]] += 1
+                    p += 4
+                while p < n_pos:
+                    sub[0, idx[p]] += 1
+                    p += 1
+            else:
+                for p in range(n_pos):
+                    hist[np.searchsorted(edges, y[p], side="right")] += 1
+            if ties:
+                for p in range(n_pos):
+                    v = y[p]
+                    if abs(abs(v - mid) - half) <= window:
+                        if v == lo or v == hi:
+                            ex += 1
+                        if abs(v - lo) <= eps or abs(v - hi) <= eps:
+                            nr += 1
+        for b in range(nbins + 2):
+            hist[b] += sub[0, b] + sub[1, b] + sub[2, b] + sub[3, b]
         counts[c, 0] = (nonzero - signed) // 2
         counts[c, 2] = (nonzero + signed) // 2
         counts[c, 1] = n_img * n_pos - nonzero
@@ -153,8 +176,11 @@ def _accumulate_py(x, gain, offset, codes, edges, uniform, inv_width, lo, hi, ep
         near_c[c] = nr
 
 
-_kernel_serial = numba.njit(cache=True)(_accumulate_py)
-_kernel_parallel = numba.njit(cache=True, parallel=True)(_accumulate_py)
+# reassoc lets the moment sums vectorise (their order changes, as documented); nnan/nsz
+# let min/max reductions vectorise: executors give finite values (inputs are checked)
+_FASTMATH = {"reassoc", "nsz", "nnan"}
+_kernel_serial = numba.njit(cache=True, fastmath=_FASTMATH)(_accumulate_py)
+_kernel_parallel = numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)(_accumulate_py)
 #: batches with at least this many values use the parallel kernel (below it the thread
 #: hand-off costs more than it saves)
 PARALLEL_MIN_VALUES = 1 << 18
