@@ -283,6 +283,10 @@ def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5)
         return model.copy()
     if model.form == "float":
         raise FoldError(f"model {model.arch!r} has no ternary layers to fold (form 'float')")
+    for layer in model.layers:  # every layer, not only those a rewrite touches
+        _check_finite(layer)
+        if layer.kind == "batchnorm":
+            batchnorm_affine(layer)  # raises on a negative variance
     passes = [FoldTernaryWeights(zero_policy, merged_rtol), FoldAccumulatorThreshold(),
               FoldBatchNormThreshold(), FoldBareThreshold()]
     folded = model

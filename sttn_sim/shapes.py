@@ -54,6 +54,9 @@ def infer_shapes(model: Model) -> dict[str, tuple[int, ...]]:
         elif kind in ("maxpool", "avgpool"):
             if len(x) != 3:
                 raise ShapeError(f"{where}: expected a (C, H, W) input, got {list(x)}")
+            if a.get("padding", 0) > a["kernel"] // 2:
+                raise ShapeError(f"{where}: padding {a.get('padding', 0)} exceeds kernel//2 = {a['kernel'] // 2} "
+                                 f"(a window would hold only padding)")
             out = (x[0], _pool_out(x[1], a["kernel"], a["stride"], a.get("padding", 0)),
                    _pool_out(x[2], a["kernel"], a["stride"], a.get("padding", 0)))
         elif kind == "add":

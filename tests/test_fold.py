@@ -513,3 +513,22 @@ def test_fold_of_folded_is_equal_copy(folded):
 def test_fold_rejects_float_model():
     with pytest.raises(FoldError, match=r"'float_toy'.*no ternary layers"):
         fold(_float_model())
+
+
+def test_fold_checks_every_batchnorm_not_only_those_before_activations():
+    """A NaN or a negative variance in a BN that feeds no ternary activation (bn_add)
+    would only show up as NaN logits at run time: fold refuses it and names the layer."""
+    import numpy as np
+    import pytest
+
+    from sttn_sim import FoldError, fold, synthetic_model
+
+    model = synthetic_model("sttn_resnet18", seed=0, width=0.0625, input_size=32, num_classes=4)
+    bad = model.copy()
+    bad["features.5.bn_add2"].params["bias"][1] = np.nan
+    with pytest.raises(FoldError, match=r"features\.5\.bn_add2.*'bias'"):
+        fold(bad)
+    bad = model.copy()
+    bad["features.6.bn_add1"].params["running_var"][0] = -1.0
+    with pytest.raises(FoldError, match=r"features\.6\.bn_add1.*negative"):
+        fold(bad)

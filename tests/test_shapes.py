@@ -158,3 +158,15 @@ def test_non_square_kernels_and_maps(kh, kw, stride, padding):
     want = (3, (7 + 2 * padding - kh) // stride + 1, (9 + 2 * padding - kw) // stride + 1)  # by hand
     assert infer_shapes(m)["conv"] == want
     assert run_reference(m, np.zeros((1, 2, 7, 9))).outputs["conv"].shape[1:] == want
+
+
+def test_pool_padding_beyond_half_the_kernel_is_refused():
+    import pytest
+
+    from sttn_sim import ShapeError, synthetic_model
+    from sttn_sim.shapes import infer_shapes
+
+    model = synthetic_model("sttn_resnet18", seed=0, width=0.0625, input_size=32, num_classes=4)
+    model["features.3"].attrs["padding"] = 2  # kernel 3: a corner window would be all padding
+    with pytest.raises(ShapeError, match=r"features\.3.*padding 2 exceeds"):
+        infer_shapes(model)
