@@ -246,3 +246,95 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
 
     microkernel.__name__ = f"ternary_microkernel_{rows}x{width}"
     return microkernel
+
+
+_F32 = ir.FloatType()
+_V16F32 = ir.VectorType(_F32, 16)
+
+
+def make_float_microkernel(rows: int, vecs: int):
+    """Build the ``rows x (16*vecs)`` float32 FMA micro-kernel intrinsic (the stem
+    convolution), accumulators in ``<16 x float>`` registers for the whole tap loop.
+
+    Signature (inside njit code)::
+
+        fmk(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+
+    computes, for ``r < rows`` and ``j < 16*vecs``::
+
+        out[out_off + r*out_ld + j] = Σ_{t < ntap} xs[x_off + t*x_ld + r] · w[w_off + t*w_ld + j]
+
+    (flat float32 C-contiguous arrays; ``w`` rows should be 64-byte aligned).  Each
+    product is a fused multiply-add (``llvm.fma``), summed in tap order.
+    """
+
+    @intrinsic
+    def float_microkernel(typingctx, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
+        if not (_check_array(xs, types.float32) and _check_array(w, types.float32)
+                and _check_array(out, types.float32)):
+            return None
+        sig = types.void(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+
+        def codegen(context, builder, signature, args):
+            sa = signature.args
+            xptr = _data_ptr(context, builder, sa[0], args[0], _F32)
+            wptr = _data_ptr(context, builder, sa[3], args[3], _F32)
+            optr = _data_ptr(context, builder, sa[7], args[7], _F32)
+            x_off_v, x_ld_v = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 2))
+            w_off_v, w_ld_v = (_as_intp(context, builder, args[i], sa[i]) for i in (4, 5))
+            n = _as_intp(context, builder, args[6], sa[6])
+            o_off, o_ld = (_as_intp(context, builder, args[i], sa[i]) for i in (8, 9))
+            fma = cgutils.get_or_insert_function(
+                builder.module, ir.FunctionType(_V16F32, [_V16F32] * 3), "llvm.fma.v16f32")
+            zero = ir.Constant(_V16F32, None)
+            undef = ir.Constant(_V16F32, ir.Undefined)
+            splat0 = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+
+            pre = builder.block
+            loop = builder.append_basic_block("float_mk.loop")
+            done = builder.append_basic_block("float_mk.done")
+            builder.cbranch(builder.icmp_signed(">", n, ir.Constant(_I64, 0)), loop, done)
+            builder.position_at_end(loop)
+            t = builder.phi(_I64, "t")
+            t.add_incoming(ir.Constant(_I64, 0), pre)
+            acc = [[builder.phi(_V16F32) for _ in range(vecs)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(zero, pre)
+            wbase = builder.add(w_off_v, builder.mul(t, w_ld_v))
+            xbase = builder.add(x_off_v, builder.mul(t, x_ld_v))
+            wv = []
+            for v in range(vecs):
+                p = builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, 16 * v))])
+                wv.append(builder.load(builder.bitcast(p, _V16F32.as_pointer()), align=4))
+            new = [[None] * vecs for _ in range(rows)]
+            for r in range(rows):
+                p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, r))])
+                xv = builder.insert_element(undef, builder.load(p, align=4), ir.Constant(_I32, 0))
+                xv = builder.shuffle_vector(xv, undef, splat0)
+                for v in range(vecs):
+                    new[r][v] = builder.call(fma, [xv, wv[v], acc[r][v]])
+            t_next = builder.add(t, ir.Constant(_I64, 1))
+            tail = builder.block
+            t.add_incoming(t_next, tail)
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(new[r][v], tail)
+            builder.cbranch(builder.icmp_signed("<", t_next, n), loop, done)
+
+            builder.position_at_end(done)
+            results = [[builder.phi(_V16F32) for _ in range(vecs)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(vecs):
+                    results[r][v].add_incoming(zero, pre)
+                    results[r][v].add_incoming(new[r][v], tail)
+                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), o_ld))
+                for v in range(vecs):
+                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, 16 * v))])
+                    builder.store(results[r][v], builder.bitcast(p, _V16F32.as_pointer()), align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    float_microkernel.__name__ = f"float_microkernel_{rows}x{16 * vecs}"
+    return float_microkernel
