@@ -55,8 +55,9 @@ def thresholds_from_affine(gain, offset, lo: float = -0.5, hi: float = 0.5, *, i
     offset = np.broadcast_to(np.asarray(offset, np.float64), gain.shape)
     direction = np.sign(gain).astype(np.int8)
     magnitude = np.where(gain == 0, 1.0, np.abs(gain))  # placeholder 1 where unused
-    t_hi = (hi - offset) / magnitude
-    t_lo = (lo - offset) / magnitude
+    with np.errstate(over="ignore"):  # a tiny |gain| may give ±inf: a threshold no value reaches
+        t_hi = (hi - offset) / magnitude
+        t_lo = (lo - offset) / magnitude
     constant = ((offset >= hi).astype(np.int8) - (offset < lo).astype(np.int8)).astype(np.int8)
     t_hi = np.where(direction == 0, 0.0, t_hi)
     t_lo = np.where(direction == 0, 0.0, t_lo)
