@@ -78,8 +78,18 @@ class Engine:
         self.model = model
         self.use_reference = use_reference
         self.shapes = infer_shapes(model)
-        self.fused: dict[str, list[str]] = {}
+        self._position = {layer.name: i for i, layer in enumerate(model.layers)}
         self.steps = self._compile()
+        # how many steps read each value, so that run() can free it after its last use
+        self._reads: dict[str, int] = {}
+        for step in self.steps:
+            for src in step.inputs:
+                self._reads[src] = self._reads.get(src, 0) + 1
+
+    @property
+    def fused(self) -> dict[str, list[str]]:
+        """Layers fused into each step, keyed by the step's first layer."""
+        return {s.layer.name: list(s.fused) for s in self.steps if s.fused}
 
     # ----------------------------------------------------------------------------------
     # compilation: prepack weights, choose packed or code outputs, fuse epilogues
@@ -105,16 +115,15 @@ class Engine:
             if layer.name in fused_away:
                 continue
             if kind in ("ternary_conv", "ternary_linear"):
-                step, fused = self._ternary_step(layer)
-                fused_away.update(fused)
+                step = self._ternary_step(layer)
             elif kind == "conv":
                 step = self._float_conv_step(layer)
-                fused_away.update(step.fused)
             elif kind == "threshold":
                 step = self._threshold_step(layer)
             else:
                 step = self._float_step(layer)
             steps.append(step)
+            fused_away.update(step.fused)
         # layers fused into an epilogue (some, like a channel-pad shortcut, come earlier
         # in model order than the ternary layer that absorbs them) run no step of their own
         return [s for s in steps if s.layer.name not in fused_away]
@@ -144,7 +153,7 @@ class Engine:
 
         return Step(layer.name, layer, list(layer.inputs), run)
 
-    def _ternary_step(self, layer: Layer) -> tuple[Step, list[str]]:
+    def _ternary_step(self, layer: Layer) -> Step:
         from .kernels import prepack_conv_weights, prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
         from .kernels.conv import ternary_conv2d
         from .kernels.fused import affine_epilogue
@@ -172,11 +181,10 @@ class Engine:
                 fused.append(nxt.name)
                 last = nxt
                 nxt = self._single_consumer(last.name)
-            position = {l.name: i for i, l in enumerate(self.model.layers)}
             other = None
             if nxt is not None and nxt.kind == "add":
                 other = nxt.inputs[1] if nxt.inputs[0] == last.name else nxt.inputs[0]
-                if other != "input" and position[other] > position[layer.name]:
+                if other != "input" and self._position[other] > self._position[layer.name]:
                     nxt = None  # the residual is computed after this layer: cannot fuse the add
             if nxt is not None and nxt.kind == "add":
                 other_layer = None if other == "input" else self.model[other]
@@ -203,17 +211,17 @@ class Engine:
             return y, LayerEvent(layer, y, accumulator=acc)
 
         inputs = list(layer.inputs) + ([residual_name] if residual_name is not None else [])
-        self.fused[layer.name] = fused
-        return Step(last.name, layer, inputs, run, fused), fused
+        return Step(last.name, layer, inputs, run, fused)
 
     def _float_conv_step(self, layer: Layer) -> Step:
         """Float convolution with a following BN and PReLU fused in.
 
         BN after a convolution folds into it: g·(W*x + b) + h = (g·W)*x + (g·b + h)
-        (per output channel, computed in float64, rounded once to float32); the bias
-        and the PReLU are applied in the pass that transposes the GEMM output to NCHW."""
+        (per output channel, computed in float64, rounded once to float32).  Few input
+        channels (the stem): a direct convolution, bias and PReLU in its output pass;
+        otherwise im2col + sgemm, bias and PReLU in the pass that transposes to NCHW."""
         from .fold import batchnorm_affine
-        from .kernels.fused import bias_prelu_to_nchw, direct_conv2d
+        from .kernels.fused import bias_prelu_to_nchw, direct_conv2d, prepack_direct_conv_weights
 
         p, a = layer.params, layer.attrs
         w = np.asarray(p["weight"], np.float64)
@@ -227,29 +235,27 @@ class Engine:
             last = nxt
         slope, last = self._absorb_prelu(last, fused)
         w32, b32 = _f32(w), _f32(b)
-        w_mat = np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)  # [C·kh·kw, O]
         stride, padding, kh, kw = a["stride"], a["padding"], w.shape[2], w.shape[3]
-
-        direct = w.shape[1] <= DIRECT_CONV_MAX_CHANNELS
+        if w.shape[1] <= DIRECT_CONV_MAX_CHANNELS:
+            direct, w_mat = prepack_direct_conv_weights(w32), None
+        else:
+            direct, w_mat = None, np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)  # [C·kh·kw, O]
 
         def run(x):
-            if direct:
-                out = direct_conv2d(x, w32, b32, slope, stride, padding)
+            if direct is not None:
+                out = direct_conv2d(x, direct, b32, slope, stride, padding)
             else:
                 cols, n, oh, ow = _im2col_f32(x, kh, kw, stride, padding)
                 out = bias_prelu_to_nchw(cols @ w_mat, b32, slope, n, oh, ow)
             return out, LayerEvent(layer, out)
 
-        self.fused[layer.name] = fused
         return Step(last.name, layer, list(layer.inputs), run, fused)
 
     def _float_step(self, layer: Layer) -> Step:
         from .kernels.fused import maxpool2d
 
         kind, p, a = layer.kind, layer.params, layer.attrs
-        if kind == "conv":
-            return self._float_conv_step(layer)
-        elif kind == "linear":
+        if kind == "linear":
             w = _f32(p["weight"])
             bias = np.zeros(w.shape[0], np.float32) if "bias" not in p else _f32(p["bias"])
 
@@ -324,10 +330,7 @@ class Engine:
         if recorder is not None:
             recorder.on_batch_start(self.model, len(x))
         values: dict[str, object] = {"input": _f32(x)}
-        uses: dict[str, int] = {}
-        for step in self.steps:
-            for src in step.inputs:
-                uses[src] = uses.get(src, 0) + 1
+        uses = dict(self._reads)
         for step in self.steps:
             args = [values[src] for src in step.inputs]
             if step.layer.kind == "threshold":

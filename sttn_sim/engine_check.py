@@ -33,6 +33,7 @@ import pandas as pd
 from .engine import Engine
 from .graph import Model
 from .reference import run_reference
+from .verification import first_true_position
 
 FLOAT32_RTOL = 1e-4
 END_TO_END_RTOL = 1e-3
@@ -98,8 +99,8 @@ class EngineReport:
 
 
 def _first(mask: np.ndarray) -> dict:
-    idx = np.unravel_index(int(np.flatnonzero(mask)[0]), mask.shape)
-    return {"channel": int(idx[1]) if mask.ndim > 1 else 0, "position": [int(idx[0])] + [int(i) for i in idx[2:]]}
+    channel, position = first_true_position(mask)
+    return {"channel": channel, "position": list(position)}
 
 
 def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> EngineReport:

@@ -62,37 +62,38 @@ def thresholds_from_affine(gain, offset, lo: float = -0.5, hi: float = 0.5, *, i
     t_hi = np.where(direction == 0, 0.0, t_hi)
     t_lo = np.where(direction == 0, 0.0, t_lo)
     if integer:
-        limit = float(2**62)
-        if np.any(np.abs(t_hi) > limit) or np.any(np.abs(t_lo) > limit):
-            # beyond any reachable accumulator: clip so the int64 conversion is defined
-            t_hi, t_lo = np.clip(t_hi, -limit, limit), np.clip(t_lo, -limit, limit)
-        t_hi = _exact_ceil(np.ceil(t_hi).astype(np.int64), hi, offset, magnitude, direction)
-        t_lo = _exact_ceil(np.ceil(t_lo).astype(np.int64), lo, offset, magnitude, direction)
+        t_hi = _exact_ceil(hi, offset, magnitude, direction)
+        t_lo = _exact_ceil(lo, offset, magnitude, direction)
     return direction, t_lo, t_hi, constant
 
 
-def _exact_ceil(approx, bound, offset, magnitude, direction):
+def _exact_ceil(bound, offset, magnitude, direction):
     """``ceil((bound - offset) / magnitude)`` of the exact rational values of the float64
-    inputs, clipped to ±2**62; 0 where ``direction == 0``.
+    inputs, clipped to ±2**62 (beyond any reachable accumulator); 0 where
+    ``direction == 0``.
 
     The float64 quotient is rounded twice, so when the real quotient lies within an ulp
     of an integer, ``ceil`` of the float can be off by one and flip the code of that
-    integer accumulator.  ``approx`` (the float estimate) is kept where an input is not
-    finite.
+    integer accumulator.  Non-finite inputs (``fold`` refuses them) fall back to the
+    clipped float quotient.
     """
     from fractions import Fraction
     import math
 
     limit = 2**62
-    approx, bound, offset, magnitude, direction = np.broadcast_arrays(
-        approx, np.asarray(bound, np.float64), offset, magnitude, direction)
-    out = np.array(approx, dtype=np.int64)
+    bound, offset, magnitude, direction = np.broadcast_arrays(
+        np.asarray(bound, np.float64), offset, magnitude, direction)
+    out = np.zeros(direction.shape, np.int64)
     for i in np.ndindex(out.shape):
         if direction[i] == 0:
-            out[i] = 0
-        elif np.isfinite(bound[i]) and np.isfinite(offset[i]) and np.isfinite(magnitude[i]):
-            q = (Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i]))
-            out[i] = min(max(math.ceil(q), -limit), limit)
+            continue
+        if np.isfinite(bound[i]) and np.isfinite(offset[i]) and np.isfinite(magnitude[i]):
+            q = math.ceil((Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i])))
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                f = (bound[i] - offset[i]) / magnitude[i]
+            q = 0 if np.isnan(f) else (limit if f > 0 else -limit) if np.isinf(f) else math.ceil(f)
+        out[i] = min(max(q, -limit), limit)
     return out
 
 

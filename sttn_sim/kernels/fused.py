@@ -9,6 +9,8 @@
   channels) then optional PReLU, from int32 accumulators in one pass.  The engine folds
   the ternary layer's scale and bias and the following BN into (a, b).
 * :func:`maxpool2d` — max pooling with -inf padding.
+* :func:`direct_conv2d` — float convolution for few input channels (the stem) through
+  the register-tiled FMA micro-kernel of :mod:`._llvm`; :func:`linear_f32` — the head.
 
 Threshold rule (as :func:`sttn_sim.reference.apply_threshold`): ``z = d_c·x``,
 ``+1 if z >= hi_c``, ``-1 if z < lo_c``, else 0; ``constant_c`` where ``d_c == 0``.
@@ -20,9 +22,12 @@ comparison is exactly the float64 rule applied to the float32 value.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numba
 import numpy as np
 
+from ..reference import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ._llvm import make_float_microkernel
 from .packing import PackedTernary, pack_ternary_reference, words_for
 
@@ -57,15 +62,6 @@ def float32_thresholds(t64) -> np.ndarray:
 def int32_thresholds(t) -> np.ndarray:
     """Integer thresholds clipped to the int32 range (no int32 accumulator lies beyond)."""
     return np.clip(np.asarray(t, np.int64), -(2**31), 2**31 - 1).astype(np.int32)
-
-
-def apply_threshold_reference(x, direction, lo, hi, constant) -> np.ndarray:
-    """Pure numpy: int8 NCHW codes of the threshold rule (channel axis 1)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    d = np.asarray(direction).reshape(shape).astype(x.dtype)
-    z = x * d
-    codes = (z >= np.asarray(hi).reshape(shape)).astype(np.int8) - (z < np.asarray(lo).reshape(shape)).astype(np.int8)
-    return np.where(d == 0, np.asarray(constant, np.int8).reshape(shape), codes).astype(np.int8)
 
 
 @numba.njit(cache=True, parallel=True)
@@ -166,6 +162,32 @@ def threshold_codes(x: np.ndarray, direction, lo, hi, constant) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------
+# PReLU, shared by the fused kernels: ``slope`` has C entries, 1 (shared) or none
+
+
+def _slope_array(slope) -> np.ndarray:
+    """float32 slopes for the kernels; ``None`` (no PReLU) becomes an empty array."""
+    return np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
+
+
+@numba.njit(inline="always")
+def _channel_slope(slope, c):
+    """The PReLU slope of channel ``c``; 1 when ``slope`` is empty (no PReLU: y·1 = y
+    exactly, so the kernels apply ``y·s if y < 0`` without a second branch)."""
+    n = slope.shape[0]
+    return slope[c] if n > 1 else (slope[0] if n == 1 else np.float32(1))
+
+
+def _prelu_reference(y: np.ndarray, slope) -> np.ndarray:
+    """Pure numpy PReLU with channel axis 1 (``slope`` None: identity)."""
+    if slope is None:
+        return y
+    s = np.asarray(slope, np.float32)
+    s = s.reshape((1, -1) + (1,) * (y.ndim - 2)) if s.size > 1 else s.reshape(())
+    return np.where(y < 0, y * s, y)
+
+
+# --------------------------------------------------------------------------------------
 # epilogue
 
 
@@ -177,15 +199,13 @@ def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
         c = t - n * c_count
         ac = a[c]
         bc = b[c]
-        sc = slope[c] if slope.shape[0] > 1 else slope[0]
+        sc = _channel_slope(slope, c)
         has_res = c < res_channels
         for i in range(hw):
             y = np.float32(acc[n, c, i]) * ac + bc
             if has_res:
                 y = y + residual[n, c, i]
-            if slope.shape[0] > 0 and y < 0:
-                y = y * sc
-            out[n, c, i] = y
+            out[n, c, i] = y * sc if y < 0 else y
 
 
 def affine_epilogue(acc: np.ndarray, a: np.ndarray, b: np.ndarray, residual: np.ndarray | None = None,
@@ -201,9 +221,8 @@ def affine_epilogue(acc: np.ndarray, a: np.ndarray, b: np.ndarray, residual: np.
     else:
         res3 = np.ascontiguousarray(residual, np.float32).reshape(n, residual.shape[1], -1)
         res_channels = residual.shape[1]
-    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
     out = np.empty(acc3.shape, np.float32)
-    _affine_epilogue_kernel(acc3, a, b, res3, res_channels, sl, out)
+    _affine_epilogue_kernel(acc3, a, b, res3, res_channels, _slope_array(slope), out)
     return out.reshape(acc.shape)
 
 
@@ -214,11 +233,7 @@ def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarra
     if residual is not None:
         pad = [(0, 0), (0, acc.shape[1] - residual.shape[1])] + [(0, 0)] * (acc.ndim - 2)
         y = y + np.pad(residual.astype(np.float32), pad)
-    if slope is not None:
-        s = np.asarray(slope, np.float32)
-        s = s.reshape(shape) if s.size > 1 else s.reshape(())
-        y = np.where(y < 0, y * s, y)
-    return y.astype(np.float32)
+    return _prelu_reference(y, slope).astype(np.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -281,12 +296,10 @@ def _bias_prelu_to_nchw_kernel(rows, bias, slope, n_img, hw, out):
         n = t // c_count
         c = t - n * c_count
         b = bias[c]
-        s = slope[c] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+        s = _channel_slope(slope, c)
         for i in range(hw):
             y = rows[n * hw + i, c] + b
-            if slope.shape[0] > 0 and y < 0:
-                y = y * s
-            out[n, c, i] = y
+            out[n, c, i] = y * s if y < 0 else y
 
 
 def bias_prelu_to_nchw(rows: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, n_img: int,
@@ -294,9 +307,8 @@ def bias_prelu_to_nchw(rows: np.ndarray, bias: np.ndarray, slope: np.ndarray | N
     """GEMM output ``rows[N·H·W, C]`` (float32) → NCHW ``rows + bias`` then optional PReLU."""
     c = rows.shape[1]
     out = np.empty((n_img, c, height * width), np.float32)
-    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
     _bias_prelu_to_nchw_kernel(np.ascontiguousarray(rows, np.float32), np.ascontiguousarray(bias, np.float32),
-                               sl, n_img, height * width, out)
+                               _slope_array(slope), n_img, height * width, out)
     return out.reshape(n_img, c, height, width)
 
 
@@ -304,11 +316,7 @@ def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.
     """Pure numpy float32, same operation order."""
     y = rows.astype(np.float32).reshape(n_img, height, width, -1).transpose(0, 3, 1, 2) + \
         bias.astype(np.float32).reshape(1, -1, 1, 1)
-    if slope is not None:
-        s = np.asarray(slope, np.float32)
-        s = s.reshape(1, -1, 1, 1) if s.size > 1 else s.reshape(())
-        y = np.where(y < 0, y * s, y)
-    return np.ascontiguousarray(y, np.float32)
+    return np.ascontiguousarray(_prelu_reference(y, slope), np.float32)
 
 
 # --------------------------------------------------------------------------------------
@@ -361,28 +369,45 @@ def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
                     _FMK1(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
             for o in range(c_real):
                 b = bias[o]
-                s = slope[o] if slope.shape[0] > 1 else (slope[0] if slope.shape[0] == 1 else np.float32(1))
+                s = _channel_slope(slope, o)
                 for i in range(min(4, ow - b0)):
                     y = tile[i * c_pad + o] + b
-                    if slope.shape[0] > 0 and y < 0:
-                        y = y * s
-                    out[n, o, oy, b0 + i] = y
+                    out[n, o, oy, b0 + i] = y * s if y < 0 else y
 
 
-def direct_conv2d(x: np.ndarray, w: np.ndarray, bias: np.ndarray, slope: np.ndarray | None, stride: int,
+@dataclass(frozen=True)
+class DirectConvWeights:
+    """Weights of :func:`direct_conv2d` in the micro-kernel's layout: ``w_t[tap, o]``
+    (tap = (c, dy, dx)), output channels zero-padded to a multiple of 16, rows
+    cache-line aligned."""
+
+    w_t: np.ndarray
+    c_out: int
+    kh: int
+    kw: int
+
+
+def prepack_direct_conv_weights(w: np.ndarray) -> DirectConvWeights:
+    """Re-lay float weights ``[O, C, kh, kw]`` for :func:`direct_conv2d` (once per model)."""
+    o, c, kh, kw = w.shape
+    w_t = aligned_zeros((c * kh * kw, -(-o // 16) * 16), np.float32)
+    w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
+    return DirectConvWeights(w_t, o, kh, kw)
+
+
+def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, stride: int,
                   padding: int) -> np.ndarray:
     """float32 ``conv2d(x, w) + bias`` then optional PReLU, NCHW, computed directly
-    (no im2col): fast when the input has few channels, as the 3-channel stem."""
-    n, c, h, wd = x.shape
-    o, _, kh, kw = w.shape
+    (no im2col): fast when the input has few channels, as the 3-channel stem.  ``w``
+    is ``[O, C, kh, kw]`` or :class:`DirectConvWeights`."""
+    if not isinstance(w, DirectConvWeights):
+        w = prepack_direct_conv_weights(w)
+    n, _, h, wd = x.shape
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    oh, ow = (h + 2 * padding - kh) // stride + 1, (wd + 2 * padding - kw) // stride + 1
-    c_pad = -(-o // 16) * 16
-    w_t = aligned_zeros((c * kh * kw, c_pad), np.float32)
-    w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
-    sl = np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
-    out = np.empty((n, o, oh, ow), np.float32)
-    _direct_conv_kernel(xp, w_t, np.ascontiguousarray(bias, np.float32), sl, stride, kh, kw, out)
+    oh, ow = (h + 2 * padding - w.kh) // stride + 1, (wd + 2 * padding - w.kw) // stride + 1
+    out = np.empty((n, w.c_out, oh, ow), np.float32)
+    _direct_conv_kernel(xp, w.w_t, np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride,
+                        w.kh, w.kw, out)
     return out
 
 
