@@ -18,7 +18,10 @@ of a threshold (``python -m sttn_sim.verify`` reports such near-ties).
 A recorder (:class:`sttn_sim.recording.Recorder`) receives a
 :class:`~sttn_sim.recording.LayerEvent` for every executed step: ternary layers with
 their int32 accumulators, threshold layers with their input and int8 codes, and other
-layers with their output.  Layers fused into an epilogue (BN, add, channel-pad, PReLU
+layers with their output.  A recorder that offers a statistics accumulator
+(:meth:`~sttn_sim.recording.Recorder.threshold_accumulator`, as
+:class:`sttn_sim.stats.ActivationRecorder` does) gets it filled by the threshold kernel
+itself, without the codes being written out.  Layers fused into an epilogue (BN, add, channel-pad, PReLU
 after a ternary layer) are reported once, under the last fused layer's name, and listed
 in :attr:`Engine.fused`.
 
@@ -130,6 +133,7 @@ class Engine:
 
     def _threshold_step(self, layer: Layer) -> Step:
         from .kernels.fused import float32_thresholds, int32_thresholds, threshold_codes, threshold_pack
+        from .kernels.quantizer_stats import threshold_pack_accumulate
 
         p = layer.params
         integer = bool(layer.attrs.get("integer"))
@@ -141,8 +145,15 @@ class Engine:
         packed_out = bool(consumers) and all(c.kind == "ternary_conv" for c in consumers) and \
             len(self.shapes[layer.name]) == 3
 
-        def run(x, want_codes):
+        def run(x, recorder):
             x = np.ascontiguousarray(x, np.int32 if integer else np.float32)
+            want_codes = recorder is not None
+            # recorders need not subclass Recorder: the fast path is optional
+            offer = getattr(recorder, "threshold_accumulator", None) if want_codes and packed_out else None
+            acc = offer(layer) if offer is not None else None
+            if acc is not None:  # the recorder's statistics, computed inside the threshold pass
+                out = threshold_pack_accumulate(x, direction, lo, hi, constant, acc)
+                return out, LayerEvent(layer, out, pre_activation=x, statistics=acc)
             if packed_out and want_codes:
                 out, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)
             elif packed_out:
@@ -334,7 +345,7 @@ class Engine:
         for step in self.steps:
             args = [values[src] for src in step.inputs]
             if step.layer.kind == "threshold":
-                out, event = step.run(args[0], recorder is not None)
+                out, event = step.run(args[0], recorder)
             else:
                 out, event = step.run(*args)
             if recorder is not None:

@@ -32,6 +32,7 @@ import pandas as pd
 
 from .engine import Engine
 from .graph import Model
+from .recording import Recorder
 from .reference import run_reference
 from .verification import first_true_position
 
@@ -121,7 +122,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
                 value = value.astype(np.int8)
             args.append(value)
         if layer.kind == "threshold":
-            out, event = step.run(args[0], True)
+            out, event = step.run(args[0], Recorder())  # a plain recorder: the codes are written out
             codes_ref = ref.outputs[layer.name]
             mismatch = event.codes != codes_ref
             shape = (1, -1) + (1,) * (codes_ref.ndim - 2)

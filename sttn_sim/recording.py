@@ -24,6 +24,9 @@ class LayerEvent:
       thresholds: the BN output y for ``ternary_act``; for a folded ``threshold`` its
       input x (pre-BN value or integer accumulator; y = gain·x + offset).
     * ``codes`` — the int8 ternary codes an activation quantizer produced, else None.
+    * ``statistics`` — the accumulator the executor's own kernel already added this batch
+      to (see :meth:`Recorder.threshold_accumulator`), else None; codes are then not
+      materialised.
     """
 
     layer: Layer
@@ -31,6 +34,7 @@ class LayerEvent:
     accumulator: np.ndarray | None = None
     pre_activation: np.ndarray | None = None
     codes: np.ndarray | None = None
+    statistics: object | None = None
 
 
 class Recorder:
@@ -41,3 +45,11 @@ class Recorder:
 
     def on_layer(self, event: LayerEvent) -> None:  # pragma: no cover - default no-op
         pass
+
+    def threshold_accumulator(self, layer: Layer):
+        """Optional fast path: a :class:`sttn_sim.kernels.quantizer_stats.QuantizerAccumulator`
+        for this activation quantizer, or None (the default).  The packed engine then runs
+        its threshold kernel with the statistics fused in
+        (:func:`~sttn_sim.kernels.quantizer_stats.threshold_pack_accumulate`), never writes
+        the codes out, and reports the layer with ``event.statistics`` set to it."""
+        return None

@@ -213,49 +213,29 @@ def test_float32_events_like_the_engine():
 
 @pytest.mark.parametrize("shape,kernel,stride,pad", [((3, 5, 5), 3, 1, 1), ((2, 6, 7), 3, 2, 1), ((2, 4, 4), 1, 2, 0),
                                                       ((1, 3, 3), 5, 1, 2), ((2, 8, 8), 3, 2, 0), ((1, 2, 2), 3, 1, 1)])
-def test_tap_sums_against_loops(shape, kernel, stride, pad):
-    from sttn_sim.stats._accumulate import tap_sums
+def test_mac_maps_against_loops(shape, kernel, stride, pad):
+    """MAC maps against counting every (output position, tap) pair of a convolution."""
+    from sttn_sim.stats.activations import mac_maps
 
     rng = np.random.default_rng(sum(shape) + kernel + stride + pad)
-    active = rng.integers(0, 5, shape).astype(np.int64)
     c, h, w = shape
+    nonzero = rng.random((4, c, kernel, kernel)) < 0.6
     out_h, out_w = (h + 2 * pad - kernel) // stride + 1, (w + 2 * pad - kernel) // stride + 1
-    expected = np.zeros((c, kernel, kernel), np.int64)
-    for ch in range(c):
-        for i in range(out_h):
-            for j in range(out_w):
-                for p in range(kernel):
-                    for q in range(kernel):
-                        r, s = stride * i + p - pad, stride * j + q - pad
-                        if 0 <= r < h and 0 <= s < w:
-                            expected[ch, p, q] += active[ch, r, s]
-    assert np.array_equal(tap_sums(active, kernel, kernel, stride, pad, out_h, out_w), expected)
-
-
-@pytest.mark.parametrize("dtype", [np.float64, np.float32, np.int64, np.int32])
-def test_numba_and_numpy_backends_count_the_same(dtype):
-    from sttn_sim.stats._accumulate import BinIndexer, accumulate_numba, accumulate_numpy
-
-    rng = np.random.default_rng(1)
-    x = (rng.standard_normal((3, 4, 50)) * 3).astype(dtype) if dtype in (np.float32, np.float64) else \
-        rng.integers(-40, 40, (3, 4, 50)).astype(dtype)
-    gain, offset = np.array([0.05, -0.1, 0.0, 0.025]), np.array([0.0, 0.5, 0.75, -0.5])
-    y = x.astype(np.float64) * gain[None, :, None] + offset[None, :, None]
-    x[0, 0, :3] = np.array([10, -10, 0]).astype(dtype)  # y = 0.5, -0.5, 0 on channel 0: exact ties
-    y = x.astype(np.float64) * gain[None, :, None] + offset[None, :, None]
-    codes = ((y >= 0.5).astype(np.int8) - (y < -0.5).astype(np.int8))
-    for edges in (DEFAULT_BINS_FOR_TEST, np.array([-3.0, -1.0, -0.5, 0.1, 0.5, 2.0])):  # uniform and not
-        bins = BinIndexer(edges)
-        a = accumulate_numpy(x, gain, offset, codes, bins, -0.5, 0.5, 1e-3, True)
-        b = accumulate_numba(x, gain, offset, codes, bins, -0.5, 0.5, 1e-3, True)
-        for field in ("hist", "counts", "active", "ch_min", "ch_max"):
-            assert np.array_equal(getattr(a, field), getattr(b, field)), field
-        assert (a.exact_ties, a.near_ties) == (b.exact_ties, b.near_ties) and a.exact_ties >= 2
-        assert np.allclose(a.ch_sum, b.ch_sum) and np.allclose(a.ch_sumsq, b.ch_sumsq)
-        assert np.array_equal(a.hist, np.bincount(np.searchsorted(edges, y.ravel(), "right"), minlength=edges.size + 1))
-
-
-DEFAULT_BINS_FOR_TEST = np.arange(-80, 81) / 20.0
+    weights = np.zeros((c, h, w), np.int64)
+    positions = np.zeros((h, w), np.int64)
+    for i in range(out_h):
+        for j in range(out_w):
+            for p in range(kernel):
+                for q in range(kernel):
+                    r, s = stride * i + p - pad, stride * j + q - pad
+                    if 0 <= r < h and 0 <= s < w:
+                        weights[:, r, s] += nonzero[:, :, p, q].sum(axis=0)
+                        positions[r, s] += 1
+    got_w, got_p, outs = mac_maps(nonzero, shape, stride, pad)
+    assert np.array_equal(got_w, weights.reshape(c, -1)) and np.array_equal(got_p, positions.reshape(-1))
+    assert outs == out_h * out_w
+    if pad == 0:  # without padding every tap of every output position lands on the map
+        assert got_w.sum() == outs * nonzero.sum() and got_p.sum() == outs * kernel * kernel
 
 
 def test_the_packed_engine_feeds_the_same_recorder():

@@ -30,17 +30,17 @@ Per activation quantizer (``ternary_act`` or a folded ``threshold``) it records:
 * for every **ternary layer that consumes the codes** (directly, or through a flatten):
   its dense MACs, the MACs whose activation is non-zero, whose weight is non-zero, and
   whose weight AND activation are both non-zero — the work a sparsity-aware engine must
-  do. Padding positions are zero activations. Counted exactly as integers:
-  ``Σ_{n,o,pos} Σ_{c,p,q} [t_{o,c,p,q} ≠ 0][x_{n,c,·} ≠ 0]`` is a convolution of
-  ``[x ≠ 0]`` with the per-input-position count ``M_{c,p,q} = Σ_o [t_{o,c,p,q} ≠ 0]``,
-  evaluated from the batch-summed activity map with one summed-area table.
+  do. Padding positions are zero activations. Counted exactly as integers through
+  static maps (:func:`mac_maps`): ``both = Σ_{n,c,s} [x_{n,c,s} ≠ 0]·K[c,s]`` where
+  ``K[c,s]`` is the number of non-zero weights meeting input position s over all output
+  positions — linear in the codes, so it adds over batches and merges.
 
-The work per batch is one pass over the quantizer's input and codes (a Numba kernel,
-:mod:`._accumulate`; ``backend="numpy"`` is the readable reference with identical
-counts). Costs measured here: about 3 ns per activation value in the kernel; with the
-packed engine at width 0.5 / 224×224 / batch 8, recording made a run about 1.7–2.5×
-slower (shared, noisy 2-core host) — far from a 10 % budget, which needs the statistics
-fused into the engine's own threshold pass (see the issue notes).
+The work per batch is one pass over the quantizer's input and codes
+(:mod:`sttn_sim.kernels.quantizer_stats`; ``backend="numpy"`` is the readable reference
+with identical counts). Inside the packed engine the pass is fused into the threshold
+kernel itself (the recorder hands its accumulators to the engine through
+:meth:`ActivationRecorder.threshold_accumulator`), so no codes are written out;
+``python -m sttn_sim.bench`` measures what recording costs.
 
 The static **BN-implied per-channel thresholds** on the residual stream come from
 :func:`activation_thresholds` (also merged into :meth:`ActivationRecorder.channel_table`).
@@ -60,7 +60,7 @@ from ..fold import batchnorm_affine, thresholds_from_affine
 from ..graph import ACTIVATION_QUANTIZER_KINDS, Layer, Model
 from ..recording import LayerEvent, Recorder
 from ..shapes import infer_shapes
-from ._accumulate import BACKENDS, BinIndexer, tap_sums
+from ..kernels.quantizer_stats import QuantizerAccumulator, accumulate, accumulate_reference
 
 #: 160 bins of width 1/20 on [-4, 4): every edge k/20 is exact enough that ±0.5 are edges.
 DEFAULT_BINS = np.arange(-80, 81) / 20.0
@@ -198,18 +198,65 @@ def activation_thresholds(model: Model) -> pd.DataFrame:
 
 @dataclass
 class _Consumer:
+    """A ternary layer reading a quantizer's codes, with its static MAC maps.
+
+    For input position s = (c, h, w) of the codes: ``weights[c, s]`` = the number of
+    non-zero weights that meet s over all output positions and channels, and
+    ``positions[s]`` = the number of (output position, tap) pairs that meet s.  Then, per
+    image, MACs with a non-zero activation = ``c_out · Σ_s [x_s ≠ 0]·positions[s]`` and
+    MACs with both non-zero = ``Σ_s [x_s ≠ 0]·weights[c, s]`` — exact integers, linear in
+    the codes, so they add over batches (DESIGN §3)."""
+
     name: str
-    kind: str  # "conv" or "linear"
-    flatten: bool
-    nz_map: np.ndarray  # int64 M[c, p, q] (conv) or M[f] (linear): non-zero weights over output channels
     c_out: int
-    weights_per_output: int  # C_in·kh·kw
-    stride: int = 1
-    padding: int = 0
-    nonzero_weights: int = 0
+    dense_per_image: int  # MACs of one image
+    nonzero_weight_per_image: int  # MACs with a non-zero weight, one image
+    weights: np.ndarray  # int32 [C, S]
+    positions: np.ndarray  # int32 [S]
 
 
-def _consumers(model: Model, quantizer: Layer) -> list[_Consumer]:
+def _valid_taps(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
+    """``R[p, i] = 1`` if input index i meets kernel tap p for some output index."""
+    out = (size + 2 * pad - kernel) // stride + 1
+    r = np.zeros((kernel, size), np.int64)
+    for p in range(kernel):
+        for o in range(out):
+            i = stride * o + p - pad
+            if 0 <= i < size:
+                r[p, i] = 1
+    return r
+
+
+def mac_maps(nonzero: np.ndarray, input_shape: tuple, stride: int = 1, padding: int = 0,
+             flatten: bool = False) -> tuple[np.ndarray, np.ndarray, int]:
+    """Static MAC maps of a ternary layer with non-zero weight mask ``nonzero``
+    (``[O, C, kh, kw]`` for a convolution, ``[O, F]`` for a linear layer) reading codes of
+    ``input_shape`` (``(C, H, W)`` or ``(F,)``; ``flatten``: a linear layer reading a
+    flattened ``(C, H, W)``).  Returns ``(weights [C, S], positions [S], output positions)``
+    as defined in :class:`_Consumer`.
+
+    Convolution: with ``M[c,p,q] = Σ_o nonzero[o,c,p,q]`` and ``R[p,h]`` = 1 if row h meets
+    tap row p for some output row (likewise ``Q[q,w]``),
+    ``weights[c,h,w] = Σ_{p,q} M[c,p,q]·R[p,h]·Q[q,w]`` and
+    ``positions[h,w] = (Σ_p R[p,h])·(Σ_q Q[q,w])``."""
+    m = nonzero.sum(axis=0).astype(np.int64)
+    if nonzero.ndim == 4:
+        c, h, w = input_shape
+        kh, kw = nonzero.shape[2:]
+        rows, cols = _valid_taps(h, kh, stride, padding), _valid_taps(w, kw, stride, padding)
+        weights = np.einsum("cpq,ph,qw->chw", m, rows, cols).reshape(c, h * w)
+        positions = np.outer(rows.sum(axis=0), cols.sum(axis=0)).reshape(h * w)
+        out_positions = ((h + 2 * padding - kh) // stride + 1) * ((w + 2 * padding - kw) // stride + 1)
+    else:
+        c = input_shape[0]
+        s = int(np.prod(input_shape[1:])) if flatten else 1
+        weights = m.reshape(c, s)
+        positions = np.ones(s, np.int64)
+        out_positions = 1
+    return weights.astype(np.int32), positions.astype(np.int32), out_positions
+
+
+def _consumers(model: Model, quantizer: Layer, shape: tuple) -> list[_Consumer]:
     from .weights import layer_ternary_weights
 
     found = []
@@ -223,42 +270,11 @@ def _consumers(model: Model, quantizer: Layer) -> list[_Consumer]:
         if not layer.is_ternary:
             continue
         nz = layer_ternary_weights(layer).codes != 0
-        conv = layer.kind.endswith("conv")
-        found.append(_Consumer(
-            name=layer.name, kind="conv" if conv else "linear", flatten=flatten,
-            nz_map=nz.sum(axis=0).astype(np.int64), c_out=int(nz.shape[0]),
-            weights_per_output=int(np.prod(nz.shape[1:])), stride=int(layer.attrs.get("stride", 1)),
-            padding=int(layer.attrs.get("padding", 0)), nonzero_weights=int(nz.sum())))
+        weights, positions, out_positions = mac_maps(nz, shape, int(layer.attrs.get("stride", 1)),
+                                                     int(layer.attrs.get("padding", 0)), flatten)
+        found.append(_Consumer(layer.name, int(nz.shape[0]), out_positions * int(nz.size),
+                               out_positions * int(nz.sum()), weights, positions))
     return found
-
-
-def _consumer_macs(cons: _Consumer, active_map: np.ndarray, n: int) -> np.ndarray:
-    """[dense, nonzero activation, nonzero weight, both nonzero] MACs of one batch (int64).
-
-    ``active_map`` is ``Σ_n [x_n ≠ 0]`` (the batch-summed activity, shape C×H×W or F).
-    For a convolution, the activations one tap (c, p, q) meets over all output positions
-    are a strided slice of the zero-padded map, so
-    ``both = Σ_{c,p,q} M[c,p,q] · Σ_{i,j} A_pad[c, p + s·i, q + s·j]`` — exact integers;
-    :func:`._accumulate.tap_sums` gets every tap's sum from one summed-area table instead
-    of running a convolution.
-    """
-    if cons.kind == "conv" and not cons.flatten:
-        kh, kw = cons.nz_map.shape[1:]
-        s, pad = cons.stride, cons.padding
-        out_h = (active_map.shape[1] + 2 * pad - kh) // s + 1
-        out_w = (active_map.shape[2] + 2 * pad - kw) // s + 1
-        taps = tap_sums(np.ascontiguousarray(active_map, np.int64), kh, kw, s, pad, out_h, out_w)
-        positions = out_h * out_w
-        nz_act = int(taps.sum()) * cons.c_out
-        both = int(np.sum(taps * cons.nz_map))
-    else:
-        flat = active_map.reshape(-1)
-        positions = 1
-        nz_act = int(flat.sum()) * cons.c_out
-        both = int(np.sum(flat * cons.nz_map.reshape(-1)))
-    dense = n * positions * cons.c_out * cons.weights_per_output
-    nz_w = n * positions * cons.nonzero_weights
-    return np.array([dense, nz_act, nz_w, both], np.int64)
 
 
 # --------------------------------------------------------------------------------------
@@ -267,43 +283,59 @@ def _consumer_macs(cons: _Consumer, active_map: np.ndarray, n: int) -> np.ndarra
 
 @dataclass
 class _LayerStats:
+    """One quantizer's running statistics (the kernels' accumulator) and what they mean."""
+
     name: str
     kind: str
-    channels: int
     domain: str  # "y" (the activation's own axis) or "x" (a threshold without gain/offset)
-    act_lo: float
-    act_hi: float
-    hist: np.ndarray
-    underflow: int = 0
-    overflow: int = 0
-    codes: np.ndarray = None  # int64 [C, 3]: counts of -1, 0, +1
-    exact_ties: int = 0
-    near_ties: int = 0
-    n_images: int = 0
-    y_sum: float = 0.0
-    y_sumsq: float = 0.0
-    y_min: float = np.inf
-    y_max: float = -np.inf
-    ch_min: np.ndarray = None  # per-channel min / max of y
-    ch_max: np.ndarray = None
-    constant: np.ndarray = None  # per channel: True where direction == 0
-    thresholds: dict = None  # the static quantizer description (quantizer_affine)
-    macs: dict = field(default_factory=dict)  # consumer -> int64[4]
+    acc: QuantizerAccumulator
+    constant: np.ndarray  # per channel: True where direction == 0
+    thresholds: dict  # the static quantizer description (quantizer_affine)
+    consumers: list = field(default_factory=list)  # [_Consumer]
+
+    @property
+    def channels(self) -> int:
+        return self.acc.channels
+
+    # the accumulator's totals under the names the tables use
+    hist = property(lambda self: self.acc.hist[1:-1])
+    underflow = property(lambda self: int(self.acc.hist[0]))
+    overflow = property(lambda self: int(self.acc.hist[-1]))
+    codes = property(lambda self: self.acc.counts)
+    exact_ties = property(lambda self: int(self.acc.tie_counts[0]))
+    near_ties = property(lambda self: int(self.acc.tie_counts[1]))
+    n_images = property(lambda self: self.acc.n_images)
+    act_lo = property(lambda self: self.acc.act_lo)
+    act_hi = property(lambda self: self.acc.act_hi)
+    ch_min = property(lambda self: self.acc.ch_min)
+    ch_max = property(lambda self: self.acc.ch_max)
+    y_sum = property(lambda self: float(self.acc.ch_sum.sum()))
+    y_sumsq = property(lambda self: float(self.acc.ch_sumsq.sum()))
+    y_min = property(lambda self: float(self.acc.ch_min.min()))
+    y_max = property(lambda self: float(self.acc.ch_max.max()))
+
+    @property
+    def macs(self) -> dict[str, np.ndarray]:
+        """Per consumer: int64 [dense, non-zero activation, non-zero weight, both non-zero]."""
+        n = self.acc.n_images
+        return {k.name: np.array([n * k.dense_per_image, k.c_out * int(self.acc.macs[j, 1]),
+                                  n * k.nonzero_weight_per_image, int(self.acc.macs[j, 0])], np.int64)
+                for j, k in enumerate(self.consumers)}
+
+    def copied(self) -> "_LayerStats":
+        return _LayerStats(self.name, self.kind, self.domain, self.acc + self.acc.empty_like(), self.constant,
+                           self.thresholds, self.consumers)
 
     def merged(self, other: "_LayerStats") -> "_LayerStats":
-        if (self.channels, self.kind, self.domain) != (other.channels, other.kind, other.domain):
+        if (self.channels, self.kind, self.domain) != (other.channels, other.kind, other.domain) or \
+                [c.name for c in self.consumers] != [c.name for c in other.consumers]:
             raise SttnError(f"cannot merge activation statistics of layer {self.name!r}: {self.kind}/{self.channels} "
                             f"channels/domain {self.domain} against {other.kind}/{other.channels}/{other.domain}")
-        macs = {k: v.copy() for k, v in self.macs.items()}
-        for k, v in other.macs.items():
-            macs[k] = macs[k] + v if k in macs else v.copy()
-        return _LayerStats(
-            self.name, self.kind, self.channels, self.domain, self.act_lo, self.act_hi, self.hist + other.hist,
-            self.underflow + other.underflow, self.overflow + other.overflow, self.codes + other.codes,
-            self.exact_ties + other.exact_ties, self.near_ties + other.near_ties, self.n_images + other.n_images,
-            self.y_sum + other.y_sum, self.y_sumsq + other.y_sumsq, min(self.y_min, other.y_min),
-            max(self.y_max, other.y_max), np.fmin(self.ch_min, other.ch_min), np.fmax(self.ch_max, other.ch_max),
-            self.constant, self.thresholds, macs)
+        try:
+            acc = self.acc + other.acc
+        except (ValueError, OverflowError) as e:
+            raise SttnError(f"cannot merge activation statistics of layer {self.name!r}: {e}") from None
+        return _LayerStats(self.name, self.kind, self.domain, acc, self.constant, self.thresholds, self.consumers)
 
 
 class ActivationRecorder(Recorder):
@@ -315,8 +347,9 @@ class ActivationRecorder(Recorder):
             array of edges. Recorders merge only with identical edges.
         tie_eps: the near-tie window around the activation thresholds, in y units.
         macs: also count the non-zero MACs of the ternary layers consuming the codes.
-        backend: ``"numba"`` (one fused parallel pass per layer, the default) or
-            ``"numpy"`` (the readable reference); their counts are identical.
+        backend: ``"numba"`` (the default: one parallel pass per layer, and inside the
+            packed engine's threshold kernel) or ``"numpy"`` (the readable reference);
+            their counts are identical.
 
     Use ``rec + other`` to merge; :meth:`layer_table`, :meth:`channel_table`,
     :meth:`histogram_table` and :meth:`histogram` read the results.
@@ -324,9 +357,8 @@ class ActivationRecorder(Recorder):
 
     def __init__(self, bins=None, *, tie_eps: float = DEFAULT_TIE_EPS, macs: bool = True, backend: str = "numba"):
         self.edges = _check_edges(bins)
-        self._bins = BinIndexer(self.edges)
-        if backend not in BACKENDS:
-            raise SttnError(f"backend={backend!r}: expected one of {', '.join(BACKENDS)}")
+        if backend not in ("numba", "numpy"):
+            raise SttnError(f"backend={backend!r}: expected 'numba' or 'numpy'")
         self.backend = backend
         if not (np.isfinite(tie_eps) and tie_eps >= 0):
             raise SttnError(f"tie_eps={tie_eps}: expected a finite number >= 0")
@@ -337,8 +369,6 @@ class ActivationRecorder(Recorder):
         self._stats: dict[str, _LayerStats] = {}
         self._order: list[str] = []
         self._model_key = None
-        self._static: dict[str, dict] = {}
-        self._consumer_info: dict[str, list[_Consumer]] = {}
 
     # -- the hook --------------------------------------------------------------------
     def on_batch_start(self, model, batch_size: int) -> None:
@@ -348,32 +378,65 @@ class ActivationRecorder(Recorder):
             self._prepare(model)
 
     def _prepare(self, model: Model) -> None:
+        """Create (or check) the statistics of every activation quantizer of ``model``."""
         self._model_key = model
         shapes = infer_shapes(model)
-        self._static, self._consumer_info = {}, {}
-        for i, layer in enumerate(model.activation_quantizers()):
+        for layer in model.activation_quantizers():
+            src = layer.inputs[0]
+            shape = tuple(model.input_shape if src == "input" else shapes[src])
             info = quantizer_affine(model, layer, shapes)
-            self._static[layer.name] = {"info": info}
-            if self.count_macs:
-                self._consumer_info[layer.name] = _consumers(model, layer)
-        for name in self._static:
-            if name not in self._order:
-                self._order.append(name)
+            c = int(np.asarray(info["direction"]).size)
+            # y is the activation's own axis, except for a folded threshold without the
+            # affine to recover it: then its input x itself is histogrammed
+            domain = "x" if layer.kind == "threshold" and (info["gain"] is None or info["offset"] is None) else "y"
+            if layer.kind == "threshold" and domain == "y":
+                gain, offset = info["gain"], info["offset"]
+            else:
+                gain, offset = np.ones(c), np.zeros(c)
+            consumers = _consumers(model, layer, shape) if self.count_macs else []
+            acc = QuantizerAccumulator(
+                gain, offset, self.edges, int(np.prod(shape[1:])), info["act_lo"], info["act_hi"], self.tie_eps,
+                domain == "y", np.stack([k.weights for k in consumers]) if consumers else None,
+                np.stack([k.positions for k in consumers]) if consumers else None)
+            fresh = _LayerStats(layer.name, layer.kind, domain, acc, np.asarray(info["direction"]) == 0, info,
+                                consumers)
+            old = self._stats.get(layer.name)
+            if old is None:
+                self._stats[layer.name] = fresh
+                self._order.append(layer.name)
+            else:  # a second model with this layer: its statistics must be compatible
+                self._stats[layer.name] = old.merged(fresh)
+
+    def _layer_stats(self, layer: Layer) -> _LayerStats:
+        stats = self._stats.get(layer.name)
+        if stats is None or self._model_key is None:
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r} was not announced by on_batch_start(model, ...); "
+                            f"executors must call on_batch_start before on_layer")
+        return stats
+
+    def threshold_accumulator(self, layer: Layer) -> QuantizerAccumulator | None:
+        """The engine's fused threshold kernel adds its batches here directly (see
+        :meth:`sttn_sim.recording.Recorder.threshold_accumulator`)."""
+        if self.backend != "numba" or layer.kind not in ACTIVATION_QUANTIZER_KINDS:
+            return None
+        acc = self._layer_stats(layer).acc
+        return acc if acc.fusable() else None
 
     def on_layer(self, event: LayerEvent) -> None:
         layer = event.layer
         if layer.kind not in ACTIVATION_QUANTIZER_KINDS:
             return
-        if layer.name not in self._static:
-            raise SttnError(f"ActivationRecorder: layer {layer.name!r} was not announced by on_batch_start(model, ...); "
-                            f"executors must call on_batch_start before on_layer")
-        info = self._static[layer.name]["info"]
+        stats = self._layer_stats(layer)
+        if event.statistics is not None:
+            if event.statistics is not stats.acc:
+                raise SttnError(f"ActivationRecorder: layer {layer.name!r}: the executor filled statistics this "
+                                f"recorder did not hand out")
+            return  # the executor's kernel already added the batch
         codes = event.codes if event.codes is not None else event.output
         codes = np.asarray(codes)
         if codes.ndim < 2:
             raise SttnError(f"ActivationRecorder: layer {layer.name!r} produced codes of shape {codes.shape}; "
                             f"expected (N, C, ...)")
-        c = codes.shape[1]
         x = event.pre_activation
         if x is None:
             raise SttnError(f"ActivationRecorder: the executor gave no pre_activation for layer {layer.name!r}")
@@ -381,48 +444,13 @@ class ActivationRecorder(Recorder):
         if x.shape != codes.shape:
             raise SttnError(f"ActivationRecorder: layer {layer.name!r}: pre_activation shape {x.shape} differs from "
                             f"the codes' {codes.shape}")
-        domain = "y"
-        if layer.kind == "threshold" and (info["gain"] is None or info["offset"] is None):
-            domain = "x"  # no affine to recover y: histogram the threshold's input itself
-        if layer.kind == "threshold" and domain == "y":
-            gain, offset = info["gain"], info["offset"]
-        else:
-            gain, offset = np.ones(c), np.zeros(c)
-        stats = self._stats.get(layer.name)
-        if stats is None:
-            stats = _LayerStats(layer.name, layer.kind, c, domain, info["act_lo"], info["act_hi"],
-                                np.zeros(self.edges.size - 1, np.int64), codes=np.zeros((c, 3), np.int64),
-                                ch_min=np.full(c, np.inf), ch_max=np.full(c, -np.inf),
-                                constant=np.asarray(info["direction"]) == 0,
-                                thresholds=info)
-            self._stats[layer.name] = stats
-        elif stats.channels != c:
-            raise SttnError(f"ActivationRecorder: layer {layer.name!r} had {stats.channels} channels, now {c}")
-        n = codes.shape[0]
-        x3 = np.ascontiguousarray(x.reshape(n, c, -1))
-        if x3.dtype.kind not in "fiu":
-            raise SttnError(f"ActivationRecorder: layer {layer.name!r}: pre_activation dtype {x3.dtype} is not numeric")
-        codes3 = np.ascontiguousarray(codes.reshape(n, c, -1), np.int8)
-        b = BACKENDS[self.backend](x3, gain, offset, codes3, self._bins, info["act_lo"], info["act_hi"],
-                                   self.tie_eps, domain == "y")
-        stats.underflow += int(b.hist[0])
-        stats.overflow += int(b.hist[-1])
-        stats.hist += b.hist[1:-1]
-        stats.codes += b.counts
-        stats.exact_ties += b.exact_ties
-        stats.near_ties += b.near_ties
-        stats.n_images += n
-        stats.y_sum += float(b.ch_sum.sum())
-        stats.y_sumsq += float(b.ch_sumsq.sum())
-        stats.y_min = min(stats.y_min, float(b.ch_min.min()))
-        stats.y_max = max(stats.y_max, float(b.ch_max.max()))
-        stats.ch_min = np.fmin(stats.ch_min, b.ch_min)
-        stats.ch_max = np.fmax(stats.ch_max, b.ch_max)
-        if self._consumer_info.get(layer.name):
-            active_map = b.active.reshape(codes.shape[1:])
-            for cons in self._consumer_info[layer.name]:
-                counts = _consumer_macs(cons, active_map, n)
-                stats.macs[cons.name] = stats.macs[cons.name] + counts if cons.name in stats.macs else counts
+        if x.dtype.kind not in "fiu":
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r}: pre_activation dtype {x.dtype} is not numeric")
+        add = accumulate if self.backend == "numba" else accumulate_reference
+        try:
+            add(stats.acc, x, codes)
+        except (ValueError, OverflowError) as e:
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r}: {e}") from None
 
     # -- merging ---------------------------------------------------------------------
     def __add__(self, other: "ActivationRecorder") -> "ActivationRecorder":
@@ -432,30 +460,27 @@ class ActivationRecorder(Recorder):
             raise SttnError("cannot merge ActivationRecorders with different histogram bins")
         if self.tie_eps != other.tie_eps:
             raise SttnError(f"cannot merge ActivationRecorders with different tie_eps ({self.tie_eps} vs {other.tie_eps})")
-        out = ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs and other.count_macs,
-                                 backend=self.backend)
+        if self.count_macs != other.count_macs:
+            raise SttnError("cannot merge an ActivationRecorder counting MACs with one that does not")
+        out = ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs, backend=self.backend)
         out.batches = self.batches + other.batches
         out.samples = self.samples + other.samples
         out._order = list(self._order) + [n for n in other._order if n not in self._order]
         for name in out._order:
             a, b = self._stats.get(name), other._stats.get(name)
-            if a is not None and b is not None:
-                out._stats[name] = a.merged(b)
-            elif a is not None or b is not None:
-                only = a if a is not None else b
-                out._stats[name] = only.merged(_empty_like(only))
+            out._stats[name] = a.merged(b) if a is not None and b is not None else (a if a is not None else b).copied()
         return out
 
     def __radd__(self, other):
         if isinstance(other, (int, float)) and other == 0:  # sum([...])
-            return self + ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs)
+            return self
         return NotImplemented
 
     # -- results ---------------------------------------------------------------------
     @property
     def layers(self) -> list[str]:
         """The recorded activation quantizers, in model order."""
-        return [n for n in self._order if n in self._stats]
+        return [n for n in self._order if n in self._stats and self._stats[n].n_images > 0]
 
     def _get(self, layer: str) -> _LayerStats:
         if layer not in self._stats:
@@ -572,12 +597,6 @@ class ActivationRecorder(Recorder):
     def __repr__(self) -> str:
         return (f"ActivationRecorder({len(self.layers)} layers, {self.batches} batches, {self.samples} samples, "
                 f"{self.edges.size - 1} bins)")
-
-
-def _empty_like(s: _LayerStats) -> _LayerStats:
-    return _LayerStats(s.name, s.kind, s.channels, s.domain, s.act_lo, s.act_hi, np.zeros_like(s.hist),
-                       codes=np.zeros_like(s.codes), ch_min=np.full(s.channels, np.inf),
-                       ch_max=np.full(s.channels, -np.inf), constant=s.constant, thresholds=s.thresholds)
 
 
 # --------------------------------------------------------------------------------------
