@@ -157,7 +157,11 @@ def benchmark_end_to_end(repeats: int = 20, batches=(1, 8), progress=None) -> pd
 
 
 def benchmark_recording(repeats: int = 10) -> pd.DataFrame:
-    """Engine run time with an activation recorder against without (reduced width, 224)."""
+    """Engine run time with an activation recorder against without (full-width ResNet-18,
+    224x224, batch 8), interleaved run by run.
+
+    The recorder is made once and warmed up, as in use (it accumulates every batch); the
+    one-off cost of preparing it for a model (MAC maps, accumulators) is reported apart."""
     from .engine import Engine
     from .fold import fold
     from .synthetic import synthetic_input, synthetic_model
@@ -171,10 +175,23 @@ def benchmark_recording(repeats: int = 10) -> pd.DataFrame:
     folded = fold(model)
     engine = Engine(folded)
     x = synthetic_input(model, 8, seed=1)
-    plain = median_time(lambda: engine.run(x), repeats)
-    recorded = median_time(lambda: engine.run(x, recorder=ActivationRecorder()), repeats)
+    recorder = ActivationRecorder()
+    start = time.perf_counter()
+    recorder.on_batch_start(folded, 0)  # prepares the statistics of every quantizer
+    setup = time.perf_counter() - start
+    engine.run(x)
+    engine.run(x, recorder=recorder)
+    plain, recorded = [], []
+    for _ in range(repeats):  # interleaved, so that drifts of the host hit both alike
+        start = time.perf_counter()
+        engine.run(x)
+        plain.append(time.perf_counter() - start)
+        start = time.perf_counter()
+        engine.run(x, recorder=recorder)
+        recorded.append(time.perf_counter() - start)
+    plain, recorded = float(np.median(plain)), float(np.median(recorded))
     return pd.DataFrame([{"batch": 8, "engine_ms": 1000 * plain, "engine_with_recorder_ms": 1000 * recorded,
-                          "recording_overhead": recorded / plain}])
+                          "recording_overhead": recorded / plain, "recorder_setup_ms": 1000 * setup}])
 
 
 def main(argv=None) -> int:

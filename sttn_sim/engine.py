@@ -133,7 +133,7 @@ class Engine:
 
     def _threshold_step(self, layer: Layer) -> Step:
         from .kernels.fused import float32_thresholds, int32_thresholds, threshold_codes, threshold_pack
-        from .kernels.quantizer_stats import threshold_pack_accumulate
+        from .kernels.quantizer_stats import FusedThresholdStatistics
 
         p = layer.params
         integer = bool(layer.attrs.get("integer"))
@@ -145,6 +145,8 @@ class Engine:
         packed_out = bool(consumers) and all(c.kind == "ternary_conv" for c in consumers) and \
             len(self.shapes[layer.name]) == 3
 
+        prepared = {}  # the fused statistics kernel of the last recorder's accumulator
+
         def run(x, recorder):
             x = np.ascontiguousarray(x, np.int32 if integer else np.float32)
             want_codes = recorder is not None
@@ -152,7 +154,9 @@ class Engine:
             offer = getattr(recorder, "threshold_accumulator", None) if want_codes and packed_out else None
             acc = offer(layer) if offer is not None else None
             if acc is not None:  # the recorder's statistics, computed inside the threshold pass
-                out = threshold_pack_accumulate(x, direction, lo, hi, constant, acc)
+                if prepared.get("acc") is not acc:
+                    prepared.update(acc=acc, run=FusedThresholdStatistics(acc, integer, direction, lo, hi, constant))
+                out = prepared["run"](x)
                 return out, LayerEvent(layer, out, pre_activation=x, statistics=acc)
             if packed_out and want_codes:
                 out, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)

@@ -73,6 +73,41 @@ def popcount64(typingctx, x):
 
 
 @intrinsic
+def order_key32(typingctx, x):
+    """An int32 that orders like ``x`` (float32 or int32): for a float32, its bits with the
+    magnitude bits of negatives flipped (``b ^ ((b >> 31) & 0x7fffffff)``, -0.0 just below
+    +0.0); an int32 is its own key.  Integer min/max vectorise where float ones do not."""
+    if x == types.float32:
+        def codegen(context, builder, signature, args):
+            b = builder.bitcast(args[0], _I32)
+            flip = builder.and_(builder.ashr(b, _I32(31)), _I32(0x7FFFFFFF))
+            return builder.xor(b, flip)
+    elif x == types.int32:
+        def codegen(context, builder, signature, args):
+            return args[0]
+    else:
+        return None
+    return types.int32(x), codegen
+
+
+@intrinsic
+def key32_value(typingctx, key, like):
+    """The inverse of :func:`order_key32`: the float32 or int32 (the type of ``like``)
+    whose key is ``key``."""
+    if like == types.float32:
+        def codegen(context, builder, signature, args):
+            b = args[0]
+            flip = builder.and_(builder.ashr(b, _I32(31)), _I32(0x7FFFFFFF))
+            return builder.bitcast(builder.xor(b, flip), ir.FloatType())
+    elif like == types.int32:
+        def codegen(context, builder, signature, args):
+            return args[0]
+    else:
+        return None
+    return like(types.int32, like), codegen
+
+
+@intrinsic
 def bits64(typingctx, codes, offset):
     """``(m, s, bad)`` words of ``codes.ravel()[offset:offset + 64]`` (int8, C-contiguous).
 

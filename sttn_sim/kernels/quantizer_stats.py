@@ -37,11 +37,13 @@ segment of at most a few hundred values, then float64).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import numba
 import numpy as np
 
+from ._llvm import key32_value, order_key32
 from .packing import PackedTernary, words_for
 
 #: in :func:`accumulate`, a slot position whose fraction is within this of an integer
@@ -153,7 +155,7 @@ def _check_image_budget(have: int, more: int) -> None:
 
 
 def _check_batch(acc: QuantizerAccumulator, x: np.ndarray, what: str) -> None:
-    if x.ndim < 2 or x.shape[1] != acc.channels or int(np.prod(x.shape[2:])) != acc.positions:
+    if x.ndim < 2 or x.shape[1] != acc.channels or math.prod(x.shape[2:]) != acc.positions:
         raise ValueError(f"{what} of shape {x.shape} does not match statistics of {acc.channels} channels x "
                          f"{acc.positions} positions")
     _check_image_budget(acc.n_images, x.shape[0])
@@ -344,39 +346,44 @@ SEGMENT_VALUES = 256
 
 
 @numba.njit(inline="always", fastmath=_FASTMATH)
-def _segment_pack_stats(xs, xk, key_mask, d, hc, lc, scale, shift, err, top, kb, va, m, sg, bit, slot):
-    """One segment of one channel: threshold into bits ``bit`` of the plane words m / sg,
+def _segment_pack_stats(xs, d, hc, lc, scale, shift, err, top, kb, va, m, sg, bit_mask, slot):
+    """One segment of one channel: threshold into bit ``bit_mask`` of the 32-bit plane
+    words m / sg,
     count codes and MAC weights, and find each value's histogram slot (float32, see
     :func:`threshold_pack_accumulate`).  Returns ``(Σ|k|, #(-1), Σ|k|·K, Σ|k|·V,
     min key, max key, Σx, Σx², #near an edge)``; the values near an edge are re-binned by
     :func:`_rebin_near_edges`."""
-    nonzero = 0
-    negative = 0
-    both = 0
-    act = 0
-    kmin = np.int32(2**31 - 1)
-    kmax = np.int32(-(2**31))
+    # Everything is 32 bits wide so that the loop runs 16 lanes per zmm register: numba
+    # widens int32 arithmetic to int64 unless the result is cast back (LLVM then narrows
+    # it), and the plane words are built as 32-bit halves (``m``/``sg`` hold the half
+    # of bit ``bit``; ``bit_mask = 1 << bit``).  The segment is short enough that the
+    # 32-bit sums cannot overflow (checked by the caller).
+    i32 = np.int32
+    nonzero = i32(0)
+    negative = i32(0)
+    both = i32(0)
+    act = i32(0)
+    kmin = i32(2**31 - 1)
+    kmax = i32(-(2**31))
     sm = np.float32(0.0)
     sq = np.float32(0.0)
-    n_special = 0
+    n_special = i32(0)
     one = np.float32(1.0)
     low = np.float32(0.0)
+    none = np.uint32(0)
     for p in range(xs.shape[0]):  # branch-free: one vector loop
         xv = xs[p]
         z = xv * d
         plus = z >= hc
         minus = z < lc
         nz = plus | minus
-        m[p] |= np.uint64(nz) << bit
-        sg[p] |= np.uint64(minus) << bit
-        nonzero += np.int32(nz)
-        negative += np.int32(minus)
-        both += np.int64(nz) * kb[p]
-        act += np.int32(nz) * va[p]
-        # float32 order as int32: flip the magnitude bits of negatives (min/max of floats
-        # do not vectorise here; of ints they do)
-        b = xk[p]
-        key = b ^ ((b >> 31) & key_mask)
+        m[p] = m[p] | (bit_mask if nz else none)
+        sg[p] = sg[p] | (bit_mask if minus else none)
+        nonzero = i32(nonzero + i32(nz))
+        negative = i32(negative + i32(minus))
+        both = i32(both + i32(nz) * kb[p])
+        act = i32(act + i32(nz) * va[p])
+        key = order_key32(xv)  # min/max of floats do not vectorise here; of ints they do
         kmin = min(kmin, key)
         kmax = max(kmax, key)
         xf = np.float32(xv)
@@ -385,7 +392,7 @@ def _segment_pack_stats(xs, xk, key_mask, d, hc, lc, scale, shift, err, top, kb,
         t = xf * scale + shift  # the slot position: floor(t) (shift includes the +1)
         f = np.floor(t)
         r = t - f
-        n_special += np.int32((r < err) | (r > one - err))
+        n_special = i32(n_special + i32((r < err) | (r > one - err)))
         slot[p] = np.uint8(min(max(f, low), top))
     return nonzero, negative, both, act, kmin, kmax, sm, sq, n_special
 
@@ -438,12 +445,11 @@ def _rebin_near_edges(xs, slot, scale, shift, err, g, o, edges, ties, lo, hi, ep
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
-def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes, rows_per_item, width, tasks,
+def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_item, width, tasks,
                                       gain, offset, scale, shift, err, edges, ties, lo, hi, eps,
                                       mac_weights, mac_positions, n_cons,
                                       hist, counts, ch_min, ch_max, ch_sum, ch_sumsq, tie_counts, macs):
-    # x, xk: [N, C, S] (xk = x's bits as int32 for float32 x, x itself for int32 x);
-    # planes: [2, N, S, words].  Work items are (image, block of rows); each task takes
+    # x: [N, C, S] (float32 or int32); planes: [2, N, S, words].  Work items are (image, block of rows); each task takes
     # a contiguous run of items and keeps its own partial sums, added up at the end.
     n_img, c_count, n_pos = x.shape
     n_words = planes.shape[3]
@@ -460,8 +466,8 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
     macs_p = np.zeros((tasks, mac_weights.shape[0], 2), np.int64)
     for t in numba.prange(tasks):
         seg = rows_per_item * width
-        m = np.empty(seg, np.uint64)
-        sg = np.empty(seg, np.uint64)
+        m = np.empty((2, seg), np.uint32)  # the low and high 32 bits of the plane words
+        sg = np.empty((2, seg), np.uint32)
         slot = np.empty(seg, np.uint8)
         sub = np.zeros((4, slots), np.int64)
         # task-local totals (neighbouring tasks' partials share cache lines)
@@ -476,13 +482,15 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
             s1 = min(n_pos, s0 + seg)
             length = s1 - s0
             for k in range(n_words):
-                m[:length] = 0
-                sg[:length] = 0
+                m[:, :length] = 0
+                sg[:, :length] = 0
                 for c in range(k * 64, min(c_count, (k + 1) * 64)):
                     xs = x[n, c, s0:s1]
-                    r = _segment_pack_stats(xs, xk[n, c, s0:s1], key_mask, d_eff[c], hi_t[c], lo_t[c], scale[c],
+                    half = (c - k * 64) >> 5
+                    r = _segment_pack_stats(xs, d_eff[c], hi_t[c], lo_t[c], scale[c],
                                             shift[c], err[c], top, mac_weights[0, c, s0:s1],
-                                            mac_positions[0, s0:s1], m, sg, np.uint64(c - k * 64), slot)
+                                            mac_positions[0, s0:s1], m[half], sg[half],
+                                            np.uint32(1 << ((c - k * 64) & 31)), slot)
                     count_p[t, c, 0] += r[0]
                     count_p[t, c, 1] += r[1]
                     mac_local[0, 0] += r[2]
@@ -502,8 +510,8 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
                             mac_local[j, 0] += nz * mac_weights[j, c, s0 + p]
                             mac_local[j, 1] += nz * mac_positions[j, s0 + p]
                 for p in range(length):
-                    planes[0, n, s0 + p, k] = m[p]
-                    planes[1, n, s0 + p, k] = sg[p]
+                    planes[0, n, s0 + p, k] = np.uint64(m[0, p]) | (np.uint64(m[1, p]) << np.uint64(32))
+                    planes[1, n, s0 + p, k] = np.uint64(sg[0, p]) | (np.uint64(sg[1, p]) << np.uint64(32))
         _add_sub_histograms(sub, hist_p[t])
         ties_p[t, 0] = tie_local[0]
         ties_p[t, 1] = tie_local[1]
@@ -518,8 +526,6 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
             macs[j, 0] += macs_p[t, j, 0]
             macs[j, 1] += macs_p[t, j, 1]
     values = n_img * n_pos
-    bits = np.empty(1, np.int32)
-    as_float = bits.view(np.float32)
     for c in range(c_count):
         nonzero = 0
         negative = 0
@@ -539,8 +545,8 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
         counts[c, 2] += nonzero - negative
         # y = g·x + o rounds monotonically in x, so y's extremes are those of x mapped
         # (exactly the reference's values); the sums expand Σ(g·x + o) and Σ(g·x + o)²
-        x_lo = _key_value(kmin, key_mask, bits, as_float)
-        x_hi = _key_value(kmax, key_mask, bits, as_float)
+        x_lo = np.float64(key32_value(kmin, x[0, 0, 0]))
+        x_hi = np.float64(key32_value(kmax, x[0, 0, 0]))
         g = gain[c]
         o = offset[c]
         y_a = np.float64(x_lo) * g + o
@@ -549,17 +555,6 @@ def _threshold_pack_accumulate_kernel(x, xk, key_mask, d_eff, lo_t, hi_t, planes
         ch_max[c] = max(ch_max[c], max(y_a, y_b))
         ch_sum[c] += g * sx + values * o
         ch_sumsq[c] += g * g * sxx + 2.0 * g * o * sx + values * o * o
-
-
-@numba.njit(inline="always")
-def _key_value(key, key_mask, bits, as_float):
-    """Undo the order key of :func:`_segment_pack_stats`: the float32 (through the
-    one-element int32 array ``bits`` and its float32 view ``as_float``) or int32 value."""
-    b = key ^ ((key >> 31) & key_mask)
-    if key_mask == 0:
-        return np.float64(b)
-    bits[0] = b
-    return np.float64(as_float[0])
 
 
 def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, constant):
@@ -600,6 +595,46 @@ def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, cons
     return (direction.astype(dtype), lo_eff.astype(dtype), hi_eff.astype(dtype), scale, shift, err)
 
 
+class FusedThresholdStatistics:
+    """:func:`threshold_pack_accumulate` for one threshold layer and one accumulator, with
+    the per-channel constants prepared once (the engine keeps one per recorder)."""
+
+    def __init__(self, acc: QuantizerAccumulator, integer: bool, direction, lo, hi, constant):
+        if not acc.fusable():
+            raise ValueError("threshold_pack_accumulate: these statistics need non-uniform edges, more than 253 bins "
+                             "or ties off the edges; use threshold_pack(..., with_codes=True) and accumulate()")
+        constants = _fused_constants(acc, np.int32 if integer else np.float32, direction, lo, hi, constant)
+        if constants is None:
+            raise ValueError("threshold_pack_accumulate: the float32 bin positions are too coarse for these edges")
+        self.acc = acc
+        self.integer = integer
+        self.constants = constants
+        c, s = acc.channels, acc.positions
+        if acc.mac_weights.shape[0]:
+            self.maps = acc.mac_weights, acc.mac_positions
+        else:  # the kernel reads consumer 0's maps: give it zeros
+            self.maps = np.zeros((1, c, s), np.int32), np.zeros((1, s), np.int32)
+        self.tie_args = (acc.ties, float(acc.act_lo), float(acc.act_hi), float(acc.tie_eps))
+
+    def __call__(self, x: np.ndarray, threads: int | None = None) -> PackedTernary:
+        acc = self.acc
+        _check_batch(acc, x, "x")
+        n, c, h, w = x.shape
+        x = np.ascontiguousarray(x, np.int32 if self.integer else np.float32)
+        x3 = x.reshape(n, c, h * w)
+        rows = h if h * w <= SEGMENT_VALUES else min(h, -(-SEGMENT_VALUES // w))
+        items = n * (-(-h // rows))
+        tasks = max(1, min(items, 4 * (threads or numba.get_num_threads())))
+        planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
+        _threshold_pack_accumulate_kernel(
+            x3, *self.constants[:3], planes.reshape(2, n, h * w, -1), rows, w, tasks,
+            acc.gain, acc.offset, *self.constants[3:], acc.edges, *self.tie_args, *self.maps,
+            acc.mac_weights.shape[0], acc.hist, acc.counts, acc.ch_min, acc.ch_max, acc.ch_sum, acc.ch_sumsq,
+            acc.tie_counts, acc.macs)
+        acc.n_images += n
+        return PackedTernary(planes, c)
+
+
 def threshold_pack_accumulate(x: np.ndarray, direction, lo, hi, constant, acc: QuantizerAccumulator,
                               threads: int | None = None) -> PackedTernary:
     """:func:`.fused.threshold_pack` of NCHW ``x`` (float32, or int32 accumulators) that
@@ -609,33 +644,6 @@ def threshold_pack_accumulate(x: np.ndarray, direction, lo, hi, constant, acc: Q
     ``acc.fusable()``; per value it does the threshold, the code and MAC counts, the
     extremes (as order-preserving int32 keys) and float32 partial sums (over at most a
     segment of rows, then float64), and the histogram slot in float32 — re-binned exactly
-    in float64 where float32 could be wrong (see :func:`_fused_constants`)."""
-    _check_batch(acc, x, "x")
-    if not acc.fusable():
-        raise ValueError("threshold_pack_accumulate: these statistics need non-uniform edges, more than 253 bins or "
-                         "ties off the edges; use threshold_pack(..., with_codes=True) and accumulate()")
-    n, c, h, w = x.shape
-    integer = x.dtype.kind in "iu"
-    x = np.ascontiguousarray(x, np.int32 if integer else np.float32)
-    constants = _fused_constants(acc, x.dtype, direction, lo, hi, constant)
-    if constants is None:
-        raise ValueError("these statistics cannot be fused (see QuantizerAccumulator.fusable)")
-    d_eff, lo_eff, hi_eff, scale, shift, err = constants
-    x3 = x.reshape(n, c, h * w)
-    xk = x3 if integer else x3.view(np.int32)
-    key_mask = np.int32(0 if integer else 0x7FFFFFFF)
-    rows = h if h * w <= SEGMENT_VALUES else min(h, -(-SEGMENT_VALUES // w))
-    items = n * (-(-h // rows))
-    tasks = max(1, min(items, 4 * (threads or numba.get_num_threads())))
-    planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
-    n_cons = acc.mac_weights.shape[0]
-    if n_cons:
-        maps = acc.mac_weights, acc.mac_positions
-    else:  # the kernel reads consumer 0's maps: give it zeros
-        maps = np.zeros((1, c, h * w), np.int32), np.zeros((1, h * w), np.int32)
-    _threshold_pack_accumulate_kernel(
-        x3, xk, key_mask, d_eff, lo_eff, hi_eff, planes.reshape(2, n, h * w, -1), rows, w, tasks,
-        acc.gain, acc.offset, scale, shift, err, acc.edges, acc.ties, float(acc.act_lo), float(acc.act_hi), float(acc.tie_eps), *maps, n_cons,
-        acc.hist, acc.counts, acc.ch_min, acc.ch_max, acc.ch_sum, acc.ch_sumsq, acc.tie_counts, acc.macs)
-    acc.n_images += n
-    return PackedTernary(planes, c)
+    in float64 where float32 could be wrong (see :func:`_fused_constants`).  Repeated
+    calls for one layer should reuse a :class:`FusedThresholdStatistics`."""
+    return FusedThresholdStatistics(acc, np.asarray(x).dtype.kind in "iu", direction, lo, hi, constant)(x, threads)
