@@ -254,3 +254,39 @@ def test_the_packed_engine_feeds_the_same_recorder():
         # float32 y may cross a bin edge; the totals cannot change
         assert eng.histogram(layer)[1].sum() + sum(eng.histogram(layer)[2:]) == ref.code_counts(layer).sum()
     assert eng.consumer_macs() == ref.consumer_macs()
+
+
+def test_the_engine_fast_path_equals_recording_its_codes():
+    """The engine fills the recorder's accumulators inside its threshold kernel; a recorder
+    that declines the fast path gets the codes instead. Every count must be identical."""
+    from sttn_sim.engine import Engine
+    from sttn_sim.recording import LayerEvent
+    from sttn_sim.synthetic import synthetic_model
+
+    class CodesOnly(ActivationRecorder):
+        def threshold_accumulator(self, layer):
+            return None
+
+    model = fold(synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10, seed=4))
+    engine = Engine(model)
+    fast, slow = ActivationRecorder(), CodesOnly()
+    seen = []
+    original = fast.on_layer
+
+    def spy(event: LayerEvent):
+        seen.append(event.statistics is not None)
+        original(event)
+
+    fast.on_layer = spy
+    for x in _batches(model, 3, size=2):
+        engine.run(x, recorder=fast)
+        engine.run(x, recorder=slow)
+    assert sum(seen) == 3 * 16  # every packed threshold went through the fused kernel
+    assert fast.layers == slow.layers
+    for layer in fast.layers:
+        a, b = fast._stats[layer].acc, slow._stats[layer].acc
+        for name in ("hist", "counts", "tie_counts", "macs", "ch_min", "ch_max"):
+            assert np.array_equal(getattr(a, name), getattr(b, name)), (layer, name)
+        # float32 partial sums over a segment, then float64 (see test_kernels_quantizer_stats)
+        np.testing.assert_allclose(a.ch_sum, b.ch_sum, rtol=1e-5, atol=1e-6 * a.positions * a.n_images)
+    assert fast.layer_table().drop(columns=["y_mean", "y_std"]).equals(slow.layer_table().drop(columns=["y_mean", "y_std"]))
