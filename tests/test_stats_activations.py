@@ -290,3 +290,28 @@ def test_the_engine_fast_path_equals_recording_its_codes():
         # float32 partial sums over a segment, then float64 (see test_kernels_quantizer_stats)
         np.testing.assert_allclose(a.ch_sum, b.ch_sum, rtol=1e-5, atol=1e-6 * a.positions * a.n_images)
     assert fast.layer_table().drop(columns=["y_mean", "y_std"]).equals(slow.layer_table().drop(columns=["y_mean", "y_std"]))
+
+
+def test_bins_the_engine_cannot_fuse_fall_back_to_the_codes():
+    """Non-uniform edges are not fusable: the engine then writes the codes out and the
+    recorder bins them itself; the statistics equal those of the fused path on the same
+    run for everything the bins do not change."""
+    from sttn_sim.engine import Engine
+    from sttn_sim.synthetic import synthetic_model
+
+    model = fold(synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10, seed=5))
+    engine = Engine(model)
+    uneven = ActivationRecorder([-4.0, -1.0, -0.5, 0.0, 0.2, 0.5, 1.0, 4.0])
+    even = ActivationRecorder()
+    x = _batches(model, 1, size=3)[0]
+    engine.run(x, recorder=uneven)
+    engine.run(x, recorder=even)
+    layer = uneven.layers[0]
+    assert uneven.threshold_accumulator(model[layer]) is None and even.threshold_accumulator(model[layer]) is not None
+    for name in uneven.layers:
+        assert np.array_equal(uneven.code_counts(name), even.code_counts(name))
+        y = uneven._stats[name].acc
+        assert y.hist.sum() == even._stats[name].acc.hist.sum() == y.counts.sum()
+        # the count of values at or above 0.5 is the same on both edge sets
+        assert y.hist[6:].sum() == even._stats[name].acc.hist[91:].sum()
+    assert uneven.consumer_macs() == even.consumer_macs()

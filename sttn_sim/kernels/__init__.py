@@ -34,6 +34,10 @@ Layouts and APIs:
   int8 ``[C_out, C_in, kh, kw]`` codes or :class:`ConvWeights`) -> int32 NCHW;
   :func:`pack_activations_nhwc`, :func:`prepack_conv_weights`,
   :func:`ternary_conv2d_reference`.
+* :mod:`.quantizer_stats` -- :class:`~.quantizer_stats.QuantizerAccumulator` (running
+  activation statistics of one quantizer) and the kernels that add a batch to it: the
+  numpy definition, a Numba pass over x and codes, and the engine's threshold + pack
+  with the statistics fused in.
 * :mod:`.bench_gemm` -- :func:`~.bench_gemm.benchmark_gemm` (pandas DataFrame).
 
 Errors: :class:`~sttn_sim.errors.ShapeError` for wrong type/dtype/rank/shape and

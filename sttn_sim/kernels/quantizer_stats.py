@@ -620,8 +620,9 @@ class FusedThresholdStatistics:
 
     def __init__(self, acc: QuantizerAccumulator, integer: bool, direction, lo, hi, constant):
         if not acc.fusable():
-            raise ValueError("threshold_pack_accumulate: these statistics need non-uniform edges, more than 253 bins "
-                             "or ties off the edges; use threshold_pack(..., with_codes=True) and accumulate()")
+            raise ValueError("threshold_pack_accumulate: these statistics cannot be fused (non-uniform edges, more "
+                             "than 253 bins, MAC maps too large for int32 sums, or ties audited off the edges); use "
+                             "threshold_pack(..., with_codes=True) and accumulate()")
         constants = _fused_constants(acc, np.int32 if integer else np.float32, direction, lo, hi, constant)
         if constants is None:
             raise ValueError("threshold_pack_accumulate: the float32 bin positions are too coarse for these edges")
