@@ -83,6 +83,15 @@ PARAM_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
 }
 KINDS = tuple(PARAM_SPEC)
 
+#: integer attributes every layer of a kind must have, with their smallest valid value
+#: (optional ones, e.g. pooling ``padding`` or BN ``eps``, have defaults where used)
+REQUIRED_INT_ATTRS: dict[str, dict[str, int]] = {
+    **{kind: {"stride": 1, "padding": 0} for kind in CONV_KINDS},
+    "maxpool": {"kernel": 1, "stride": 1},
+    "avgpool": {"kernel": 1, "stride": 1},
+    "channel_pad": {"out_channels": 1},
+}
+
 
 @dataclass
 class Layer:
@@ -200,6 +209,11 @@ class Model:
             for pname, value in layer.params.items():
                 if not isinstance(value, np.ndarray):
                     raise ModelError(f"{where}: parameter {pname!r} is a {type(value).__name__}, expected a numpy array")
+            for attr, smallest in REQUIRED_INT_ATTRS.get(layer.kind, {}).items():
+                value = layer.attrs.get(attr)
+                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < smallest:
+                    raise ModelError(f"{where} ({layer.kind}): attribute {attr!r} must be an integer >= {smallest}, "
+                                     f"got {value!r}")
             seen.add(layer.name)
 
     def summary(self) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily

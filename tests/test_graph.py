@@ -181,6 +181,22 @@ def test_non_array_params(value):
         Model("toy", (2, 4, 4), layers)
 
 
+@pytest.mark.parametrize("index,attrs,message", [
+    (0, {"padding": 1}, r"layer 'conv' \(conv\): attribute 'stride' must be an integer >= 1, got None"),
+    (0, {"stride": 0, "padding": 1}, r"'stride' must be an integer >= 1, got 0"),
+    (3, {"stride": 1, "padding": -1}, r"layer 'tconv' \(sttn_conv\): attribute 'padding' must be an integer >= 0"),
+    (3, {"stride": 1.0, "padding": 1}, r"'stride' must be an integer >= 1, got 1.0"),
+    (3, {"stride": True, "padding": 1}, r"'stride' must be an integer >= 1, got True"),
+])
+def test_missing_or_bad_attributes(index, attrs, message):
+    """An in-memory model is checked like a loaded one: no KeyError later in an executor."""
+    layers = small_layers()
+    old = layers[index]
+    layers[index] = Layer(old.name, old.kind, old.inputs, attrs, old.params)
+    with pytest.raises(ModelError, match=message):
+        Model("toy", (2, 4, 4), layers)
+
+
 def test_validate_catches_later_mutation(model):
     model.layers[3].params.pop("weight1")
     with pytest.raises(ModelError, match="layer 'tconv'"):
