@@ -367,7 +367,7 @@ SEGMENT_VALUES = 256
 
 
 @numba.njit(inline="always", fastmath=_FASTMATH)
-def _segment_pack_stats(xs, d, hc, lc, scale, shift, err, top, kb, va, m, sg, bit_mask, slot):
+def _segment_pack_stats(xs, d, hc, lc, scale, shift, near, top, kb, va, m, sg, bit_mask, slot):
     """One segment of one channel: threshold into bit ``bit_mask`` of the 32-bit plane
     words m / sg,
     count codes and MAC weights, and find each value's histogram slot (float32, see
@@ -410,10 +410,9 @@ def _segment_pack_stats(xs, d, hc, lc, scale, shift, err, top, kb, va, m, sg, bi
         xf = np.float32(xv)
         sm += xf
         sq += xf * xf
-        t = xf * scale + shift  # the slot position: floor(t) (shift includes the +1)
+        t = xf * scale + shift  # the slot is floor(t) (see _fused_constants)
         f = np.floor(t)
-        r = t - f
-        n_special = i32(n_special + i32((r < err) | (r > one - err)))
+        n_special = i32(n_special + i32(t - f < near))
         slot[p] = np.uint8(min(max(f, low), top))
     return nonzero, negative, both, act, kmin, kmax, sm, sq, n_special
 
@@ -448,26 +447,24 @@ def _exact_slot(v, g, o, edges, ties, lo, hi, eps):
 
 
 @numba.njit(inline="always", fastmath=_FASTMATH)
-def _rebin_near_edges(xs, slot, scale, shift, err, g, o, edges, ties, lo, hi, eps, hist, tie_counts):
+def _rebin_near_edges(xs, slot, scale, shift, near, g, o, edges, ties, lo, hi, eps, hist, tie_counts):
     """Redo, in float64, the values :func:`_segment_pack_stats` found near an edge (the
     same float32 test): move each from its float32 slot to the reference's, and audit
     its ties."""
-    one = np.float32(1.0)
     for p in range(xs.shape[0]):
         xf = np.float32(xs[p])
         t = xf * scale + shift
-        r = t - np.floor(t)
-        if (r < err) | (r > one - err):
-            e, exact, near = _exact_slot(xs[p], g, o, edges, ties, lo, hi, eps)
+        if t - np.floor(t) < near:
+            e, exact_tie, near_tie = _exact_slot(xs[p], g, o, edges, ties, lo, hi, eps)
             hist[slot[p]] -= 1
             hist[e] += 1
-            tie_counts[0] += exact
-            tie_counts[1] += near
+            tie_counts[0] += exact_tie
+            tie_counts[1] += near_tie
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
 def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_item, width, tasks,
-                                      gain, offset, scale, shift, err, edges, ties, lo, hi, eps,
+                                      gain, offset, scale, shift, near, edges, ties, lo, hi, eps,
                                       mac_weights, mac_positions, n_cons,
                                       hist, counts, moments, tie_counts, macs):
     # x: [N, C, S] (float32 or int32); planes: [2, N, S, words]; moments: per-channel
@@ -514,7 +511,7 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
                 xs = x[n, c, s0:s1]
                 half = (c - k * 64) >> 5
                 r = _segment_pack_stats(xs, d_eff[c], hi_t[c], lo_t[c], scale[c],
-                                        shift[c], err[c], top, mac_weights[0, c, s0:s1],
+                                        shift[c], near[c], top, mac_weights[0, c, s0:s1],
                                         mac_positions[0, s0:s1], m[half], sg[half],
                                         np.uint32(1 << ((c - k * 64) & 31)), slot)
                 count_p[t, c, 0] += r[0]
@@ -527,7 +524,7 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
                 sum_p[t, c, 1] += r[7]
                 _scatter(slot, length, sub)
                 if r[8] > 0:  # rare: values near a bin edge (and so every tie)
-                    _rebin_near_edges(xs, slot, scale[c], shift[c], err[c], gain[c], offset[c], edges, ties, lo,
+                    _rebin_near_edges(xs, slot, scale[c], shift[c], near[c], gain[c], offset[c], edges, ties, lo,
                                       hi, eps, sub[0], tie_local)
                 for j in range(1, n_cons):  # further consumers of the codes (rare)
                     for p in range(length):
@@ -579,30 +576,34 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
 def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, constant):
     """Per-channel float32 constants of the fused kernel.
 
-    Slot: ``t = x·S_c + T_c`` in float32 with ``S_c = g_c/w`` and ``T_c = (o_c - e_0)/w + 1``;
-    ``floor(t)`` (clipped to [0, B + 1]) is the reference's ``searchsorted(edges,
-    float64(x)·g + o)`` unless t
-    is within ``err_c`` of an integer.  The float32 error of t is at most about
+    Slot: with the exact bin position ``P = (y - e_0)/w + 1`` of ``y = float64(x)·g + o``
+    (the reference's slot is ``floor(P)`` clipped to [0, B + 1]), the kernel computes in
+    float32 ``t = x·S_c + T_c`` with ``S_c = g_c/w`` and ``T_c = (o_c - e_0)/w + 1 + err_c``
+    — P shifted up by ``err_c`` — and takes ``floor(t)``.  If ``|t - (P + err_c)| <= err_c``
+    then ``floor(t)`` can differ from ``floor(P)`` only when t lies in ``[k, k + 2·err_c)``
+    above an integer k, so values with ``frac(t) < 2·err_c`` (``near``) are re-binned
+    exactly; one comparison per value.  The float32 error of t is at most about
     ``2^-24·(3·|x·S| + |T| + |t|)`` (rounding of x (int32 x), S, the product, T and the
     sum) plus the edges' distance from ``e_0 + i·w`` (checked below 2^-30·w); for a value
     whose bin matters, ``|t| <= B + 2`` and ``|x·S| <= |t| + |T|``, so the error is below
-    ``2^-22·(B + 2 + |T_c|) + 2^-30`` and ``err_c = 2^-21·(B + 2 + |T_c|) + 2^-28`` bounds it
-    with a 2x margin.  Ties: a value
-    within ``eps`` of ``lo`` or ``hi`` has t within ``eps/w`` of ``(lo - e_0)/w``; when
-    both are edges (the default ±0.5) those values are near an integer t anyway and
-    ``err_c`` is widened by ``eps/w`` to include them; otherwise the fused kernel is not
-    used (:meth:`QuantizerAccumulator.fusable`).
+    ``2^-22·(B + 2 + |T_c|) + 2^-30``, and ``err_c = 2^-21·(B + 2 + |T_c|) + 2^-28`` bounds
+    it with a 2x margin.  Ties: a value within ``eps`` of ``lo`` or ``hi`` has P within
+    ``eps/w`` of an integer when both are edges (the default ±0.5); ``err_c`` is widened by
+    ``eps/w`` so that those values are re-binned (and their ties audited) too; with ties
+    off the edges the fused kernel is not used (:meth:`QuantizerAccumulator.fusable`).
 
     Codes: constant channels (direction 0) get ``d = 0`` and thresholds that make
     ``0 >= hi``, ``0 < lo`` give the constant."""
     nbins = acc.edges.size - 1
     w = 1.0 / acc.inv_width
     scale = (acc.gain * acc.inv_width).astype(np.float32)
-    shift = ((acc.offset - acc.edges[0]) * acc.inv_width + 1.0).astype(np.float32)
+    position = (acc.offset - acc.edges[0]) * acc.inv_width + 1.0
     widen = acc.tie_eps * acc.inv_width if acc.ties else 0.0
-    err = (2.0**-21 * (nbins + 2 + np.abs(shift.astype(np.float64))) + 2.0**-28 + widen).astype(np.float32)
-    if np.any(err >= 0.25):
+    err = 2.0**-21 * (nbins + 2 + np.abs(position)) + 2.0**-28 + widen
+    if np.any(err >= 0.2):
         return None
+    shift = (position + err).astype(np.float32)
+    near = (2.0 * err).astype(np.float32)
     direction = np.asarray(direction)
     integer = np.dtype(x_dtype).kind in "iu"
     big = np.iinfo(np.int32).max if integer else np.inf
@@ -611,7 +612,7 @@ def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, cons
     hi_eff = np.where(direction == 0, np.where(const > 0, low, big), hi)
     lo_eff = np.where(direction == 0, np.where(const < 0, big, low), lo)
     dtype = np.int32 if integer else np.float32
-    return (direction.astype(dtype), lo_eff.astype(dtype), hi_eff.astype(dtype), scale, shift, err)
+    return (direction.astype(dtype), lo_eff.astype(dtype), hi_eff.astype(dtype), scale, shift, near)
 
 
 class FusedThresholdStatistics:
