@@ -73,11 +73,12 @@ def test_fused_and_numba_equal_the_reference(shape, integer, consumers):
     n, c, h, w = shape
     direction, lo, hi, constant, gain, offset = _quantizer(rng, c, integer)
     x = _input(rng, shape, integer)
-    kw = rng.integers(0, 50, (consumers, c, h * w)).astype(np.int32)
+    # two consumers: weights beyond int16, so that the maps are int32
+    kw = rng.integers(0, 50 if consumers < 2 else 40000, (consumers, c, h * w)).astype(np.int32)
     kp = rng.integers(0, 10, (consumers, h * w)).astype(np.int32)
     acc = QuantizerAccumulator(gain, offset, DEFAULT_EDGES, h * w, mac_weights=kw if consumers else None,
                                mac_positions=kp if consumers else None)
-    assert acc.fusable()
+    assert acc.fusable() and acc.mac_weights.dtype == (np.int32 if consumers == 2 else np.int16)
     packed, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)
     reference, numba_acc = acc.empty_like(), acc.empty_like()
     accumulate_reference(reference, x, codes)

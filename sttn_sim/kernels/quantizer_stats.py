@@ -58,6 +58,14 @@ NEAR_EDGE = 1e-6
 MAX_IMAGES = 2**31 - 1
 
 
+def _map_dtype(values) -> type:
+    """int16 for MAC maps whose entries fit, else int32 (negative entries are refused)."""
+    values = np.asarray(values)
+    if values.size and (values.min() < 0 or values.max() > 2**31 - 1):
+        raise ValueError(f"MAC map entries must lie in [0, 2^31), got [{values.min()}, {values.max()}]")
+    return np.int16 if values.size == 0 or values.max() <= np.iinfo(np.int16).max else np.int32
+
+
 def _uniform_edges(edges: np.ndarray) -> tuple[bool, float]:
     """Whether every edge is within 2^-30 bin widths of ``e_0 + i·w`` (linspace/arange
     edges are); and ``1/w``."""
@@ -70,8 +78,9 @@ def _uniform_edges(edges: np.ndarray) -> tuple[bool, float]:
 class QuantizerAccumulator:
     """Running statistics of one activation quantizer (see the module note).
 
-    ``mac_weights`` int32 ``[J, C, S]`` and ``mac_positions`` int32 ``[J, S]`` are the
-    static MAC maps of its J consuming ternary layers (J may be 0)."""
+    ``mac_weights`` ``[J, C, S]`` and ``mac_positions`` ``[J, S]`` (non-negative integers,
+    stored as int16 where they fit, else int32) are the static MAC maps of its J consuming
+    ternary layers (J may be 0)."""
 
     gain: np.ndarray  # float64 [C]
     offset: np.ndarray  # float64 [C]
@@ -99,10 +108,12 @@ class QuantizerAccumulator:
         if self.offset.size != c:
             raise ValueError(f"gain has {c} channels, offset {self.offset.size}")
         if self.mac_weights is None:
-            self.mac_weights = np.zeros((0, c, s), np.int32)
-            self.mac_positions = np.zeros((0, s), np.int32)
-        self.mac_weights = np.ascontiguousarray(self.mac_weights, np.int32)
-        self.mac_positions = np.ascontiguousarray(self.mac_positions, np.int32)
+            self.mac_weights = np.zeros((0, c, s), np.int16)
+            self.mac_positions = np.zeros((0, s), np.int16)
+        # int16 where the values fit (they do for any ResNet: at most C_out·kh·kw): the
+        # fused kernel streams the maps once per image, so their width is memory traffic
+        self.mac_weights = np.ascontiguousarray(self.mac_weights, _map_dtype(self.mac_weights))
+        self.mac_positions = np.ascontiguousarray(self.mac_positions, _map_dtype(self.mac_positions))
         j = self.mac_weights.shape[0]
         if self.mac_weights.shape != (j, c, s) or self.mac_positions.shape != (j, s):
             raise ValueError(f"MAC maps of shapes {self.mac_weights.shape} and {self.mac_positions.shape}; "
@@ -634,7 +645,7 @@ class FusedThresholdStatistics:
         if acc.mac_weights.shape[0]:
             self.maps = acc.mac_weights, acc.mac_positions
         else:  # the kernel reads consumer 0's maps: give it zeros
-            self.maps = np.zeros((1, c, s), np.int32), np.zeros((1, s), np.int32)
+            self.maps = np.zeros((1, c, s), np.int16), np.zeros((1, s), np.int16)
         self.tie_args = (acc.ties, float(acc.act_lo), float(acc.act_hi), float(acc.tie_eps))
 
     def __call__(self, x: np.ndarray, threads: int | None = None) -> PackedTernary:
