@@ -655,6 +655,10 @@ class FusedThresholdStatistics:
         x = np.ascontiguousarray(x, np.int32 if self.integer else np.float32)
         x3 = x.reshape(n, c, h * w)
         rows = h if h * w <= SEGMENT_VALUES else min(h, -(-SEGMENT_VALUES // w))
+        for r in range(rows, min(h, 2 * rows) + 1):  # whole vectors of 16 values if possible
+            if r * w % 16 == 0:
+                rows = r
+                break
         items = n * (-(-h // rows)) * words_for(c)
         tasks = max(1, min(items, 4 * (threads or numba.get_num_threads())))
         planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
