@@ -458,10 +458,12 @@ def _exact_slot(v, g, o, edges, ties, lo, hi, eps):
 
 
 @numba.njit(inline="always", fastmath=_FASTMATH)
-def _rebin_near_edges(xs, slot, scale, shift, near, g, o, edges, ties, lo, hi, eps, hist, tie_counts):
+def _rebin_near_edges(xs, slot, scale, shift, near, g, o, edges, ties, lo, hi, eps, hist):
     """Redo, in float64, the values :func:`_segment_pack_stats` found near an edge (the
     same float32 test): move each from its float32 slot to the reference's, and audit
-    its ties."""
+    its ties; returns ``(exact ties, near ties)``."""
+    exact_ties = 0
+    near_ties = 0
     for p in range(xs.shape[0]):
         xf = np.float32(xs[p])
         t = xf * scale + shift
@@ -469,8 +471,9 @@ def _rebin_near_edges(xs, slot, scale, shift, near, g, o, edges, ties, lo, hi, e
             e, exact_tie, near_tie = _exact_slot(xs[p], g, o, edges, ties, lo, hi, eps)
             hist[slot[p]] -= 1
             hist[e] += 1
-            tie_counts[0] += exact_tie
-            tie_counts[1] += near_tie
+            exact_ties += exact_tie
+            near_ties += near_tie
+    return exact_ties, near_ties
 
 
 @numba.njit(cache=True, parallel=True, fastmath=_FASTMATH)
@@ -496,15 +499,19 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
     key_p = np.empty((tasks, c_count, 2), np.int32)
     sum_p = np.zeros((tasks, c_count, 2))
     macs_p = np.zeros((tasks, mac_weights.shape[0], 2), np.int64)
+    # every task's scratch in one allocation each (a call is a few microseconds at batch 1)
+    seg = rows_per_item * width
+    m_all = np.empty((tasks, 2, seg), np.uint32)  # the low and high 32 bits of the plane words
+    sg_all = np.empty((tasks, 2, seg), np.uint32)
+    slot_all = np.empty((tasks, seg), np.uint8)
+    sub_all = np.zeros((tasks, 4, slots), np.int64)
     for t in numba.prange(tasks):
-        seg = rows_per_item * width
-        m = np.empty((2, seg), np.uint32)  # the low and high 32 bits of the plane words
-        sg = np.empty((2, seg), np.uint32)
-        slot = np.empty(seg, np.uint8)
-        sub = np.zeros((4, slots), np.int64)
-        # task-local totals (neighbouring tasks' partials share cache lines)
-        tie_local = np.zeros(2, np.int64)
-        mac_local = np.zeros((mac_weights.shape[0], 2), np.int64)
+        m, sg, slot, sub = m_all[t], sg_all[t], slot_all[t], sub_all[t]
+        # task-local totals in registers (neighbouring tasks' partials share cache lines)
+        exact_ties = 0
+        near_ties = 0
+        mac_both = 0
+        mac_act = 0
         for c in range(c_count):
             key_p[t, c, 0] = 2**31 - 1
             key_p[t, c, 1] = -(2**31)
@@ -527,29 +534,32 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
                                         np.uint32(1 << ((c - k * 64) & 31)), slot)
                 count_p[t, c, 0] += r[0]
                 count_p[t, c, 1] += r[1]
-                mac_local[0, 0] += r[2]
-                mac_local[0, 1] += r[3]
+                mac_both += r[2]
+                mac_act += r[3]
                 key_p[t, c, 0] = min(key_p[t, c, 0], r[4])
                 key_p[t, c, 1] = max(key_p[t, c, 1], r[5])
                 sum_p[t, c, 0] += r[6]
                 sum_p[t, c, 1] += r[7]
                 _scatter(slot, length, sub)
                 if r[8] > 0:  # rare: values near a bin edge (and so every tie)
-                    _rebin_near_edges(xs, slot, scale[c], shift[c], near[c], gain[c], offset[c], edges, ties, lo,
-                                      hi, eps, sub[0], tie_local)
+                    e, n_near = _rebin_near_edges(xs, slot, scale[c], shift[c], near[c], gain[c], offset[c], edges,
+                                                  ties, lo, hi, eps, sub[0])
+                    exact_ties += e
+                    near_ties += n_near
                 for j in range(1, n_cons):  # further consumers of the codes (rare)
                     for p in range(length):
                         z = xs[p] * d_eff[c]
                         nz = np.int64((z >= hi_t[c]) | (z < lo_t[c]))
-                        mac_local[j, 0] += nz * mac_weights[j, c, s0 + p]
-                        mac_local[j, 1] += nz * mac_positions[j, s0 + p]
+                        macs_p[t, j, 0] += nz * mac_weights[j, c, s0 + p]
+                        macs_p[t, j, 1] += nz * mac_positions[j, s0 + p]
             for p in range(length):
                 planes[0, n, s0 + p, k] = np.uint64(m[0, p]) | (np.uint64(m[1, p]) << np.uint64(32))
                 planes[1, n, s0 + p, k] = np.uint64(sg[0, p]) | (np.uint64(sg[1, p]) << np.uint64(32))
         _add_sub_histograms(sub, hist_p[t])
-        ties_p[t, 0] = tie_local[0]
-        ties_p[t, 1] = tie_local[1]
-        macs_p[t] = mac_local
+        ties_p[t, 0] = exact_ties
+        ties_p[t, 1] = near_ties
+        macs_p[t, 0, 0] = mac_both
+        macs_p[t, 0, 1] = mac_act
     # fold the partials into the running totals
     _add_task_partials(hist_p, ties_p, macs_p, n_cons, hist, tie_counts, macs)
     values = n_img * n_pos
