@@ -28,22 +28,7 @@ import time
 import numpy as np
 import pandas as pd
 
-
-def median_time(fn, repeats: int, warmup: int = 2, settle: float = 0.5) -> float:
-    """Median wall time of ``fn()`` in seconds after ``warmup`` calls.
-
-    Sleeps ``settle`` seconds first: OpenMP/OpenBLAS worker threads of the previous
-    measurement (numba's, PyTorch's) busy-wait for a while after their last call and
-    would otherwise steal the cores from this one."""
-    time.sleep(settle)
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
+from .kernels.bench_gemm import median_time
 
 
 def torch_module_from_folded(folded):

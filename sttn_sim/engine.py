@@ -21,9 +21,9 @@ their int32 accumulators, threshold layers with their input and int8 codes, and 
 layers with their output.  A recorder that offers a statistics accumulator
 (:meth:`~sttn_sim.recording.Recorder.threshold_accumulator`, as
 :class:`sttn_sim.stats.ActivationRecorder` does) gets it filled by the threshold kernel
-itself, without the codes being written out.  Layers fused into an epilogue (BN, add, channel-pad, PReLU
-after a ternary layer) are reported once, under the last fused layer's name, and listed
-in :attr:`Engine.fused`.
+itself, without the codes being written out.  Layers fused into an epilogue (BN, add,
+channel-pad, PReLU after a ternary layer) are reported once, under the last fused
+layer's name, and listed in :attr:`Engine.fused`.
 
 ``use_reference=True`` runs the same model through the float64/int64 reference
 (:func:`sttn_sim.reference.run_reference`) instead, for debugging.

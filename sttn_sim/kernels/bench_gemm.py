@@ -165,8 +165,8 @@ def busy_machine_warning(window: float = 0.5, threshold: float = 0.15) -> str | 
     )
 
 
-def _timed_block(fn, repeats: int, warmup: int, settle: float = 0.2) -> list:
-    """Let other thread pools go idle, warm up, then time ``repeats`` calls of ``fn``.
+def timed_calls(fn, repeats: int, warmup: int = 0, settle: float = 0.0) -> list:
+    """Sleep ``settle`` seconds, call ``fn`` ``warmup`` times, then time ``repeats`` calls (seconds).
 
     OpenBLAS worker threads busy-wait for a while after each call, as do OpenMP
     workers; timing numpy and numba calls back to back would make the two pools fight
@@ -183,13 +183,10 @@ def _timed_block(fn, repeats: int, warmup: int, settle: float = 0.2) -> list:
     return ts
 
 
-def _median_time(fn, repeats: int) -> float:
-    ts = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        ts.append(time.perf_counter() - t0)
-    return float(np.median(ts))
+def median_time(fn, repeats: int, warmup: int = 2, settle: float = 0.5) -> float:
+    """Median of :func:`timed_calls` (the settle also lets the previous measurement's
+    OpenMP/OpenBLAS/PyTorch workers stop busy-waiting)."""
+    return float(np.median(timed_calls(fn, repeats, warmup, settle)))
 
 
 def benchmark_gemm(repeats: int = 30, warmup: int = 3, rounds: int = 3,
@@ -226,14 +223,14 @@ def benchmark_gemm(repeats: int = 30, warmup: int = 3, rounds: int = 3,
         t_tern, t_np = [], []
         per_round = max(1, -(-repeats // rounds))
         for _ in range(rounds):
-            t_tern += _timed_block(run_ternary, per_round, warmup)
-            t_np += _timed_block(run_numpy, per_round, warmup)
+            t_tern += timed_calls(run_ternary, per_round, warmup, settle=0.2)
+            t_np += timed_calls(run_numpy, per_round, warmup, settle=0.2)
         t_tern = float(np.median(t_tern))
         t_np = float(np.median(t_np))
         pack_reps = max(3, repeats // 3)
         time.sleep(0.2)
-        t_pack_b = _median_time(lambda: prepack_gemm_columns(b), pack_reps)
-        t_pack_a = _median_time(lambda: prepack_gemm_weights(a), pack_reps)
+        t_pack_b = median_time(lambda: prepack_gemm_columns(b), pack_reps, warmup=0, settle=0.0)
+        t_pack_a = median_time(lambda: prepack_gemm_weights(a), pack_reps, warmup=0, settle=0.0)
         macs = m * k * n
         rows.append({
             "shape": name,

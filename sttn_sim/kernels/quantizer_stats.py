@@ -165,8 +165,8 @@ class QuantizerAccumulator:
         out = self.empty_like()
         for name in ("hist", "counts", "tie_counts", "macs"):
             setattr(out, name, getattr(self, name) + getattr(other, name))
-        out.moments = np.concatenate([np.fmin(self.ch_min, other.ch_min)[None], np.fmax(self.ch_max, other.ch_max)[None],
-                                      self.moments[2:] + other.moments[2:]])
+        out.moments = np.stack([np.fmin(self.ch_min, other.ch_min), np.fmax(self.ch_max, other.ch_max),
+                                self.ch_sum + other.ch_sum, self.ch_sumsq + other.ch_sumsq])
         out.n_images = self.n_images + other.n_images
         return out
 
@@ -295,7 +295,6 @@ def _accumulate_kernel(x, codes, gain, offset, edges, uniform, inv_width, ties, 
                        mac_weights, mac_positions, hist, counts, moments, tie_counts, macs):
     # One task per channel: its counts and moments are its own; the histogram, tie and
     # MAC counts go to per-task partials added up at the end.
-    ch_min, ch_max, ch_sum, ch_sumsq = moments[0], moments[1], moments[2], moments[3]
     n_img, n_ch, n_pos = x.shape
     n_cons = mac_weights.shape[0]
     slots = edges.shape[0] + 1
@@ -383,7 +382,7 @@ def _segment_pack_stats(xs, d, hc, lc, scale, shift, near, top, kb, va, m, sg, b
     """One segment of one channel: threshold into bit ``bit_mask`` of the 32-bit plane
     words m / sg,
     count codes and MAC weights, and find each value's histogram slot (float32, see
-    :func:`threshold_pack_accumulate`).  Returns ``(Σ|k|, #(-1), Σ|k|·K, Σ|k|·V,
+    :func:`_fused_constants`).  Returns ``(Σ|k|, #(-1), Σ|k|·K, Σ|k|·V,
     min key, max key, Σx, Σx², #near an edge)``; the values near an edge are re-binned by
     :func:`_rebin_near_edges`."""
     # Everything is 32 bits wide so that the loop runs 16 lanes per zmm register: numba
@@ -401,7 +400,6 @@ def _segment_pack_stats(xs, d, hc, lc, scale, shift, near, top, kb, va, m, sg, b
     sm = np.float32(0.0)
     sq = np.float32(0.0)
     n_special = i32(0)
-    one = np.float32(1.0)
     low = np.float32(0.0)
     none = np.uint32(0)
     for p in range(xs.shape[0]):  # branch-free: one vector loop
@@ -486,7 +484,6 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
     # min, max, sum and sum of squares of y.  Work items are (image, block of rows, word
     # of 64 channels); each task takes a contiguous run of items and keeps its own
     # partial sums, added up at the end.
-    ch_min, ch_max, ch_sum, ch_sumsq = moments[0], moments[1], moments[2], moments[3]
     n_img, c_count, n_pos = x.shape
     n_words = planes.shape[3]
     slots = edges.shape[0] + 1
@@ -589,10 +586,10 @@ def _threshold_pack_accumulate_kernel(x, d_eff, lo_t, hi_t, planes, rows_per_ite
         o = offset[c]
         y_a = np.float64(x_lo) * g + o
         y_b = np.float64(x_hi) * g + o
-        ch_min[c] = min(ch_min[c], min(y_a, y_b))
-        ch_max[c] = max(ch_max[c], max(y_a, y_b))
-        ch_sum[c] += g * sx + values * o
-        ch_sumsq[c] += g * g * sxx + 2.0 * g * o * sx + values * o * o
+        moments[0, c] = min(moments[0, c], min(y_a, y_b))
+        moments[1, c] = max(moments[1, c], max(y_a, y_b))
+        moments[2, c] += g * sx + values * o
+        moments[3, c] += g * g * sxx + 2.0 * g * o * sx + values * o * o
 
 
 def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, constant):
@@ -617,7 +614,6 @@ def _fused_constants(acc: QuantizerAccumulator, x_dtype, direction, lo, hi, cons
     Codes: constant channels (direction 0) get ``d = 0`` and thresholds that make
     ``0 >= hi``, ``0 < lo`` give the constant."""
     nbins = acc.edges.size - 1
-    w = 1.0 / acc.inv_width
     scale = (acc.gain * acc.inv_width).astype(np.float32)
     position = (acc.offset - acc.edges[0]) * acc.inv_width + 1.0
     widen = acc.tie_eps * acc.inv_width if acc.ties else 0.0

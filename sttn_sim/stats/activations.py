@@ -410,7 +410,8 @@ class ActivationRecorder(Recorder):
     def _layer_stats(self, layer: Layer) -> _LayerStats:
         stats = self._stats.get(layer.name)
         if stats is None or self._model_key is None:
-            raise SttnError(f"ActivationRecorder: layer {layer.name!r} was not announced by on_batch_start(model, ...); "
+            raise SttnError(f"ActivationRecorder: layer {layer.name!r} was not announced by "
+                            f"on_batch_start(model, ...); "
                             f"executors must call on_batch_start before on_layer")
         return stats
 
