@@ -36,7 +36,7 @@ def torch_module_from_folded(folded):
     import torch
     import torch.nn.functional as F
 
-    from .fold import batchnorm_affine
+    from .rules import batchnorm_affine
 
     class Folded(torch.nn.Module):
         def __init__(self):

@@ -172,7 +172,7 @@ class Engine:
         from .kernels import prepack_conv_weights, prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
         from .kernels.conv import ternary_conv2d
         from .kernels.fused import affine_epilogue
-        from .fold import batchnorm_affine
+        from .rules import batchnorm_affine
 
         p, a = layer.params, layer.attrs
         is_conv = layer.kind == "ternary_conv"
@@ -235,7 +235,7 @@ class Engine:
         (per output channel, computed in float64, rounded once to float32).  Few input
         channels (the stem): a direct convolution, bias and PReLU in its output pass;
         otherwise im2col + sgemm, bias and PReLU in the pass that transposes to NCHW."""
-        from .fold import batchnorm_affine
+        from .rules import batchnorm_affine
         from .kernels.fused import bias_prelu_to_nchw, direct_conv2d, prepack_direct_conv_weights
 
         p, a = layer.params, layer.attrs
@@ -279,7 +279,7 @@ class Engine:
             def op(x):
                 return linear_f32(x, w, bias)
         elif kind == "batchnorm":
-            from .fold import batchnorm_affine
+            from .rules import batchnorm_affine
 
             g, h = batchnorm_affine(layer)
             g32, h32 = _f32(g), _f32(h)

@@ -25,95 +25,7 @@ from .errors import FoldError, ModelError, QuantizationError
 from .graph import Layer, Model
 from .shapes import infer_shapes
 from .quantizers import recover_merged_ternary, sttn_ternarize
-
-# --------------------------------------------------------------------------------------
-# threshold derivation
-
-
-def thresholds_from_affine(gain, offset, lo: float = -0.5, hi: float = 0.5, *, integer: bool = False):
-    """Per-channel thresholds on x for the ternary activation of ``y = gain·x + offset``.
-
-    The activation is ``+1 iff y >= hi``, ``-1 iff y < lo`` (DESIGN §2.2).  With
-    ``d = sign(gain)`` and ``z = d·x`` we have ``y = |gain|·z + offset``, so for gain ≠ 0
-
-        y >= hi  ⟺  |gain|·z >= hi - offset  ⟺  z >= (hi - offset) / |gain|
-        y <  lo  ⟺  |gain|·z <  lo - offset  ⟺  z <  (lo - offset) / |gain|
-
-    (dividing by a positive number keeps both the direction and the strictness; for
-    gain < 0 the comparisons on x itself reverse: ``+1 iff x <= -(hi-offset)/|gain|``,
-    which ``z = -x`` expresses without a second rule).  For gain == 0, y = offset is a
-    constant and the code is the activation of ``offset``.
-
-    ``integer=True`` is for an integer x (an accumulator): for integer z and real t,
-    ``z >= t ⟺ z >= ceil(t)`` and ``z < t ⟺ z < ceil(t)``, so both thresholds become
-    ``ceil`` of the real ones and the strict / non-strict forms are kept.
-
-    All arithmetic is float64.  Returns ``(direction int8, lo_t, hi_t, constant int8)``
-    with ``lo_t``/``hi_t`` float64, or int64 when ``integer``.
-    """
-    gain = np.asarray(gain, np.float64)
-    offset = np.broadcast_to(np.asarray(offset, np.float64), gain.shape)
-    direction = np.sign(gain).astype(np.int8)
-    magnitude = np.where(gain == 0, 1.0, np.abs(gain))  # placeholder 1 where unused
-    with np.errstate(over="ignore"):  # a tiny |gain| may give ±inf: a threshold no value reaches
-        t_hi = (hi - offset) / magnitude
-        t_lo = (lo - offset) / magnitude
-    constant = ((offset >= hi).astype(np.int8) - (offset < lo).astype(np.int8)).astype(np.int8)
-    t_hi = np.where(direction == 0, 0.0, t_hi)
-    t_lo = np.where(direction == 0, 0.0, t_lo)
-    if integer:
-        t_hi = _exact_ceil(hi, offset, magnitude, direction)
-        t_lo = _exact_ceil(lo, offset, magnitude, direction)
-    return direction, t_lo, t_hi, constant
-
-
-def _exact_ceil(bound, offset, magnitude, direction):
-    """``ceil((bound - offset) / magnitude)`` of the exact rational values of the float64
-    inputs, clipped to ±2**62 (beyond any reachable accumulator); 0 where
-    ``direction == 0``.
-
-    The float64 quotient is rounded twice, so when the real quotient lies within an ulp
-    of an integer, ``ceil`` of the float can be off by one and flip the code of that
-    integer accumulator.  Non-finite inputs (``fold`` refuses them) fall back to the
-    clipped float quotient.
-    """
-    from fractions import Fraction
-    import math
-
-    limit = 2**62
-    bound, offset, magnitude, direction = np.broadcast_arrays(
-        np.asarray(bound, np.float64), offset, magnitude, direction)
-    out = np.zeros(direction.shape, np.int64)
-    for i in np.ndindex(out.shape):
-        if direction[i] == 0:
-            continue
-        if np.isfinite(bound[i]) and np.isfinite(offset[i]) and np.isfinite(magnitude[i]):
-            q = math.ceil((Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i])))
-        else:
-            with np.errstate(invalid="ignore", over="ignore"):
-                f = (bound[i] - offset[i]) / magnitude[i]
-            q = 0 if np.isnan(f) else (limit if f > 0 else -limit) if np.isinf(f) else math.ceil(f)
-        out[i] = min(max(q, -limit), limit)
-    return out
-
-
-def batchnorm_affine(bn: Layer) -> tuple[np.ndarray, np.ndarray]:
-    """BN as ``y = g·x + h`` (float64): ``g = γ / sqrt(var + eps)``, ``h = β - g·mean``."""
-    p = {k: np.asarray(v, np.float64) for k, v in bn.params.items()}
-    var = p["running_var"]
-    if np.any(var < 0):
-        bad = np.flatnonzero(var < 0)
-        raise FoldError(
-            f"layer {bn.name!r}: running_var is negative in {bad.size} channel(s) (first: channel {bad[0]}, "
-            f"value {var[bad[0]]:.6g}); a variance must be >= 0"
-        )
-    eps = float(bn.attrs.get("eps", 1e-5))
-    if not np.all(var + eps > 0):
-        raise FoldError(f"layer {bn.name!r}: running_var + eps must be > 0 (eps={eps})")
-    g = p["weight"] / np.sqrt(var + eps)
-    h = p["bias"] - g * p["running_mean"]
-    return g, h
-
+from .rules import activation_bounds, batchnorm_affine, thresholds_from_affine
 
 # --------------------------------------------------------------------------------------
 # rewrites
@@ -201,12 +113,12 @@ class FoldAccumulatorThreshold:
             g, h = batchnorm_affine(bn)
             s = np.asarray(conv.params["scale"], np.float64)
             b = np.asarray(conv.params["bias"], np.float64)
-            direction, lo, hi, constant = thresholds_from_affine(
-                g * s, g * b + h, act.attrs.get("lo", -0.5), act.attrs.get("hi", 0.5), integer=True)
+            lo_act, hi_act = activation_bounds(act.attrs)
+            direction, lo, hi, constant = thresholds_from_affine(g * s, g * b + h, lo_act, hi_act, integer=True)
             new_conv = Layer(conv.name, conv.kind, list(conv.inputs), dict(conv.attrs, epilogue="none"), dict(conv.params))
             threshold = Layer(act.name, "threshold", [conv.name],
                               {"integer": True, "folded_from": [conv.name, bn.name, act.name],
-                               "activation_lo": act.attrs.get("lo", -0.5), "activation_hi": act.attrs.get("hi", 0.5)},
+                               "activation_lo": lo_act, "activation_hi": hi_act},
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant,
                                "gain": g * s, "offset": g * b + h})
             layers = [new_conv if l is conv else threshold if l is act else l for l in layers if l is not bn]
@@ -231,11 +143,11 @@ class FoldBatchNormThreshold:
                 continue
             _check_finite(bn)
             g, h = batchnorm_affine(bn)
-            direction, lo, hi, constant = thresholds_from_affine(
-                g, h, act.attrs.get("lo", -0.5), act.attrs.get("hi", 0.5), integer=False)
+            lo_act, hi_act = activation_bounds(act.attrs)
+            direction, lo, hi, constant = thresholds_from_affine(g, h, lo_act, hi_act, integer=False)
             threshold = Layer(act.name, "threshold", list(bn.inputs),
                               {"integer": False, "folded_from": [bn.name, act.name],
-                               "activation_lo": act.attrs.get("lo", -0.5), "activation_hi": act.attrs.get("hi", 0.5)},
+                               "activation_lo": lo_act, "activation_hi": hi_act},
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant, "gain": g, "offset": h})
             layers = [threshold if l is act else l for l in layers if l is not bn]
         return _replace(model, layers)
@@ -251,7 +163,7 @@ class FoldBareThreshold:
                 layers.append(layer)
                 continue
             channels = _input_channels(model, layer)
-            lo, hi = layer.attrs.get("lo", -0.5), layer.attrs.get("hi", 0.5)
+            lo, hi = activation_bounds(layer.attrs)
             direction, t_lo, t_hi, constant = thresholds_from_affine(np.ones(channels), np.zeros(channels), lo, hi)
             layers.append(Layer(layer.name, "threshold", list(layer.inputs),
                                 {"integer": False, "folded_from": [layer.name], "activation_lo": lo, "activation_hi": hi},

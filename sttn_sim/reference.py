@@ -32,6 +32,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from .errors import ModelError, ShapeError
 from .graph import Layer, Model
+from .rules import activation_bounds, apply_threshold, ternary_activation
 
 # --------------------------------------------------------------------------------------
 # input checks
@@ -83,21 +84,6 @@ def integer_conv2d(x_codes: np.ndarray, w_codes: np.ndarray, stride: int, paddin
 def integer_linear(x_codes: np.ndarray, w_codes: np.ndarray) -> np.ndarray:
     """Exact int64 ``x @ wᵀ`` of ternary codes."""
     return (np.asarray(x_codes, np.float64) @ np.asarray(w_codes, np.float64).T).astype(np.int64)
-
-
-def ternary_activation(x: np.ndarray, lo: float, hi: float) -> np.ndarray:
-    """The canonical rule: ``x < lo → -1``, ``lo <= x < hi → 0``, ``x >= hi → +1`` (int8)."""
-    return ((x >= hi).astype(np.int8) - (x < lo).astype(np.int8)).astype(np.int8)
-
-
-def apply_threshold(x: np.ndarray, direction, lo, hi, constant) -> np.ndarray:
-    """Folded per-channel thresholds (channel axis 1): ``z = direction·x``;
-    +1 if z >= hi, -1 if z < lo, 0 otherwise; ``constant`` where direction == 0."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    d = np.asarray(direction).reshape(shape)
-    z = x * d if x.dtype.kind in "iu" else np.asarray(x, np.float64) * d
-    codes = (z >= np.asarray(hi).reshape(shape)).astype(np.int8) - (z < np.asarray(lo).reshape(shape)).astype(np.int8)
-    return np.where(d == 0, np.asarray(constant, np.int8).reshape(shape), codes).astype(np.int8)
 
 
 def batchnorm(x: np.ndarray, p: dict, eps: float) -> np.ndarray:
@@ -235,7 +221,7 @@ def run_layer(layer: Layer, inputs: list[np.ndarray], run: ReferenceRun | None =
         x = np.asarray(x, np.float64)
         if run is not None:
             run.pre_activations[layer.name] = x
-        return ternary_activation(x, a.get("lo", -0.5), a.get("hi", 0.5))
+        return ternary_activation(x, *activation_bounds(a))
     if kind == "threshold":
         if run is not None:
             run.pre_activations[layer.name] = x

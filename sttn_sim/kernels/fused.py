@@ -27,7 +27,8 @@ from dataclasses import dataclass
 import numba
 import numpy as np
 
-from ..reference import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
+from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
+from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
 from ._llvm import make_float_microkernel
 from .packing import PackedTernary, pack_ternary_reference, words_for
 
@@ -48,20 +49,6 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 
 # --------------------------------------------------------------------------------------
 # thresholds
-
-
-def float32_thresholds(t64) -> np.ndarray:
-    """Round float64 thresholds up to the smallest float32 >= t (see module note)."""
-    t64 = np.asarray(t64, np.float64)
-    t32 = t64.astype(np.float32)
-    below = t32.astype(np.float64) < t64
-    t32[below] = np.nextafter(t32[below], np.float32(np.inf))
-    return t32
-
-
-def int32_thresholds(t) -> np.ndarray:
-    """Integer thresholds clipped to the int32 range (no int32 accumulator lies beyond)."""
-    return np.clip(np.asarray(t, np.int64), -(2**31), 2**31 - 1).astype(np.int32)
 
 
 @numba.njit(cache=True, parallel=True)

@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelError, SttnError
-from ..fold import batchnorm_affine, thresholds_from_affine
+from ..rules import batchnorm_affine, thresholds_from_affine
 from ..graph import ACTIVATION_QUANTIZER_KINDS, Layer, Model
 from ..recording import LayerEvent, Recorder
 from ..shapes import infer_shapes
