@@ -23,7 +23,7 @@ import numpy as np
 import pandas as pd
 
 from sttn_sim.errors import ModelError, SttnError
-from sttn_sim.graph import LATENT_TERNARY_KINDS, Model
+from sttn_sim.graph import Model
 from sttn_sim.stats.intervals import interval_statistics
 from sttn_sim.stats.weights import layer_ternary_weights
 
@@ -81,7 +81,7 @@ def compare_models(a: Model, b: Model, *, labels=("a", "b")) -> pd.DataFrame:
             row[f"frac_neg_{label}"] = float(np.count_nonzero(q.codes == -1)) / n
             row[f"frac_pos_{label}"] = float(np.count_nonzero(q.codes == 1)) / n
             row[f"scale_mean_{label}"] = float(np.mean(q.scale))
-            latent = layer.kind in LATENT_TERNARY_KINDS
+            latent = layer.ternary_form == "latent"
             row[f"intervals_{label}"] = latent
             if latent:
                 w, sttn = layer_weights(layer)

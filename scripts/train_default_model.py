@@ -42,7 +42,7 @@ def main(argv=None) -> int:
     from sttn_sim.model_io import load_checkpoint, save_model
     from sttn_sim.reference import reference_forward
     from sttn_sim.train import TrainConfig, train
-    from sttn_sim.verification import verify_model
+    from sttn_sim.check import verify_model
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--epochs", type=int, default=20)

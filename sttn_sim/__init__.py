@@ -34,7 +34,7 @@ from .quantizers import (
 )
 from .reference import reference_forward, run_reference
 from .synthetic import synthetic_input, synthetic_model
-from .verification import verify_model
+from .check import verify_model
 from .engine import Engine
 
 __version__ = "0.1.0"

@@ -33,7 +33,7 @@ def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: 
     from .fileio import atomic_write_text, ensure_output_dir
     from .fold import fold
     from .reference import reference_forward
-    from .verification import verify_model
+    from .check import verify_model
     from .verify import write_report
 
     out = ensure_output_dir(out_dir)

@@ -1,7 +1,8 @@
 """Folding: a training-time model → a folded model of int8 codes, scales and thresholds.
 
 The fold is a sequence of small rewrites, one per class (in the style of FINN's
-streamline transformations); each takes a :class:`Model` and returns a new one:
+streamline transformations); each is a :class:`~sttn_sim.graph.Transformation`,
+``apply(model) -> (model, changed)``, and rewrites every match it finds in one sweep:
 
 1. :class:`FoldTernaryWeights` — ``sttn_*`` (two latent kernels) and ``ter_*``
    (merged α(B1+B2)) layers → ``ternary_*`` layers with int8 codes, per-channel scale
@@ -13,8 +14,10 @@ streamline transformations); each takes a :class:`Model` and returns a new one:
    on the pre-BN value (float64 thresholds).
 4. :class:`FoldBareThreshold` — any remaining ``ternary_act`` → ``threshold``.
 
-:func:`fold` applies all four.  The ``threshold`` layer takes the name of the
-activation it replaces, so statistics keyed by layer name line up across forms.
+:func:`fold` applies all four (:data:`FOLD_PASSES`).  The ``threshold`` layer takes the
+name of the activation it replaces, so statistics keyed by layer name line up across
+forms.  The algebra (BN as an affine map, thresholds through it, exact integer
+ceilings) is :mod:`sttn_sim.rules`.
 """
 
 from __future__ import annotations
@@ -22,22 +25,14 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import FoldError, ModelError, QuantizationError
-from .graph import Layer, Model
-from .shapes import infer_shapes
+from .graph import Layer, Model, Transformation
+from .kinds import weighted_kind
 from .quantizers import recover_merged_ternary, sttn_ternarize
 from .rules import activation_bounds, batchnorm_affine, thresholds_from_affine
+from .shapes import infer_shapes
 
 # --------------------------------------------------------------------------------------
 # rewrites
-
-
-def _single_consumer(model: Model, name: str) -> Layer | None:
-    consumers = model.consumers(name)
-    return consumers[0] if len(consumers) == 1 and name != model.output else None
-
-
-def _replace(model: Model, layers: list[Layer]) -> Model:
-    return Model(model.arch, model.input_shape, layers, model.form, dict(model.metadata))
 
 
 def _check_finite(layer: Layer) -> None:
@@ -47,7 +42,7 @@ def _check_finite(layer: Layer) -> None:
             raise FoldError(f"layer {layer.name!r}: parameter {pname!r} holds {count} NaN/Inf value(s)")
 
 
-class FoldTernaryWeights:
+class FoldTernaryWeights(Transformation):
     """Latent or merged ternary layers → ``ternary_conv`` / ``ternary_linear``.
 
     Latent (DESIGN §2.1): codes ``t = (sign W1 + sign W2) / 2`` after clamping, scale
@@ -61,13 +56,13 @@ class FoldTernaryWeights:
         self.zero_policy = zero_policy
         self.merged_rtol = merged_rtol
 
-    def apply(self, model: Model) -> Model:
-        layers = []
+    def apply(self, model: Model) -> tuple[Model, bool]:
+        layers, changed = [], False
         for layer in model.layers:
-            if layer.kind in ("sttn_conv", "sttn_linear", "ter_conv", "ter_linear"):
+            if layer.ternary_form in ("latent", "merged"):
                 _check_finite(layer)
                 try:
-                    if layer.kind.startswith("sttn"):
+                    if layer.ternary_form == "latent":
                         q = sttn_ternarize(layer.params["weight1"], layer.params["weight2"],
                                            zero_policy=self.zero_policy, name=f"layer {layer.name!r}")
                         bias = np.zeros(q.codes.shape[0])
@@ -81,16 +76,17 @@ class FoldTernaryWeights:
                         bias = np.zeros(q.codes.shape[0]) if b is None else np.asarray(b, np.float64)
                 except QuantizationError as exc:
                     raise FoldError(str(exc)) from None
-                kind = "ternary_conv" if layer.kind.endswith("conv") else "ternary_linear"
+                kind = weighted_kind(layer.spec.family, "folded")
                 attrs = dict(layer.attrs, epilogue="affine", folded_from=layer.kind)
                 params = {"codes": q.codes.astype(np.int8), "scale": np.asarray(q.scale, np.float64), "bias": bias}
                 layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
+                changed = True
             else:
                 layers.append(layer)
-        return _replace(model, layers)
+        return model.replace_layers(layers), changed
 
 
-class FoldAccumulatorThreshold:
+class FoldAccumulatorThreshold(Transformation):
     """``ternary_* → batchnorm → ternary_act`` → integer accumulator + integer threshold.
 
     With the folded layer ``x = s·acc + b`` and BN ``y = g·x + h`` (g = γ/σ,
@@ -100,13 +96,13 @@ class FoldAccumulatorThreshold:
     scale and bias stay in the model for statistics, folded into the thresholds).
     """
 
-    def apply(self, model: Model) -> Model:
-        layers = list(model.layers)
+    def apply(self, model: Model) -> tuple[Model, bool]:
+        layers, changed = list(model.layers), False
         for i, conv in enumerate(model.layers):
-            if conv.kind not in ("ternary_conv", "ternary_linear") or conv.attrs.get("epilogue") != "affine":
+            if conv.ternary_form != "folded" or conv.attrs.get("epilogue") != "affine":
                 continue
-            bn = _single_consumer(model, conv.name)
-            act = _single_consumer(model, bn.name) if bn is not None and bn.kind == "batchnorm" else None
+            bn = model.single_consumer(conv.name)
+            act = model.single_consumer(bn.name) if bn is not None and bn.kind == "batchnorm" else None
             if act is None or act.kind != "ternary_act":
                 continue
             _check_finite(bn)
@@ -122,10 +118,11 @@ class FoldAccumulatorThreshold:
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant,
                                "gain": g * s, "offset": g * b + h})
             layers = [new_conv if l is conv else threshold if l is act else l for l in layers if l is not bn]
-        return _replace(model, layers)
+            changed = True
+        return model.replace_layers(layers), changed
 
 
-class FoldBatchNormThreshold:
+class FoldBatchNormThreshold(Transformation):
     """``batchnorm → ternary_act`` → one float64 ``threshold`` on the pre-BN value.
 
     BN is ``y = g·x + h`` with ``g = γ / sqrt(var + eps)``, ``h = β - g·mean``;
@@ -133,12 +130,12 @@ class FoldBatchNormThreshold:
     comparisons on x (reversed for γ < 0, a constant code for γ == 0).
     """
 
-    def apply(self, model: Model) -> Model:
-        layers = list(model.layers)
+    def apply(self, model: Model) -> tuple[Model, bool]:
+        layers, changed = list(model.layers), False
         for bn in model.layers:
             if bn.kind != "batchnorm":
                 continue
-            act = _single_consumer(model, bn.name)
+            act = model.single_consumer(bn.name)
             if act is None or act.kind != "ternary_act":
                 continue
             _check_finite(bn)
@@ -150,14 +147,15 @@ class FoldBatchNormThreshold:
                                "activation_lo": lo_act, "activation_hi": hi_act},
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant, "gain": g, "offset": h})
             layers = [threshold if l is act else l for l in layers if l is not bn]
-        return _replace(model, layers)
+            changed = True
+        return model.replace_layers(layers), changed
 
 
-class FoldBareThreshold:
+class FoldBareThreshold(Transformation):
     """A ``ternary_act`` with no BN before it → ``threshold`` with unit gain."""
 
-    def apply(self, model: Model) -> Model:
-        layers = []
+    def apply(self, model: Model) -> tuple[Model, bool]:
+        layers, changed = [], False
         for layer in model.layers:
             if layer.kind != "ternary_act":
                 layers.append(layer)
@@ -165,11 +163,12 @@ class FoldBareThreshold:
             channels = _input_channels(model, layer)
             lo, hi = activation_bounds(layer.attrs)
             direction, t_lo, t_hi, constant = thresholds_from_affine(np.ones(channels), np.zeros(channels), lo, hi)
+            changed = True
             layers.append(Layer(layer.name, "threshold", list(layer.inputs),
                                 {"integer": False, "folded_from": [layer.name], "activation_lo": lo, "activation_hi": hi},
                                 {"direction": direction, "lo": t_lo, "hi": t_hi, "constant": constant,
                                  "gain": np.ones(channels), "offset": np.zeros(channels)}))
-        return _replace(model, layers)
+        return model.replace_layers(layers), changed
 
 
 def _input_channels(model: Model, layer: Layer) -> int:
@@ -205,13 +204,13 @@ def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5)
               FoldBatchNormThreshold(), FoldBareThreshold()]
     folded = model
     for rewrite in passes:
-        folded = rewrite.apply(folded)
+        folded, _ = rewrite.apply(folded)
     folded.form = "folded"
     folded.metadata = dict(model.metadata, folded_from_form=model.form)
     return folded
 
 
 __all__ = [
-    "fold", "thresholds_from_affine", "batchnorm_affine", "FoldTernaryWeights",
+    "fold", "FoldTernaryWeights",
     "FoldAccumulatorThreshold", "FoldBatchNormThreshold", "FoldBareThreshold", "FOLD_PASSES",
 ]

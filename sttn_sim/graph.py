@@ -2,44 +2,19 @@
 
 A :class:`Model` is an ordered list of :class:`Layer` objects in execution order
 (a topological order).  Each layer names the layers whose outputs it consumes
-(``"input"`` is the model input) and carries JSON-serialisable attributes and numpy
-parameters.  The output of the model is the output of its last layer.
-
-Layer kinds and their parameters (axis 0 of every weight is the output channel):
-
-=====================  ===================================  =================================
-kind                   params                               attrs
-=====================  ===================================  =================================
-``conv``               weight [O,I,kh,kw], bias [O]?        stride, padding
-``linear``             weight [O,I], bias [O]?
-``sttn_conv``          weight1, weight2 [O,I,kh,kw],        stride, padding
-                       bias1 [O]?, bias2 [O]?               (training form: two latent kernels)
-``sttn_linear``        weight1, weight2 [O,I], bias1?, bias2?
-``ter_conv``           weight [O,I,kh,kw] = α(B1+B2), bias? stride, padding   (merged form)
-``ter_linear``         weight [O,I], bias?
-``ternary_conv``       codes int8 [O,I,kh,kw], scale [O],   stride, padding, epilogue
-                       bias [O]                             (folded form)
-``ternary_linear``     codes int8 [O,I], scale [O], bias [O] epilogue
-``batchnorm``          weight, bias, running_mean,          eps
-                       running_var [C]
-``prelu``              weight [C] or [1]
-``relu``               -
-``ternary_act``        -                                    lo, hi (default -0.5, 0.5)
-``threshold``          direction int8 [C], lo [C], hi [C],  integer (bool), folded_from
-                       constant int8 [C], gain [C]?,        (folded BN + ternary activation;
-                       offset [C]?                          y = gain·x + offset is the value
-                                                            the activation saw, for statistics)
-``maxpool``            -                                    kernel, stride, padding
-``avgpool``            -                                    kernel, stride
-``add``                - (two inputs)
-``channel_pad``        -                                    out_channels (zeros appended)
-``flatten``            -
-=====================  ===================================  =================================
+(``"input"`` is the model input), its kind (declared in :mod:`sttn_sim.kinds`, which
+lists every kind with its parameters and attributes), JSON-serialisable attributes and
+numpy parameters.  The output of the model is the output of its last layer.
 
 Latent kinds (``sttn_*``) and merged kinds (``ter_*``) describe a training-time model;
 :func:`sttn_sim.fold.fold` turns them into ``ternary_*`` and ``threshold`` layers.
 Layer names follow the official STTN checkpoint keys (``features.4.conv1`` for the
 pair ``conv1_1``/``conv1_2``) so that statistics line up with the paper.
+
+Rewrites of a graph are :class:`Transformation` objects (QONNX style):
+``apply(model) -> (model, changed)``, run by :meth:`Model.transform` until nothing
+changes (the fold passes in :mod:`sttn_sim.fold`, the engine's fusions in
+:mod:`sttn_sim.fusions`).
 """
 
 from __future__ import annotations
@@ -48,49 +23,11 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-import numpy as np
-
 from .errors import ModelError
+from .kinds import REGISTRY, get_kind
 
-#: kinds whose weights are ternary (in any of the three forms)
-LATENT_TERNARY_KINDS = ("sttn_conv", "sttn_linear")
-MERGED_TERNARY_KINDS = ("ter_conv", "ter_linear")
-FOLDED_TERNARY_KINDS = ("ternary_conv", "ternary_linear")
-TERNARY_KINDS = LATENT_TERNARY_KINDS + MERGED_TERNARY_KINDS + FOLDED_TERNARY_KINDS
-CONV_KINDS = ("conv", "sttn_conv", "ter_conv", "ternary_conv")
-ACTIVATION_QUANTIZER_KINDS = ("ternary_act", "threshold")
-
-#: required and optional parameters of every kind
-PARAM_SPEC: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "conv": (("weight",), ("bias",)),
-    "linear": (("weight",), ("bias",)),
-    "sttn_conv": (("weight1", "weight2"), ("bias1", "bias2")),
-    "sttn_linear": (("weight1", "weight2"), ("bias1", "bias2")),
-    "ter_conv": (("weight",), ("bias",)),
-    "ter_linear": (("weight",), ("bias",)),
-    "ternary_conv": (("codes", "scale", "bias"), ()),
-    "ternary_linear": (("codes", "scale", "bias"), ()),
-    "batchnorm": (("weight", "bias", "running_mean", "running_var"), ()),
-    "prelu": (("weight",), ()),
-    "relu": ((), ()),
-    "ternary_act": ((), ()),
-    "threshold": (("direction", "lo", "hi", "constant"), ("gain", "offset")),
-    "maxpool": ((), ()),
-    "avgpool": ((), ()),
-    "add": ((), ()),
-    "channel_pad": ((), ()),
-    "flatten": ((), ()),
-}
-KINDS = tuple(PARAM_SPEC)
-
-#: integer attributes every layer of a kind must have, with their smallest valid value
-#: (optional ones, e.g. pooling ``padding`` or BN ``eps``, have defaults where used)
-REQUIRED_INT_ATTRS: dict[str, dict[str, int]] = {
-    **{kind: {"stride": 1, "padding": 0} for kind in CONV_KINDS},
-    "maxpool": {"kernel": 1, "stride": 1},
-    "avgpool": {"kernel": 1, "stride": 1},
-    "channel_pad": {"out_channels": 1},
-}
+#: the model forms
+FORMS = ("latent", "merged", "folded", "float")
 
 
 @dataclass
@@ -105,12 +42,29 @@ class Layer:
     kind: str
     inputs: list[str]
     attrs: dict[str, Any] = field(default_factory=dict)
-    params: dict[str, np.ndarray] = field(default_factory=dict)
+    params: dict[str, "np.ndarray"] = field(default_factory=dict)  # noqa: F821
+
+    @property
+    def spec(self):
+        """The :class:`~sttn_sim.kinds.LayerKind` of this layer (ModelError if unknown)."""
+        return get_kind(self.kind, f"layer {self.name!r}")
+
+    @property
+    def ternary_form(self) -> str | None:
+        """"latent", "merged" or "folded" for layers with ternary weights, else None."""
+        kind = REGISTRY.get(self.kind)
+        return None if kind is None else kind.ternary_form
 
     @property
     def is_ternary(self) -> bool:
         """True for layers whose weights are ternary (latent, merged or folded)."""
-        return self.kind in TERNARY_KINDS
+        return self.ternary_form is not None
+
+    @property
+    def is_quantizer(self) -> bool:
+        """True for activation quantizers (``ternary_act``, folded ``threshold``)."""
+        kind = REGISTRY.get(self.kind)
+        return kind is not None and kind.quantizer
 
     def param_count(self) -> int:
         """Number of weights (bias and BN parameters included)."""
@@ -119,6 +73,15 @@ class Layer:
     def __repr__(self) -> str:
         shapes = ", ".join(f"{k}{list(v.shape)}" for k, v in self.params.items())
         return f"Layer({self.name!r}, {self.kind}, inputs={self.inputs}, {shapes})"
+
+
+class Transformation:
+    """One rewrite of a model graph.  ``apply(model)`` returns ``(model, changed)``:
+    the rewritten model (a new :class:`Model`; the input is not modified) and whether
+    anything was rewritten."""
+
+    def apply(self, model: "Model") -> tuple["Model", bool]:  # pragma: no cover - interface
+        raise NotImplementedError
 
 
 @dataclass
@@ -170,50 +133,61 @@ class Model:
 
     def activation_quantizers(self) -> list[Layer]:
         """The ternary activation layers (``ternary_act`` or folded ``threshold``)."""
-        return [l for l in self.layers if l.kind in ACTIVATION_QUANTIZER_KINDS]
+        return [l for l in self.layers if l.is_quantizer]
 
     def consumers(self, name: str) -> list[Layer]:
         """The layers that read the output of layer ``name``."""
         return [l for l in self.layers if name in l.inputs]
 
+    def single_consumer(self, name: str) -> Layer | None:
+        """The only layer reading ``name`` (None if there are several or none, or if
+        ``name`` is the model output, which the caller reads too)."""
+        consumers = self.consumers(name)
+        return consumers[0] if len(consumers) == 1 and name != self.output else None
+
+    def position(self, name: str) -> int:
+        """Index of layer ``name`` in execution order (-1 for ``"input"``)."""
+        if name == "input":
+            return -1
+        for i, layer in enumerate(self.layers):
+            if layer.name == name:
+                return i
+        raise ModelError(f"model {self.arch!r} has no layer {name!r}")
+
     def copy(self) -> "Model":
         """A deep copy (parameters copied too)."""
         return copy.deepcopy(self)
 
+    def replace_layers(self, layers: list[Layer], **changes) -> "Model":
+        """A new model with ``layers`` (and optionally another ``form``/``metadata``)."""
+        return Model(self.arch, self.input_shape, layers, changes.get("form", self.form),
+                     dict(changes.get("metadata", self.metadata)))
+
+    def transform(self, transformation: Transformation, *, until_fixpoint: bool = True) -> "Model":
+        """Apply ``transformation`` (repeatedly, until it changes nothing)."""
+        model, changed = transformation.apply(self)
+        while changed and until_fixpoint:
+            model, changed = transformation.apply(model)
+        return model
+
     # -- checks ---------------------------------------------------------------------
     def validate(self) -> None:
-        """Check names, kinds, inputs and parameters; raise ModelError naming the layer."""
+        """Check names, kinds, inputs, parameters and attribute types; raise ModelError
+        naming the layer (shapes: :func:`sttn_sim.shapes.infer_shapes`)."""
         seen: set[str] = {"input"}
         if not self.layers:
             raise ModelError(f"model {self.arch!r} has no layers")
+        if self.form not in FORMS:
+            raise ModelError(f"model {self.arch!r}: form {self.form!r} is not one of {list(FORMS)}")
         for layer in self.layers:
             where = f"model {self.arch!r}, layer {layer.name!r}"
-            if layer.name in seen:
+            if not isinstance(layer.name, str) or layer.name in seen:
                 raise ModelError(f"{where}: duplicate layer name (or the reserved name 'input')")
-            if layer.kind not in PARAM_SPEC:
-                raise ModelError(f"{where}: unknown kind {layer.kind!r}; known kinds: {', '.join(KINDS)}")
-            want_inputs = 2 if layer.kind == "add" else 1
-            if len(layer.inputs) != want_inputs:
-                raise ModelError(f"{where}: kind {layer.kind} takes {want_inputs} input(s), got {layer.inputs}")
+            kind = get_kind(layer.kind, where)
             for src in layer.inputs:
                 if src not in seen:
                     raise ModelError(f"{where}: input {src!r} is not an earlier layer (layers must be in execution order)")
-            required, optional = PARAM_SPEC[layer.kind]
-            missing = [p for p in required if p not in layer.params]
-            extra = [p for p in layer.params if p not in required + optional]
-            if missing or extra:
-                raise ModelError(
-                    f"{where} ({layer.kind}): missing parameters {missing}, unexpected parameters {extra}; "
-                    f"expected {list(required)} and optionally {list(optional)}"
-                )
-            for pname, value in layer.params.items():
-                if not isinstance(value, np.ndarray):
-                    raise ModelError(f"{where}: parameter {pname!r} is a {type(value).__name__}, expected a numpy array")
-            for attr, smallest in REQUIRED_INT_ATTRS.get(layer.kind, {}).items():
-                value = layer.attrs.get(attr)
-                if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < smallest:
-                    raise ModelError(f"{where} ({layer.kind}): attribute {attr!r} must be an integer >= {smallest}, "
-                                     f"got {value!r}")
+            kind.validate(layer, where)
             seen.add(layer.name)
 
     def summary(self) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily

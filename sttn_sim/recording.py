@@ -8,10 +8,12 @@ and never touch the executors' arithmetic.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .graph import Layer
+if TYPE_CHECKING:  # the graph imports the kinds, which build events: no import at run time
+    from .graph import Layer
 
 
 @dataclass

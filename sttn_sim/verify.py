@@ -2,8 +2,8 @@
 
 ``python -m sttn_sim.verify [--checkpoint PATH [--folded PATH]] [--model NAME] [--batch N] [--seed S] [--json]``
 
-Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.verification`
-(training-time model against folded model) and of :mod:`sttn_sim.engine_check`
+Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.check.fold_check`
+(training-time model against folded model) and of :mod:`sttn_sim.check.engine_check`
 (packed engine against the reference; skip with ``--no-engine``);
 exit code 0 when every check passes, 1 when one fails, 2 on bad input.
 """
@@ -16,7 +16,7 @@ import sys
 
 from .errors import SttnError
 from .graph import Model
-from .verification import TIE_EPS, VerifyReport, verify_model
+from .check import TIE_EPS, VerifyReport, verify_model
 
 
 

@@ -8,7 +8,7 @@ import sttn_sim
 from sttn_sim.datasets import data_path, digits
 from sttn_sim.fold import fold
 from sttn_sim.reference import reference_forward
-from sttn_sim.verification import verify_model
+from sttn_sim.check import verify_model
 
 
 @pytest.fixture(scope="module")

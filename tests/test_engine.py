@@ -5,7 +5,7 @@ import pytest
 
 from sttn_sim import ModelError, ShapeError, fold, reference_forward, synthetic_input, synthetic_model
 from sttn_sim.engine import Engine
-from sttn_sim.engine_check import check_engine
+from sttn_sim.check import check_engine
 from sttn_sim.reference import run_reference
 
 MODELS = {

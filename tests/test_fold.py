@@ -17,12 +17,11 @@ from sttn_sim.fold import (
     FoldBareThreshold,
     FoldBatchNormThreshold,
     FoldTernaryWeights,
-    batchnorm_affine,
     fold,
-    thresholds_from_affine,
 )
 from sttn_sim.graph import Layer, Model
-from sttn_sim.reference import apply_threshold, reference_forward, run_reference
+from sttn_sim.reference import reference_forward, run_reference
+from sttn_sim.rules import apply_threshold, batchnorm_affine, thresholds_from_affine
 from sttn_sim.synthetic import synthetic_input, synthetic_model
 
 # --------------------------------------------------------------------------- helpers
@@ -433,7 +432,8 @@ def _float_model():
 
 def test_bn_threshold_alone_on_float_model():
     m = _float_model()
-    out = FoldBatchNormThreshold().apply(m)
+    out, changed = FoldBatchNormThreshold().apply(m)
+    assert changed
     assert out.layer_names == ["conv", "act", "conv2", "bn2", "relu", "bare", "flat"]
     th = out["act"]
     assert th.kind == "threshold" and th.inputs == ["conv"] and th.attrs["integer"] is False
@@ -447,7 +447,8 @@ def test_bn_threshold_alone_on_float_model():
 
 def test_bare_threshold_alone():
     m = _float_model()
-    out = FoldBareThreshold().apply(m)
+    out, changed = FoldBareThreshold().apply(m)
+    assert changed
     assert [l.kind for l in out.layers] == ["conv", "batchnorm", "threshold", "conv", "batchnorm", "relu",
                                              "threshold", "flatten"]
     for name in ["act", "bare"]:
@@ -467,7 +468,8 @@ def cnn():
 
 
 def test_ternary_weights_alone(cnn):
-    out = FoldTernaryWeights().apply(cnn)
+    out, changed = FoldTernaryWeights().apply(cnn)
+    assert changed
     for lat, new in zip(cnn.layers, out.layers):
         if lat.kind == "sttn_conv":
             assert new.kind == "ternary_conv" and new.attrs["epilogue"] == "affine" and new.name == lat.name
@@ -479,11 +481,13 @@ def test_ternary_weights_alone(cnn):
 
 
 def test_accumulator_threshold_alone(cnn):
-    untouched = FoldAccumulatorThreshold().apply(cnn)  # no ternary_* layer yet: nothing to do
+    untouched, changed = FoldAccumulatorThreshold().apply(cnn)  # no ternary_* layer yet: nothing to do
+    assert not changed
     assert untouched.layer_names == cnn.layer_names
     assert all(_same_layer(a, b) for a, b in zip(untouched.layers, cnn.layers))
-    step1 = FoldTernaryWeights().apply(cnn)
-    out = FoldAccumulatorThreshold().apply(step1)
+    step1, _ = FoldTernaryWeights().apply(cnn)
+    out, changed = FoldAccumulatorThreshold().apply(step1)
+    assert changed
     assert "features.4" not in out.layer_names and "features.7" not in out.layer_names  # BN after ternary convs
     assert out["features.1"].kind == "batchnorm" and out["features.2"].kind == "ternary_act"  # float stem chain
     assert out["features.5"].kind == "threshold" and out["features.5"].attrs["integer"] is True
@@ -491,7 +495,8 @@ def test_accumulator_threshold_alone(cnn):
 
 
 def test_bn_threshold_alone_leaves_latent_layers(cnn):
-    out = FoldBatchNormThreshold().apply(cnn)
+    out, changed = FoldBatchNormThreshold().apply(cnn)
+    assert changed
     assert [l.kind for l in out.layers].count("sttn_conv") == 2
     assert not any(l.kind in ("batchnorm", "ternary_act") for l in out.layers)
     assert all(out[n].attrs["integer"] is False for n in ("features.2", "features.5", "features.8"))

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from sttn_sim.errors import ModelError
-from sttn_sim.graph import KINDS, Layer, Model
+from sttn_sim.graph import Layer, Model
+from sttn_sim.kinds import REGISTRY
 
 # --------------------------------------------------------------------------- helpers
 
@@ -95,7 +96,7 @@ def test_unknown_kind_lists_known_kinds(bad_kind):
     assert f"unknown kind {bad_kind!r}" in msg
     for kind in ("conv", "sttn_conv", "ternary_conv", "batchnorm", "threshold", "channel_pad", "flatten"):
         assert kind in msg
-    assert msg.split("known kinds: ")[1].split(", ") == list(KINDS)
+    assert msg.split("known kinds: ")[1].split(", ") == list(REGISTRY)
 
 
 @pytest.mark.parametrize(

@@ -121,7 +121,7 @@ def test_bias_prelu_to_nchw(c, slope):
 @pytest.mark.parametrize("slope", [None, "channel"])
 def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope):
     from sttn_sim.kernels.fused import direct_conv2d
-    from sttn_sim.reference import conv2d
+    from sttn_sim.ops.reference import conv2d
 
     rng = np.random.default_rng(c_out)
     x = rng.normal(0, 1, (2, c_in) + hw).astype(np.float32)

@@ -10,8 +10,10 @@ at 1e-12 relative.
 import numpy as np
 import pytest
 
-from sttn_sim import reference as R
-from sttn_sim.train import layers as L
+from sttn_sim import rules
+from sttn_sim.ops import reference as R
+from sttn_sim.ops import gradients as L
+from sttn_sim.train import losses
 
 RTOL = 1e-6
 H = 1e-6
@@ -148,7 +150,7 @@ def test_ternary_activation_forward_rule_and_clipped_ste():
     x = np.array([-1.5, -1.0, -0.5000001, -0.5, 0.0, 0.4999999, 0.5, 1.0, 1.0000001, 2.0])
     y, mask = L.ternary_act_forward(x, -0.5, 0.5, 1.0)
     np.testing.assert_array_equal(y, [-1, -1, -1, 0, 0, 0, 1, 1, 1, 1])
-    np.testing.assert_array_equal(y, R.ternary_activation(x, -0.5, 0.5))
+    np.testing.assert_array_equal(y, rules.ternary_activation(x, -0.5, 0.5))
     dy = np.arange(1.0, 11.0)
     np.testing.assert_array_equal(L.ternary_act_backward(dy, mask), [0, 2, 3, 4, 5, 6, 7, 8, 0, 0])
 
@@ -186,16 +188,16 @@ def test_channel_pad(rng):
 def test_cross_entropy_and_distillation(rng):
     z = rng.normal(size=(4, 5)) * 3
     y = np.array([0, 3, 4, 1])
-    loss, g = L.cross_entropy(z, y)
+    loss, g = losses.cross_entropy(z, y)
     p = np.exp(z) / np.exp(z).sum(1, keepdims=True)
     assert loss == pytest.approx(-np.mean(np.log(p[np.arange(4), y])), rel=1e-13)
-    assert_grad(g, numeric_grad(lambda: L.cross_entropy(z, y)[0], z))
+    assert_grad(g, numeric_grad(lambda: losses.cross_entropy(z, y)[0], z))
     t = rng.normal(size=(4, 5)) * 2
-    kd, gk = L.distillation(z, t, 3.0)
+    kd, gk = losses.distillation(z, t, 3.0)
     pt = np.exp(t / 3) / np.exp(t / 3).sum(1, keepdims=True)
     ps = np.exp(z / 3) / np.exp(z / 3).sum(1, keepdims=True)
     assert kd == pytest.approx(9.0 * np.mean(np.sum(pt * np.log(pt / ps), 1)), rel=1e-12)
-    assert_grad(gk, numeric_grad(lambda: L.distillation(z, t, 3.0)[0], z))
+    assert_grad(gk, numeric_grad(lambda: losses.distillation(z, t, 3.0)[0], z))
 
 
 def test_float32_forward_keeps_dtype(rng):

@@ -20,7 +20,8 @@ from sttn_sim.quantizers import fixed_ternarize, sttn_ternarize, ttq_ternarize, 
 from sttn_sim.reference import reference_forward
 from sttn_sim.synthetic import synthetic_input, synthetic_model
 from sttn_sim.train import HardQuant, Network, SttnQuant, prepare_model
-from sttn_sim.train import layers as L
+from sttn_sim.ops import gradients as L
+from sttn_sim.train import losses
 
 H = 1e-6
 RTOL = 1e-6
@@ -32,7 +33,7 @@ def assert_close_grad(analytic, numeric, rtol=RTOL):
 
 
 def _loss(net, x, y):
-    return L.cross_entropy(net.forward(x, train=True), y)
+    return losses.cross_entropy(net.forward(x, train=True), y)
 
 
 def _fd(net, x, y, arr, idx, h=H):

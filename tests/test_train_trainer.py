@@ -12,8 +12,9 @@ from sttn_sim.fold import fold
 from sttn_sim.model_io import load_checkpoint
 from sttn_sim.reference import reference_forward
 from sttn_sim.train import Adam, TrainConfig, TrainingError, cosine_lr, train
-from sttn_sim.train import layers as L
-from sttn_sim.verification import verify_model
+from sttn_sim.ops import gradients as L
+from sttn_sim.train import losses
+from sttn_sim.check import verify_model
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +132,7 @@ def test_distillation_from_float_teacher(small_data, sttn_run):
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(small_data, tmp_path, monkeypatch):
     ckpt = tmp_path / "ckpt.safetensors"
-    real = L.cross_entropy
+    real = losses.cross_entropy
     calls = {"n": 0}
     steps_per_epoch = 400 // 50
 
@@ -141,7 +142,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(small_data, tmp_pa
         # epoch 1: 8 training batches + 1 test evaluation; then batch 4 of epoch 2 goes bad
         return (float("nan"), g) if calls["n"] > steps_per_epoch + 1 + 3 else (loss, g)
 
-    monkeypatch.setattr(L, "cross_entropy", poisoned)
+    monkeypatch.setattr(losses, "cross_entropy", poisoned)
     with pytest.raises(TrainingError, match=r"non-finite.*epoch 2, batch 4.*still holds epoch 1") as info:
         train(tiny(), small_data, TrainConfig(method="sttn", epochs=3, batch_size=50, progress=False,
                                               checkpoint=str(ckpt)))

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from sttn_sim import fold, save_model, synthetic_model
-from sttn_sim.verification import verify_model
+from sttn_sim.check import verify_model
 from sttn_sim.verify import main
 
 TINY = {

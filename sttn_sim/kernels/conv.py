@@ -32,6 +32,7 @@ import numpy as np
 from sttn_sim.errors import QuantizationError, ShapeError
 
 from .gemm import _MK, _MK_TAIL, TILE_M, TILE_N, GemmWeights, _block_planes
+from ..rules import conv_output_size
 from .packing import (
     PackedTernary,
     _raise_if_not_ternary,
@@ -79,11 +80,6 @@ def _pair(v, name: str, minimum: int) -> tuple[int, int]:
     if a < minimum or b < minimum:
         raise ShapeError(f"{name}: expected values >= {minimum}, got {(a, b)}")
     return a, b
-
-
-def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
-    """``(size + 2*padding - kernel) // stride + 1``."""
-    return (size + 2 * padding - kernel) // stride + 1
 
 
 def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
@@ -265,8 +266,6 @@ def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarr
 
 def maxpool2d_reference(x, kernel, stride, padding) -> np.ndarray:
     """Pure numpy max pooling (float32)."""
-    from numpy.lib.stride_tricks import sliding_window_view
-
     xp = np.pad(x.astype(np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)),
                 constant_values=-np.inf)
     return sliding_window_view(xp, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
@@ -304,6 +303,17 @@ def bias_prelu_to_nchw_reference(rows, bias, slope, n_img, height, width) -> np.
     y = rows.astype(np.float32).reshape(n_img, height, width, -1).transpose(0, 3, 1, 2) + \
         bias.astype(np.float32).reshape(1, -1, 1, 1)
     return np.ascontiguousarray(_prelu_reference(y, slope), np.float32)
+
+
+def im2col_f32(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
+    """float32 im2col: rows = output pixels (n, oy, ox), columns = (c, dy, dx)."""
+    x = np.ascontiguousarray(x, np.float32)
+    if padding:
+        x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    win = sliding_window_view(x, (kh, kw), axis=(2, 3))[:, :, ::stride, ::stride]
+    n, c, oh, ow = win.shape[:4]
+    cols = np.ascontiguousarray(win.transpose(0, 2, 3, 1, 4, 5)).reshape(n * oh * ow, c * kh * kw)
+    return cols, n, oh, ow
 
 
 # --------------------------------------------------------------------------------------

@@ -56,8 +56,8 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelError, SttnError
-from ..rules import batchnorm_affine, thresholds_from_affine
-from ..graph import ACTIVATION_QUANTIZER_KINDS, Layer, Model
+from ..rules import activation_bounds, batchnorm_affine, folded_activation_bounds, thresholds_from_affine
+from ..graph import Layer, Model
 from ..recording import LayerEvent, Recorder
 from ..shapes import infer_shapes
 from ..kernels.quantizer_stats import QuantizerAccumulator, accumulate, accumulate_reference
@@ -106,8 +106,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
     if layer.kind == "threshold":
         p = layer.params
         c = np.asarray(p["direction"]).size
-        act_lo = float(layer.attrs.get("activation_lo", -0.5))
-        act_hi = float(layer.attrs.get("activation_hi", 0.5))
+        act_lo, act_hi = folded_activation_bounds(layer.attrs)
         integer = bool(layer.attrs.get("integer", False))
         folded_from = layer.attrs.get("folded_from") or []
         domain = "accumulator" if integer else ("pre_bn" if len(folded_from) >= 2 else "input")
@@ -119,7 +118,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
                 "domain": domain, "integer": integer}
     if layer.kind != "ternary_act":
         raise ModelError(f"layer {layer.name!r} ({layer.kind}) is not an activation quantizer")
-    act_lo, act_hi = float(layer.attrs.get("lo", -0.5)), float(layer.attrs.get("hi", 0.5))
+    act_lo, act_hi = activation_bounds(layer.attrs)
     src = layer.inputs[0]
     bn = model[src] if src != "input" else None
     if bn is not None and bn.kind == "batchnorm":
@@ -418,14 +417,14 @@ class ActivationRecorder(Recorder):
     def threshold_accumulator(self, layer: Layer) -> QuantizerAccumulator | None:
         """The engine's fused threshold kernel adds its batches here directly (see
         :meth:`sttn_sim.recording.Recorder.threshold_accumulator`)."""
-        if self.backend != "numba" or layer.kind not in ACTIVATION_QUANTIZER_KINDS:
+        if self.backend != "numba" or not layer.is_quantizer:
             return None
         acc = self._layer_stats(layer).acc
         return acc if acc.fusable() else None
 
     def on_layer(self, event: LayerEvent) -> None:
         layer = event.layer
-        if layer.kind not in ACTIVATION_QUANTIZER_KINDS:
+        if not layer.is_quantizer:
             return
         stats = self._layer_stats(layer)
         if event.statistics is not None:

@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 
 from ..errors import ModelError, StatisticsUnavailable
-from ..graph import LATENT_TERNARY_KINDS, Layer, Model
+from ..graph import Layer, Model
 from ..quantizers import sttn_equivalent_weight, sttn_ternarize
 
 QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
@@ -83,13 +83,13 @@ def _unavailable_reason(model: Model, layer: Layer) -> str:
 
 def require_latent(model: Model, layer: Layer) -> None:
     """Raise :class:`StatisticsUnavailable` unless ``layer`` holds latent kernels."""
-    if layer.kind not in LATENT_TERNARY_KINDS:
+    if layer.ternary_form != "latent":
         raise StatisticsUnavailable(_unavailable_reason(model, layer))
 
 
 def has_latent_weights(model: Model) -> bool:
     """True when at least one ternary layer holds the latent kernels W1, W2."""
-    return any(l.kind in LATENT_TERNARY_KINDS for l in model.ternary_layers())
+    return any(l.ternary_form == "latent" for l in model.ternary_layers())
 
 
 def latent_layers(model: Model, layers=None) -> list[Layer]:
@@ -108,7 +108,7 @@ def latent_layers(model: Model, layers=None) -> list[Layer]:
     ternary = model.ternary_layers()
     if not ternary:
         raise StatisticsUnavailable(f"model {model.arch!r} has no ternary layers: no learned intervals to report")
-    latent = [l for l in ternary if l.kind in LATENT_TERNARY_KINDS]
+    latent = [l for l in ternary if l.ternary_form == "latent"]
     if not latent:
         raise StatisticsUnavailable(_unavailable_reason(model, ternary[0]))
     return latent

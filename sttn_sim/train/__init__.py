@@ -1,8 +1,10 @@
 """Training small STTN and hard-threshold ternary networks in NumPy.
 
-* :mod:`~sttn_sim.train.layers` — forward/backward of every layer kind of the official
-  block design (im2col + BLAS convolutions, BN, PReLU, ternary activation with the
-  clipped straight-through estimator, pooling, residual add, zero-channel pad, linear).
+* the forward/backward of every layer kind lives with the kind
+  (:meth:`sttn_sim.kinds.LayerKind.train_forward` / ``train_backward``, on the primitives
+  of :mod:`sttn_sim.ops.gradients`: im2col + BLAS convolutions, BN, PReLU, ternary
+  activation with the clipped straight-through estimator, pooling, residual add,
+  zero-channel pad, linear); :mod:`~sttn_sim.train.losses` — the losses.
 * :mod:`~sttn_sim.train.quant` — weight quantizers: STTN (official or exact-scale
   gradient), TWN, TTQ (learned W_p/W_n), fixed Δ.
 * :mod:`~sttn_sim.train.network` — :class:`Network` runs a :class:`~sttn_sim.graph.Model`

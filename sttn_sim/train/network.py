@@ -40,11 +40,17 @@ import numpy as np
 
 from ..errors import ModelError, ShapeError
 from ..graph import Layer, Model
-from . import layers as L
+from ..kinds import kinds_where, weighted_kind
+from ..walk import walk
 from .quant import TRAIN_METHODS, HardQuant, SttnQuant, make_quantizer
 
-TRAINABLE_KINDS = ("conv", "linear", "sttn_conv", "sttn_linear", "batchnorm", "prelu", "relu", "ternary_act",
-                   "maxpool", "avgpool", "add", "channel_pad", "flatten")
+
+def trainable_kinds() -> tuple[str, ...]:
+    """The registered kinds training can run (their ``trainable`` flag)."""
+    return kinds_where(lambda kind: kind.trainable)
+
+
+TRAINABLE_KINDS = trainable_kinds()
 
 
 # --------------------------------------------------------------------------------------
@@ -60,7 +66,7 @@ def _reinit_latent(model: Model, seed: int) -> None:
     independently, seeded; float32.  An exact zero (sign 0) is redrawn."""
     rng = np.random.default_rng([seed, 104729])
     for layer in model.layers:
-        if layer.kind not in ("sttn_conv", "sttn_linear"):
+        if layer.ternary_form != "latent":
             continue
         for key in ("weight1", "weight2"):
             shape = layer.params[key].shape
@@ -81,10 +87,11 @@ def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0, latent_i
         raise ModelError(f"prepare_model() expects a sttn_sim Model, got {type(model).__name__}")
     if method not in TRAIN_METHODS:
         raise ModelError(f"method {method!r}: expected one of {', '.join(TRAIN_METHODS)}")
-    bad = [f"{l.name} ({l.kind})" for l in model.layers if l.kind not in TRAINABLE_KINDS]
+    bad = [f"{l.name} ({l.kind})" for l in model.layers if not l.spec.trainable]
     if bad:
         raise ModelError(f"model {model.arch!r}: cannot train layers of kind {', '.join(bad[:5])}; "
-                         f"trainable kinds: {', '.join(TRAINABLE_KINDS)} (train the latent form, not a merged or folded one)")
+                         f"trainable kinds: {', '.join(trainable_kinds())} (train the latent form, not a merged or "
+                         f"folded one)")
     if latent_init not in LATENT_INITS:
         raise ModelError(f"latent_init={latent_init!r}: expected one of {LATENT_INITS}")
     model = model.copy()
@@ -96,8 +103,8 @@ def prepare_model(model: Model, method: str = "sttn", *, seed: int = 0, latent_i
     layers, rename = [], {}
     for layer in model.layers:
         inputs = [rename.get(s, s) for s in layer.inputs]
-        if layer.kind in ("sttn_conv", "sttn_linear"):
-            kind = "conv" if layer.kind == "sttn_conv" else "linear"
+        if layer.ternary_form == "latent":
+            kind = weighted_kind(layer.spec.family, "float")
             p = layer.params
             bias = None
             for key in ("bias1", "bias2"):
@@ -149,14 +156,14 @@ class Network:
         self.quantizers: dict[str, SttnQuant | HardQuant] = {}
         self.aux: dict[str, dict[str, np.ndarray]] = {}
         for layer in model.layers:
-            if layer.kind not in TRAINABLE_KINDS:
+            if not layer.spec.trainable:
                 raise ModelError(f"layer {layer.name!r}: kind {layer.kind!r} cannot be trained; "
-                                 f"trainable kinds: {', '.join(TRAINABLE_KINDS)}")
+                                 f"trainable kinds: {', '.join(trainable_kinds())}")
             for k, v in layer.params.items():
                 if v.dtype != self.dtype:
                     layer.params[k] = v.astype(self.dtype)
             q = None
-            if layer.kind in ("sttn_conv", "sttn_linear"):
+            if layer.ternary_form == "latent":
                 q = SttnQuant(sttn_grad)
             elif "train_quant" in layer.attrs:
                 q = make_quantizer(layer.attrs["train_quant"], granularity=granularity,
@@ -167,10 +174,7 @@ class Network:
                 self.aux[layer.name] = {k: v.astype(self.dtype) for k, v in
                                         (q.init_aux(layer.params) if isinstance(q, HardQuant) else {}).items()}
         self._cache: dict | None = None
-        self._uses = {}
-        for layer in model.layers:
-            for src in layer.inputs:
-                self._uses[src] = self._uses.get(src, 0) + 1
+        self.training = False  #: True during a forward pass in training mode (BN batch statistics)
 
     # -- parameters -------------------------------------------------------------------
     def parameters(self):
@@ -214,60 +218,45 @@ class Network:
             raise ShapeError(f"input: expected shape (N, {', '.join(map(str, want))}) for model "
                              f"{self.model.arch!r}, got {getattr(x, 'shape', type(x).__name__)}")
         keep = train if keep is None else keep
-        values = {"input": np.asarray(x, self.dtype)}
         caches = {}
-        remaining = dict(self._uses)
-        for layer in self.model.layers:
-            ins = [values[s] for s in layer.inputs]
-            y, cache = self._layer_forward(layer, ins, train)
-            values[layer.name] = y
+
+        def execute(layer: Layer, ins: list):
+            y, cache = layer.spec.train_forward(layer, ins, self)
             if keep:
                 caches[layer.name] = cache
             if record is not None:
                 record[layer.name] = y
-            for s in layer.inputs:
-                remaining[s] -= 1
-                if remaining[s] == 0 and not keep and record is None:
-                    values.pop(s, None)
+            return y
+
+        self.training = train
+        try:
+            values = walk(self.model.layers, {"input": np.asarray(x, self.dtype)}, execute,
+                          output=self.model.output, keep=keep or record is not None)
+        finally:
+            self.training = False
         self._cache = caches if keep else None
         return values[self.model.output]
 
-    def _layer_forward(self, layer: Layer, ins, train: bool):
-        kind, a, p = layer.kind, layer.attrs, layer.params
-        x = ins[0]
-        if kind in ("conv", "sttn_conv", "linear", "sttn_linear"):
-            q = self.quantizers.get(layer.name)
-            if q is not None:
-                w, b = q.forward(p, self.aux[layer.name])
-            else:
-                w, b = p["weight"], p.get("bias")
-            if w.shape[1] != x.shape[1]:
-                raise ShapeError(f"layer {layer.name!r}: expected {w.shape[1]} input channels/features, "
-                                 f"got shape {tuple(x.shape)} from {layer.inputs[0]!r}")
-            if kind.endswith("conv"):
-                return L.conv2d_forward(x, w, b, a["stride"], a["padding"])
-            return L.linear_forward(x, w, b)
-        if kind == "batchnorm":
-            return L.batchnorm_forward(x, p, float(a.get("eps", 1e-5)), train, self.bn_momentum)
-        if kind == "prelu":
-            return L.prelu_forward(x, p["weight"])
-        if kind == "relu":
-            return L.relu_forward(x)
-        if kind == "ternary_act":
-            return L.ternary_act_forward(x, a.get("lo", -0.5), a.get("hi", 0.5), self.ste_clip)
-        if kind == "maxpool":
-            return L.maxpool_forward(x, a["kernel"], a["stride"], a.get("padding", 0))
-        if kind == "avgpool":
-            return L.avgpool_forward(x, a["kernel"], a["stride"])
-        if kind == "add":
-            if x.shape != ins[1].shape:
-                raise ShapeError(f"layer {layer.name!r}: cannot add shapes {x.shape} and {ins[1].shape}")
-            return x + ins[1], None
-        if kind == "channel_pad":
-            return L.channel_pad_forward(x, a["out_channels"])
-        if kind == "flatten":
-            return x.reshape(x.shape[0], -1), x.shape
-        raise ModelError(f"layer {layer.name!r}: no training rule for kind {kind!r}")  # pragma: no cover
+    def effective_weights(self, layer: Layer):
+        """``(W, b)`` a convolution or linear layer computes with: its weight quantizer's
+        effective kernel for ternary and hard-threshold layers, the float kernel otherwise."""
+        q = self.quantizers.get(layer.name)
+        if q is not None:
+            return q.forward(layer.params, self.aux[layer.name])
+        return layer.params["weight"], layer.params.get("bias")
+
+    def add_weight_grads(self, layer: Layer, dw, db, grads: dict) -> None:
+        """Map the gradients of the effective ``(W, b)`` onto the layer's parameters."""
+        name = layer.name
+        q = self.quantizers.get(name)
+        if q is not None:
+            pg, ag = q.backward(layer.params, self.aux[name], dw, db)
+            for k, v in {**pg, **ag}.items():
+                grads[(name, k)] = v
+            return
+        grads[(name, "weight")] = dw
+        if "bias" in layer.params:
+            grads[(name, "bias")] = db
 
     # -- backward ---------------------------------------------------------------------
     def backward(self, dlogits: np.ndarray) -> dict:
@@ -281,57 +270,13 @@ class Network:
             dy = dvals.pop(layer.name, None)
             if dy is None:  # the output of this layer does not reach the loss
                 continue
-            din = self._layer_backward(layer, dy, caches[layer.name], grads)
+            din = layer.spec.train_backward(layer, dy, caches[layer.name], self, grads)
             for src, d in zip(layer.inputs, din):
                 if d is None or src == "input":
                     continue
                 dvals[src] = d if src not in dvals else dvals[src] + d
         self._cache = None
         return grads
-
-    def _layer_backward(self, layer: Layer, dy, cache, grads):
-        kind, p, name = layer.kind, layer.params, layer.name
-        need_dx = layer.inputs[0] != "input"
-        if kind in ("conv", "sttn_conv", "linear", "sttn_linear"):
-            if kind.endswith("conv"):
-                dx, dw, db = L.conv2d_backward(dy, cache, need_dx)
-            else:
-                dx, dw, db = L.linear_backward(dy, cache, need_dx)
-            q = self.quantizers.get(name)
-            if q is not None:
-                pg, ag = q.backward(p, self.aux[name], dw, db)
-                for k, v in pg.items():
-                    grads[(name, k)] = v
-                for k, v in ag.items():
-                    grads[(name, k)] = v
-            else:
-                grads[(name, "weight")] = dw
-                if "bias" in p:
-                    grads[(name, "bias")] = db
-            return [dx]
-        if kind == "batchnorm":
-            dx, dg, dbeta = L.batchnorm_backward(dy, cache)
-            grads[(name, "weight")], grads[(name, "bias")] = dg, dbeta
-            return [dx]
-        if kind == "prelu":
-            dx, da = L.prelu_backward(dy, cache)
-            grads[(name, "weight")] = da
-            return [dx]
-        if kind == "relu":
-            return [L.relu_backward(dy, cache)]
-        if kind == "ternary_act":
-            return [L.ternary_act_backward(dy, cache)]
-        if kind == "maxpool":
-            return [L.maxpool_backward(dy, cache)]
-        if kind == "avgpool":
-            return [L.avgpool_backward(dy, cache)]
-        if kind == "add":
-            return [dy, dy]
-        if kind == "channel_pad":
-            return [L.channel_pad_backward(dy, cache)]
-        if kind == "flatten":
-            return [dy.reshape(cache)]
-        raise ModelError(f"layer {name!r}: no training rule for kind {kind!r}")  # pragma: no cover
 
     # -- evaluation -------------------------------------------------------------------
     def predict(self, x: np.ndarray, batch: int = 512) -> np.ndarray:
@@ -355,7 +300,7 @@ class Network:
                 if q.method == "ttq":
                     attrs["ternary_method"] = "ttq"
                 else:
-                    kind = "ter_conv" if layer.kind == "conv" else "ter_linear"
+                    kind = weighted_kind(layer.spec.family, "merged")
                     attrs["ternary_method"] = q.method
             layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
         form = {"sttn": "latent", "float": "float"}.get(self.method, "merged")

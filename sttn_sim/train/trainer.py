@@ -39,7 +39,7 @@ from ..datasets import check_dataset
 from ..errors import ModelError, SttnError
 from ..graph import Model
 from ..stats.intervals import interval_statistics
-from . import layers as L
+from . import losses as L
 from .network import Network, prepare_model
 from .optim import Adam, cosine_lr
 from .quant import STTN_GRADS, TRAIN_METHODS, HardQuant, SttnQuant

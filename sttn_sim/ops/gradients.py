@@ -1,4 +1,4 @@
-"""Forward and backward passes of the layers of the official STTN block design.
+"""Forward and backward passes of the layer primitives training uses (numpy, any float dtype).
 
 Every ``*_forward`` returns ``(y, cache)``; the matching ``*_backward(dy, cache)``
 returns the gradient with respect to the input (and parameter gradients where there
@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from . import _kernels as _k
+from ..rules import ternary_activation
+from . import _im2col as _k
 
 #: use the Numba im2col/col2im kernels (False: the pure NumPy versions, kept as a cross-check)
 USE_NUMBA = True
@@ -176,10 +177,10 @@ def relu_backward(dy, cache):
     return dy * cache
 
 
-def ternary_act_forward(x, lo: float = -0.5, hi: float = 0.5, clip: float = 1.0):
-    """Codes in {-1, 0, +1} (dtype of x) and the STE mask ``|x| <= clip``."""
-    y = (x >= hi).astype(x.dtype) - (x < lo).astype(x.dtype)
-    return y, np.abs(x) <= clip
+def ternary_act_forward(x, lo: float, hi: float, clip: float = 1.0):
+    """Codes of :func:`sttn_sim.rules.ternary_activation` (in the dtype of x) and the
+    straight-through mask ``|x| <= clip``."""
+    return ternary_activation(x, lo, hi).astype(x.dtype), np.abs(x) <= clip
 
 
 def ternary_act_backward(dy, mask):
@@ -239,32 +240,3 @@ def channel_pad_forward(x, out_channels: int):
 
 def channel_pad_backward(dy, channels: int):
     return np.ascontiguousarray(dy[:, :channels])
-
-
-# --------------------------------------------------------------------------------------
-# loss
-
-
-def log_softmax(z):
-    z = z - z.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def cross_entropy(logits, y):
-    """Mean softmax cross-entropy and its gradient with respect to the logits."""
-    n = logits.shape[0]
-    lsm = log_softmax(logits)
-    loss = -lsm[np.arange(n), y].mean()
-    d = np.exp(lsm)
-    d[np.arange(n), y] -= 1.0
-    return float(loss), (d / n).astype(logits.dtype)
-
-
-def distillation(logits, teacher_logits, temperature: float):
-    """``T² · KL(softmax(t/T) ‖ softmax(s/T))`` averaged over the batch, and its gradient."""
-    n, t = logits.shape[0], float(temperature)
-    p_t = np.exp(log_softmax(teacher_logits.astype(np.float64) / t))
-    lsm = log_softmax(logits.astype(np.float64) / t)
-    loss = t * t * float(np.sum(p_t * (np.log(np.clip(p_t, 1e-300, None)) - lsm)) / n)
-    grad = t * (np.exp(lsm) - p_t) / n
-    return loss, grad.astype(logits.dtype)

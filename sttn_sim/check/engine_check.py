@@ -30,15 +30,15 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .engine import Engine
-from .graph import Model
-from .recording import Recorder
-from .reference import run_reference
-from .verification import first_true_position
+from ..engine import Engine
+from ..graph import Model
+from ..recording import Recorder
+from ..reference import run_reference
+from ..rules import float32_near_threshold
+from .report import first_true_position, integer_columns, table_records, table_text
 
 FLOAT32_RTOL = 1e-4
 END_TO_END_RTOL = 1e-3
-F32_TIE = 2.0**-23
 
 
 class _Capture:
@@ -70,11 +70,9 @@ class EngineReport:
         return layers_ok and e2e_ok
 
     def to_dict(self) -> dict:
-        import json
-
         return {
             "passed": self.passed,
-            "layers": json.loads(self.table.to_json(orient="records")),
+            "layers": table_records(self.table),
             "logits_max_abs_diff": self.logits_max_abs_diff,
             "logits_tolerance": self.logits_tolerance,
             "top1_agreement": f"{self.top1_agreement}/{self.batch}",
@@ -83,8 +81,7 @@ class EngineReport:
         }
 
     def to_text(self) -> str:
-        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
-            body = self.table.to_string(index=False)
+        body = table_text(self.table)
         lines = ["packed engine against the float64/int64 reference (layer-local)", "", body, "",
                  f"end to end: max |engine - reference| logits = {self.logits_max_abs_diff:.3g} "
                  f"(tolerance {self.logits_tolerance:.3g} when no code differs); top-1 agreement "
@@ -122,7 +119,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
                 value = value.astype(np.int8)
             args.append(value)
         if layer.kind == "threshold":
-            out, event = step.run(args[0], Recorder())  # a plain recorder: the codes are written out
+            out, event = step.run(args, Recorder())  # a plain recorder: the codes are written out
             codes_ref = ref.outputs[layer.name]
             mismatch = event.codes != codes_ref
             shape = (1, -1) + (1,) * (codes_ref.ndim - 2)
@@ -130,7 +127,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
             near = np.zeros(z.shape, bool)
             for key in ("lo", "hi"):
                 t = np.asarray(layer.params[key], np.float64).reshape(shape)
-                near |= np.abs(z - t) <= F32_TIE * np.maximum(np.abs(z), np.abs(t))
+                near |= float32_near_threshold(z, t)
             if layer.attrs.get("integer"):
                 near[:] = False  # integers: no rounding, no ties
             bad = mismatch & ~near
@@ -141,10 +138,10 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
                          "acc_mismatches": None, "code_mismatches": int(mismatch.sum()),
                          "near_ties": int((mismatch & near).sum()), "max_abs_float_diff": None, "status": status})
             continue
-        out, event = step.run(*args)
+        out, event = step.run(args)
         acc_mismatches = None
         status = "ok"
-        if layer.kind in ("ternary_conv", "ternary_linear"):
+        if layer.ternary_form == "folded":
             acc_ref = ref.accumulators[layer.name]["acc"]
             bad = event.accumulator.astype(np.int64) != acc_ref
             acc_mismatches = int(bad.sum())
@@ -162,9 +159,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
         rows.append({"step": step.name, "kind": layer.kind + (f" +{len(step.fused)} fused" if step.fused else ""),
                      "values": int(y_ref.size), "acc_mismatches": acc_mismatches, "code_mismatches": None,
                      "near_ties": None, "max_abs_float_diff": diff, "status": status})
-    table = pd.DataFrame(rows)
-    for col in ("acc_mismatches", "code_mismatches", "near_ties"):
-        table[col] = table[col].astype("Int64")
+    table = integer_columns(pd.DataFrame(rows), ("acc_mismatches", "code_mismatches", "near_ties"))
 
     capture = _Capture()
     logits = engine.run(x, recorder=capture).astype(np.float64)

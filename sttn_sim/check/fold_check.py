@@ -1,6 +1,6 @@
 """Bit-exactness verification: is the folded model the model that was trained?
 
-The library side of ``python -m sttn_sim.verify`` (see :mod:`sttn_sim.verify`).
+The library side of ``sttn verify`` / ``python -m sttn_sim.verify`` (see :mod:`sttn_sim.verify`).
 
 Checks, on a batch of inputs (all in float64 / int64):
 
@@ -31,15 +31,19 @@ The first divergence is reported as (layer, channel, position).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from .errors import SttnError
-from .graph import Model
-from .reference import apply_threshold, integer_conv2d, integer_linear, reference_forward, run_reference
+from ..errors import SttnError
+from ..fold import fold
+from ..graph import Model
+from ..reference import reference_forward, run_reference
+from ..rules import apply_threshold, folded_activation_bounds, near_threshold
+from ..synthetic import synthetic_input
+from .engine_check import check_engine
+from .report import at, first_true_position, integer_columns, table_records, table_text
 
 FLOAT_TOL = 1e-9
 LOGITS_TOL = 1e-6
@@ -89,7 +93,7 @@ class VerifyReport:
         return layers_ok and logits_ok and self.first_divergence is None
 
     def to_dict(self) -> dict:
-        rows = json.loads(self.table.to_json(orient="records"))
+        rows = table_records(self.table)
         return {
             "model": self.model,
             "passed": self.passed,
@@ -107,8 +111,7 @@ class VerifyReport:
 
     def to_text(self) -> str:
         lines = [f"verification of {self.model} on a batch of {self.batch}", ""]
-        with pd.option_context("display.max_rows", None, "display.width", 200, "display.max_columns", None):
-            lines.append(self.table.to_string(index=False) if len(self.table) else "(no ternary layers)")
+        lines.append(table_text(self.table) if len(self.table) else "(no ternary layers)")
         lines += [
             "",
             f"logits: max |training - folded| = {self.logits_max_abs_diff:.3g} "
@@ -125,12 +128,6 @@ class VerifyReport:
         return "\n".join(lines)
 
 
-def first_true_position(mask: np.ndarray) -> tuple[int, tuple[int, ...]]:
-    """(channel, position) of the first True in an N×C×... mask; position = (n, spatial...)."""
-    idx = np.unravel_index(int(np.flatnonzero(mask)[0]), mask.shape)
-    return (int(idx[1]) if mask.ndim > 1 else 0), (int(idx[0]),) + tuple(int(i) for i in idx[2:])
-
-
 def _check_same_structure(model: Model, folded: Model) -> None:
     """The folded model must describe the same network: same input, and every folded
     ternary or threshold layer must have a counterpart of the same name."""
@@ -141,7 +138,7 @@ def _check_same_structure(model: Model, folded: Model) -> None:
                         f"model's {model.input_shape}")
     names = set(model.layer_names)
     for layer in folded.layers:
-        if layer.kind in ("ternary_conv", "ternary_linear", "threshold"):
+        if layer.ternary_form == "folded" or layer.kind == "threshold":
             if layer.name not in names:
                 raise SttnError(f"folded layer {layer.name!r} has no counterpart in the training-time model")
             if layer.kind != "threshold":
@@ -160,11 +157,8 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
 
     ``x`` defaults to a seeded standard-normal batch of size ``batch``.  With
     ``engine=True`` the packed engine is also checked against the reference on the
-    folded model (:func:`sttn_sim.engine_check.check_engine`).
+    folded model (:func:`sttn_sim.check.engine_check.check_engine`).
     """
-    from .fold import fold
-    from .synthetic import synthetic_input
-
     if model.form == "folded":
         raise SttnError("verify needs the training-time (latent or merged) model, got an already folded one")
     if folded is None:
@@ -179,13 +173,8 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
     local_acc: dict[str, np.ndarray] = {}
     tie_flip = False
     for layer in folded.layers:
-        if layer.kind in ("ternary_conv", "ternary_linear"):
-            src = train.outputs[layer.inputs[0]]
-            codes = layer.params["codes"]
-            if layer.kind == "ternary_conv":
-                acc = integer_conv2d(src, codes, layer.attrs["stride"], layer.attrs["padding"])
-            else:
-                acc = integer_linear(src, codes)
+        if layer.ternary_form == "folded":
+            acc = layer.spec.accumulate(layer, train.outputs[layer.inputs[0]])
             local_acc[layer.name] = acc
             shape = (1, -1) + (1,) * (acc.ndim - 2)
             y_fold = acc * np.asarray(layer.params["scale"], np.float64).reshape(shape) + \
@@ -204,12 +193,12 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
             if status == "FAIL" and first is None:
                 if acc_mismatches:
                     ch, pos = first_true_position(bad_acc)
-                    first = Divergence(layer.name, "accumulator", ch, pos, float(two[(pos[0], ch) + pos[1:]]),
-                                       float(2 * acc[(pos[0], ch) + pos[1:]]))
+                    first = Divergence(layer.name, "accumulator", ch, pos, float(at(two, ch, pos)),
+                                       float(2 * at(acc, ch, pos)))
                 else:
                     ch, pos = first_true_position(bad_float)
-                    first = Divergence(layer.name, "float output", ch, pos, float(y_train[(pos[0], ch) + pos[1:]]),
-                                       float(y_fold[(pos[0], ch) + pos[1:]]))
+                    first = Divergence(layer.name, "float output", ch, pos, float(at(y_train, ch, pos)),
+                                       float(at(y_fold, ch, pos)))
             rows.append({"layer": layer.name, "kind": layer.kind, "values": int(acc.size),
                          "acc_mismatches": acc_mismatches, "max_abs_float_diff": float(diff.max()),
                          "code_mismatches": None, "near_ties": None, "exact_ties": None, "status": status})
@@ -220,8 +209,8 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
             codes_fold = apply_threshold(value, p["direction"], p["lo"], p["hi"], p["constant"])
             codes_train = train.outputs[layer.name]
             pre = train.pre_activations[layer.name]
-            lo, hi = layer.attrs.get("activation_lo", -0.5), layer.attrs.get("activation_hi", 0.5)
-            near = (np.abs(pre - lo) <= tie_eps) | (np.abs(pre - hi) <= tie_eps)
+            lo, hi = folded_activation_bounds(layer.attrs)
+            near = near_threshold(pre, lo, hi, tie_eps)
             exact = (pre == lo) | (pre == hi)
             mismatch = codes_fold != codes_train
             unexplained = mismatch & ~near
@@ -229,8 +218,8 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
             tie_flip |= bool(mismatch.any())
             if status == "FAIL" and first is None:
                 ch, pos = first_true_position(unexplained)
-                first = Divergence(layer.name, "activation code", ch, pos, float(codes_train[(pos[0], ch) + pos[1:]]),
-                                   float(codes_fold[(pos[0], ch) + pos[1:]]))
+                first = Divergence(layer.name, "activation code", ch, pos, float(at(codes_train, ch, pos)),
+                                   float(at(codes_fold, ch, pos)))
             rows.append({"layer": layer.name, "kind": "threshold" + (" (int)" if layer.attrs.get("integer") else ""),
                          "values": int(codes_train.size), "acc_mismatches": None, "max_abs_float_diff": None,
                          "code_mismatches": int(mismatch.sum()), "near_ties": int(near.sum()),
@@ -238,8 +227,7 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
 
     table = pd.DataFrame(rows, columns=["layer", "kind", "values", "acc_mismatches", "max_abs_float_diff",
                                         "code_mismatches", "near_ties", "exact_ties", "status"])
-    for col in ("acc_mismatches", "code_mismatches", "near_ties", "exact_ties"):
-        table[col] = table[col].astype("Int64")
+    table = integer_columns(table, ("acc_mismatches", "code_mismatches", "near_ties", "exact_ties"))
     logits_diff = float(np.max(np.abs(train.logits - folded_logits)))
     tol = logits_tol * max(1.0, float(np.max(np.abs(train.logits))))
     top1 = int(np.sum(train.logits.argmax(axis=1) == folded_logits.argmax(axis=1)))
@@ -247,9 +235,5 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
         worst = np.unravel_index(int(np.argmax(np.abs(train.logits - folded_logits))), train.logits.shape)
         first = Divergence(model.output, "logits", int(worst[1]), (int(worst[0]),),
                            float(train.logits[worst]), float(folded_logits[worst]))
-    engine_report = None
-    if engine:
-        from .engine_check import check_engine
-
-        engine_report = check_engine(folded, x)
+    engine_report = check_engine(folded, x) if engine else None
     return VerifyReport(model.arch, len(x), table, logits_diff, tol, top1, tie_flip, first, engine=engine_report)

@@ -1,0 +1,128 @@
+"""Activation quantizer kinds: the ternary activation and its folded form, the threshold.
+
+* ``ternary_act`` — :func:`sttn_sim.rules.ternary_activation` with attributes ``lo``,
+  ``hi`` (the STTN ±0.5 by default); its output is int8 codes.
+* ``threshold`` — the folded BN + activation, :func:`sttn_sim.rules.apply_threshold`:
+  ``z = direction·x``, ``+1 if z >= hi``, ``-1 if z < lo``, ``constant`` where the
+  direction is 0.  ``integer`` thresholds compare an integer accumulator; float ones a
+  float.  ``gain``/``offset`` (optional) give ``y = gain·x + offset``, the value the
+  original activation saw (for statistics); ``activation_lo``/``activation_hi`` its
+  thresholds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import ModelError, ShapeError
+from ..kernels.fused import threshold_codes, threshold_pack
+from ..kernels.quantizer_stats import FusedThresholdStatistics
+from ..ops import gradients as G
+from ..recording import LayerEvent
+from ..rules import (
+    ACTIVATION_HI,
+    ACTIVATION_LO,
+    apply_threshold,
+    float32_thresholds,
+    int32_thresholds,
+    ternary_activation,
+)
+from .base import Attr, LayerKind, Param, check_channel_params, register_kind
+
+
+@register_kind
+class TernaryAct(LayerKind):
+    """``-1 if x < lo``, ``0 if lo <= x < hi``, ``+1 if x >= hi`` (int8 codes)."""
+
+    name = "ternary_act"
+    summary = "ternary activation with fixed thresholds"
+    attrs = (Attr("lo", float, default=ACTIVATION_LO), Attr("hi", float, default=ACTIVATION_HI))
+    quantizer = True
+    trainable = True
+
+    def bounds(self, layer) -> tuple[float, float]:
+        return float(self.attr(layer, "lo")), float(self.attr(layer, "hi"))
+
+    def reference(self, layer, inputs, run=None):
+        x = np.asarray(inputs[0], np.float64)
+        if run is not None:
+            run.pre_activations[layer.name] = x
+        return ternary_activation(x, *self.bounds(layer))
+
+    def engine_step(self, layer, ctx):
+        raise ModelError(f"layer {layer.name!r}: the engine runs folded thresholds, not {self.name!r} "
+                         f"(fold the model first)")
+
+    def train_forward(self, layer, inputs, net):
+        return G.ternary_act_forward(inputs[0], *self.bounds(layer), net.ste_clip)
+
+    def train_backward(self, layer, dy, cache, net, grads):
+        return [G.ternary_act_backward(dy, cache)]
+
+
+@register_kind
+class Threshold(LayerKind):
+    """Folded per-channel thresholds (see the module docstring)."""
+
+    name = "threshold"
+    summary = "folded BN + ternary activation: per-channel thresholds"
+    params = (Param("direction", "codes"), Param("lo", "number"), Param("hi", "number"), Param("constant", "codes"),
+              Param("gain", optional=True), Param("offset", optional=True))
+    attrs = (Attr("integer", bool, default=False), Attr("folded_from", list, default=None),
+             Attr("activation_lo", float, default=ACTIVATION_LO), Attr("activation_hi", float, default=ACTIVATION_HI))
+    quantizer = True
+
+    def output_shape(self, layer, in_shapes, where):
+        x = in_shapes[0]
+        n = layer.params["direction"].size
+        if n != x[0]:
+            raise ShapeError(f"{where}: parameter 'direction' has {n} entries, input has {x[0]} channels")
+        check_channel_params(self, layer, where, x[0])
+        return x
+
+    def reference(self, layer, inputs, run=None):
+        x = inputs[0]
+        if run is not None:
+            run.pre_activations[layer.name] = x
+        p = layer.params
+        return apply_threshold(x, p["direction"], p["lo"], p["hi"], p["constant"])
+
+    def engine_step(self, layer, ctx):
+        """Threshold and bit-pack in one pass into the NHWC planes the packed
+        convolution reads (when every consumer is a ternary convolution), else int8
+        codes.  A recorder that offers an accumulator
+        (:meth:`~sttn_sim.recording.Recorder.threshold_accumulator`) gets its statistics
+        computed in the same pass, without the codes being written out.  Float
+        thresholds are rounded up to float32 (:func:`sttn_sim.rules.float32_thresholds`),
+        so the float32 comparison is the float64 rule on the float32 value."""
+        p = layer.params
+        integer = bool(self.attr(layer, "integer"))
+        to_type = int32_thresholds if integer else float32_thresholds
+        direction = np.ascontiguousarray(p["direction"], np.int8)
+        lo, hi = to_type(p["lo"]), to_type(p["hi"])
+        constant = np.ascontiguousarray(p["constant"], np.int8)
+        consumers = ctx.consumers(layer.name)
+        packed_out = bool(consumers) and all(c.kind == "ternary_conv" for c in consumers) and \
+            len(ctx.shapes[layer.name]) == 3
+        prepared = {}  # the fused statistics kernel of the last recorder's accumulator
+        first = ctx.first_layer(layer)
+
+        def run(args, recorder=None):
+            x = np.ascontiguousarray(args[0], np.int32 if integer else np.float32)
+            want_codes = recorder is not None
+            # recorders need not subclass Recorder: the fast path is optional
+            offer = getattr(recorder, "threshold_accumulator", None) if want_codes and packed_out else None
+            acc = offer(first) if offer is not None else None
+            if acc is not None:  # the recorder's statistics, computed inside the threshold pass
+                if prepared.get("acc") is not acc:
+                    prepared.update(acc=acc, run=FusedThresholdStatistics(acc, integer, direction, lo, hi, constant))
+                out = prepared["run"](x)
+                return out, LayerEvent(first, out, pre_activation=x, statistics=acc)
+            if packed_out and want_codes:
+                out, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)
+            elif packed_out:
+                out, codes = threshold_pack(x, direction, lo, hi, constant), None
+            else:
+                out = codes = threshold_codes(x, direction, lo, hi, constant)
+            return out, LayerEvent(first, codes if codes is not None else out, pre_activation=x, codes=codes)
+        return run
