@@ -19,6 +19,7 @@ import numpy as np
 
 from .errors import SttnError
 from .graph import Model
+from .stats.profile import model_profile
 
 _FORM_TEXT = {
     "latent": "latent (training form: two latent float kernels per ternary layer)",
@@ -28,42 +29,22 @@ _FORM_TEXT = {
 }
 
 
-def _bits(layer) -> int | None:
-    if layer.is_ternary:
-        return 2
-    floats = [v.dtype.itemsize * 8 for v in layer.params.values() if v.dtype.kind == "f"]
-    if floats:
-        return max(floats)
-    ints = [v.dtype.itemsize * 8 for v in layer.params.values()]
-    return max(ints) if ints else None
-
-
-def _weights(layer) -> int:
-    """Effective weights: one kernel of a ternary layer (not the two latent copies)."""
-    p = layer.params
-    for key in ("codes", "weight1", "weight"):
-        if key in p:
-            return int(p[key].size)
-    return 0
-
-
 def describe(model: Model, path: str | None = None, container: str | None = None, *,
              all_layers: bool = False) -> dict:
     """A JSON-ready description of ``model`` (what ``info`` prints)."""
-    from .shapes import infer_shapes
-
-    shapes = infer_shapes(model)
+    profile = model_profile(model)
     layers, ternary_weights, float_params, other_bits = [], 0, 0, 0
     for layer in model.layers:
         if not layer.params and not all_layers:
             continue
-        bits = _bits(layer)
-        count = layer.param_count()
+        prof = profile[layer.name]
+        bits, count = prof.weight_bits, prof.stored_params
         row = {"name": layer.name, "kind": layer.kind,
                "shapes": {k: list(v.shape) for k, v in layer.params.items()},
-               "output_shape": list(shapes[layer.name]), "params": count, "bits": bits}
+               "output_shape": list(prof.output_shape), "params": count, "bits": bits,
+               "macs": prof.macs, "bops": prof.bops}
         if layer.is_ternary:
-            w = _weights(layer)
+            w = prof.weights
             ternary_weights += w
             row["ternary_weights"] = w
             extra = sum(int(v.size) for k, v in layer.params.items() if k not in ("codes", "weight1", "weight2", "weight"))
@@ -81,7 +62,7 @@ def describe(model: Model, path: str | None = None, container: str | None = None
         "official_arch": official,
         "arch": model.arch,
         "width": meta.get("width"),
-        "num_classes": int(shapes[model.output][0]),
+        "num_classes": int(profile[model.output].output_shape[0]),
         "input_shape": list(model.input_shape),
         "layers": layers,
         "totals": {
@@ -90,6 +71,8 @@ def describe(model: Model, path: str | None = None, container: str | None = None
             "float_params": float_params,
             "packed_bytes": (2 * ternary_weights + other_bits) // 8 + 4 * float_params,
             "float32_equivalent_bytes": 4 * (ternary_weights + float_params) + other_bits // 8,
+            "macs": profile.totals()["macs"],
+            "bops": profile.totals()["bops"],
         },
         "metadata": meta,
     }
@@ -119,6 +102,7 @@ def format_text(info: dict) -> str:
     lines.append(f"ternary:       {t['ternary_layers']} layers, {t['ternary_weights']} weights at 2 bits; "
                  f"{t['float_params']} float parameters")
     lines.append(f"packed size:   {t['packed_bytes']} bytes (float32 equivalent {t['float32_equivalent_bytes']} bytes)")
+    lines.append(f"cost:          {t['macs']} MACs, {t['bops']} BOPs per image")
     lines.append("")
     rows = [("layer", "kind", "parameter shapes", "params", "bits")]
     rows += [(r["name"], r["kind"], _fmt_shapes(r["shapes"]), str(r["params"]), "-" if r["bits"] is None else str(r["bits"]))

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sttn_sim.errors import QuantizationError
+from sttn_sim.errors import ModelError, QuantizationError
 from sttn_sim.fold import fold
 from sttn_sim.graph import Layer, Model
 from sttn_sim.stats import channel_weight_statistics, layer_ternary_weights, weight_statistics
@@ -307,7 +307,7 @@ def test_model_without_ternary_layers():
 
 
 def test_layer_ternary_weights_rejects_other_kinds():
-    with pytest.raises(ValueError, match="layer 'act'.*no ternary weights"):
+    with pytest.raises(ModelError, match="layer 'act'.*no ternary weights"):
         layer_ternary_weights(folded_model()["act"])
 
 

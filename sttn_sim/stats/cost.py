@@ -5,8 +5,12 @@ Per ternary layer (one row, model order), for ONE image:
 * ``macs`` — dense multiply-accumulates, ``C_out · (C_in·kh·kw) · H'·W'`` (``H'·W' = 1``
   for a linear layer);
 * ``macs_nonzero_weight`` — MACs whose weight is non-zero, ``nnz(t) · H'·W'``;
+* ``bops`` — bit operations, ``macs · 2 · 2`` (2-bit weights and activations, QONNX's
+  definition);
 * ``packed_bytes`` — the codes at 2 bits per weight, ``float32_bytes`` — one float32
   kernel of the same shape, and ``compression`` their ratio.
+
+Sizes, MACs and BOPs come from :func:`sttn_sim.stats.profile.model_profile`.
 
 With an :class:`~sttn_sim.stats.activations.ActivationRecorder` (which counted, while the
 model ran, the MACs of each consumer of ternary codes exactly), also the per-image means
@@ -22,32 +26,30 @@ import numpy as np
 import pandas as pd
 
 from ..graph import Model
-from ..shapes import infer_shapes
-from .weights import layer_ternary_weights
+from .profile import model_profile
 
 
 def layer_costs(model: Model, activations=None) -> pd.DataFrame:
     """MACs and memory of every ternary layer (see the module note)."""
-    shapes = infer_shapes(model)
+    profile = model_profile(model)
     measured = activations.consumer_macs() if activations is not None else {}
     rows = []
     ternary = model.ternary_layers()
     for order, layer in enumerate(ternary):
-        codes = layer_ternary_weights(layer).codes
-        out = shapes[layer.name]
+        prof = profile[layer.name]
+        codes = layer.spec.ternary_weights(layer).codes
+        out = prof.output_shape
         positions = int(np.prod(out[1:])) if len(out) > 1 else 1
         c_out = int(codes.shape[0])
-        per_output = int(np.prod(codes.shape[1:]))
-        n = int(codes.size)
-        nnz = int(np.count_nonzero(codes))
-        packed = (2 * n + 7) // 8
+        n, nnz = prof.weights, int(np.count_nonzero(codes))
         row = {
             "layer": layer.name, "order": order, "kind": layer.kind, "c_out": c_out, "c_in": int(codes.shape[1]),
             "kernel": "x".join(map(str, codes.shape[2:])) if codes.ndim > 2 else "-",
-            "out_positions": positions, "weights_per_output": per_output,
-            "macs": c_out * per_output * positions, "n_weights": n, "nonzero_weights": nnz,
-            "weight_sparsity": 1 - nnz / n, "macs_nonzero_weight": nnz * positions,
-            "packed_bytes": packed, "float32_bytes": 4 * n, "compression": 4 * n / packed,
+            "out_positions": positions, "weights_per_output": n // c_out,
+            "macs": prof.macs, "n_weights": n, "nonzero_weights": nnz,
+            "weight_sparsity": 1 - nnz / n, "macs_nonzero_weight": nnz * positions, "bops": prof.bops,
+            "packed_bytes": prof.packed_bytes, "float32_bytes": prof.float32_bytes,
+            "compression": prof.float32_bytes / prof.packed_bytes,
         }
         m = measured.get(layer.name)
         if m is not None and m["images"] > 0:

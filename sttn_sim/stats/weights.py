@@ -23,20 +23,18 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..errors import ModelError
 from ..graph import Layer, Model
-from ..quantizers import TernaryWeights, recover_merged_ternary, sttn_ternarize
+from ..quantizers import TernaryWeights
+from .profile import model_profile
 
 
 def layer_ternary_weights(layer: Layer) -> TernaryWeights:
-    """Codes and per-channel scales of one ternary layer of any form."""
-    p = layer.params
-    if layer.kind in ("sttn_conv", "sttn_linear"):
-        return sttn_ternarize(p["weight1"], p["weight2"], name=f"layer {layer.name!r}")
-    if layer.kind in ("ter_conv", "ter_linear"):
-        return recover_merged_ternary(p["weight"], name=f"layer {layer.name!r}")
-    if layer.kind in ("ternary_conv", "ternary_linear"):
-        return TernaryWeights(p["codes"], np.asarray(p["scale"], np.float64), "sttn", "channel", None)
-    raise ValueError(f"layer {layer.name!r} ({layer.kind}) has no ternary weights")
+    """Codes and per-channel scales of one ternary layer of any form (its kind's
+    ``ternary_weights``: the same quantizers the fold uses)."""
+    if not layer.is_ternary:
+        raise ModelError(f"layer {layer.name!r} ({layer.kind}) has no ternary weights")
+    return layer.spec.ternary_weights(layer)
 
 
 def _ordered(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -48,12 +46,13 @@ def _ordered(df: pd.DataFrame, order: list[str]) -> pd.DataFrame:
 def weight_statistics(model: Model) -> pd.DataFrame:
     """One row per ternary layer: counts, fractions, sparsity, scales, sizes (see the module note)."""
     rows = []
+    profile = model_profile(model)
     for index, layer in enumerate(model.ternary_layers()):
         q = layer_ternary_weights(layer)
         n = q.codes.size
         c_out = q.codes.shape[0]
         neg, zero, pos = (int(np.count_nonzero(q.codes == v)) for v in (-1, 0, 1))
-        packed = (2 * n + 7) // 8
+        packed = profile[layer.name].packed_bytes
         rows.append({
             "layer": layer.name, "order": index, "kind": layer.kind, "shape": "x".join(map(str, q.codes.shape)),
             "c_out": c_out, "n_weights": n, "n_neg": neg, "n_zero": zero, "n_pos": pos,
