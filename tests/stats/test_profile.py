@@ -28,7 +28,7 @@ def test_sizes_macs_and_bops_by_hand():
     stem, t, fc = p["stem"], p["t"], p["fc"]
     assert stem.macs == 4 * 3 * 3 * 3 * 9 * 9 and stem.bops == stem.macs * 32 * 32 and stem.weight_bits == 32
     assert t.weights == 5 * 4 * 9 and t.macs == 5 * 4 * 9 * 16 and t.bops == t.macs * 2 * 2
-    assert t.stored_params == 2 * 180 and t.packed_bytes == 90 and t.float32_bytes == 720
+    assert t.stored_params == 2 * 180 and t.packed_bytes == 45 and t.float32_bytes == 720
     assert fc.macs == 2 * 80 and fc.weight_bits == 64 and fc.bops == 160 * 64 * 32
     assert p["act"].macs == 0 and p["act"].weight_bits is None
     assert p.totals()["macs"] == stem.macs + t.macs + fc.macs and p.totals()["ternary_weights"] == 180
