@@ -20,6 +20,7 @@ import numpy as np
 
 from .errors import ModelError
 from .graph import Layer, Model
+from .rules import ACTIVATION_HI, ACTIVATION_LO
 
 BN_EPS = 1e-5
 
@@ -155,14 +156,14 @@ def sttn_resnet18(
         else:
             shortcut = x
         h = b.batchnorm(f"{p}.bn1", x, c_in)
-        h = b.add(f"{p}.tact1", "ternary_act", [h], {"lo": -0.5, "hi": 0.5})
+        h = b.add(f"{p}.tact1", "ternary_act", [h], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
         h = b.sttn_conv(f"{p}.conv1", h, c_in, c_out, stride)
         h = b.batchnorm(f"{p}.bn_add1", h, c_out)
         h = b.add(f"{p}.add1", "add", [h, shortcut])
         a = b.add(f"{p}.prelu1", "prelu", [h], {}, {"weight": np.full(c_out, 0.25, np.float32)})
         size = _conv_out(size, 3, stride, 1)
         h = b.batchnorm(f"{p}.bn2", a, c_out)
-        h = b.add(f"{p}.tact2", "ternary_act", [h], {"lo": -0.5, "hi": 0.5})
+        h = b.add(f"{p}.tact2", "ternary_act", [h], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
         h = b.sttn_conv(f"{p}.conv2", h, c_out, c_out, 1)
         h = b.batchnorm(f"{p}.bn_add2", h, c_out)
         h = b.add(f"{p}.add2", "add", [h, a])
@@ -206,13 +207,13 @@ def plain_ternary_cnn(
     x = b.add("features.0", "conv", ["input"], {"stride": 1, "padding": 1},
               {"weight": b.float_weight((channels[0], in_channels, 3, 3)), "bias": b.small(channels[0])})
     x = b.batchnorm("features.1", x, channels[0])
-    x = b.add("features.2", "ternary_act", [x], {"lo": -0.5, "hi": 0.5})
+    x = b.add("features.2", "ternary_act", [x], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
     size, c_prev, index = input_size, channels[0], 3
     for j, c in enumerate(channels):
         stride = 1 if j == 0 else 2
         x = b.sttn_conv(f"features.{index}", x, c_prev, c, stride)
         x = b.batchnorm(f"features.{index + 1}", x, c)
-        x = b.add(f"features.{index + 2}", "ternary_act", [x], {"lo": -0.5, "hi": 0.5})
+        x = b.add(f"features.{index + 2}", "ternary_act", [x], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
         size, c_prev, index = _conv_out(size, 3, stride, 1), c, index + 3
     x = b.add("avgpool", "avgpool", [x], {"kernel": size, "stride": size})
     x = b.add("flatten", "flatten", [x])
@@ -238,12 +239,12 @@ def ternary_mlp(
     b = _Builder(np.random.default_rng(seed))
     x = b.add("input_flatten", "flatten", ["input"])
     x = b.batchnorm("bn0", x, features)
-    x = b.add("tact0", "ternary_act", [x], {"lo": -0.5, "hi": 0.5})
+    x = b.add("tact0", "ternary_act", [x], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
     prev = features
     for j, h in enumerate(hidden, start=1):
         x = b.sttn_linear(f"fc{j}", x, prev, h)
         x = b.batchnorm(f"bn{j}", x, h)
-        x = b.add(f"tact{j}", "ternary_act", [x], {"lo": -0.5, "hi": 0.5})
+        x = b.add(f"tact{j}", "ternary_act", [x], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
         prev = h
     b.linear("fc", x, prev, num_classes)
     return Model("ternary_mlp", tuple(input_shape), b.layers, "latent",

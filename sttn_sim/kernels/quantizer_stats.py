@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
+from ..rules import ACTIVATION_HI, ACTIVATION_LO
 from ._llvm import key32_value, order_key32
 from .packing import PackedTernary, words_for
 
@@ -87,8 +88,8 @@ class QuantizerAccumulator:
     offset: np.ndarray  # float64 [C]
     edges: np.ndarray  # float64 [B + 1], strictly increasing
     positions: int  # S
-    act_lo: float = -0.5
-    act_hi: float = 0.5
+    act_lo: float = ACTIVATION_LO
+    act_hi: float = ACTIVATION_HI
     tie_eps: float = 1e-6
     ties: bool = True
     mac_weights: np.ndarray | None = None
