@@ -1,7 +1,7 @@
 """What a layer kind is: its declaration (parameters, attributes, inputs) and its rules.
 
 One :class:`LayerKind` subclass per kind holds everything the toolkit knows about it
-(docs/design.md §4 "A new layer kind"):
+(docs/design.md §4.3; the recipe for a new kind is §5):
 
 * the declaration: :class:`Param` and :class:`Attr` entries with types, shapes and
   defaults, the number of inputs, and flags (``ternary_form``, ``quantizer``,
