@@ -131,8 +131,8 @@ def main(argv=None) -> int:
     p.add_argument("--json", action="store_true", help="print the table as JSON records")
     args = p.parse_args(argv)
     try:
-        from sttn_sim.fileio import atomic_path, ensure_output_dir
-        from sttn_sim.model_io import load_checkpoint
+        from sttn_sim.io.atomic import atomic_path, ensure_output_dir
+        from sttn_sim.io import load_checkpoint
 
         out = ensure_output_dir(args.out) if args.out else None
         table = compare_models(load_checkpoint(args.a), load_checkpoint(args.b), labels=tuple(args.labels))

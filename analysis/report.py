@@ -88,7 +88,7 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
     """
     import matplotlib.pyplot as plt
 
-    from sttn_sim.fileio import atomic_path, ensure_output_dir
+    from sttn_sim.io.atomic import atomic_path, ensure_output_dir
     from sttn_sim.fold import fold
     from sttn_sim.stats import (
         activation_thresholds,
@@ -214,14 +214,14 @@ def main(argv=None) -> int:
     try:
         if args.batch < 1 or args.batches < 1:
             raise SttnError(f"--batch {args.batch} / --batches {args.batches}: expected positive numbers")
-        from sttn_sim.fileio import ensure_output_dir
+        from sttn_sim.io.atomic import ensure_output_dir
 
         from sttn_sim.stats.intervals import ternary_layer
 
         from .figures import default_model_and_data
 
         if args.checkpoint:
-            from sttn_sim.model_io import load_checkpoint
+            from sttn_sim.io import load_checkpoint
             from sttn_sim.synthetic import synthetic_input
 
             model = load_checkpoint(args.checkpoint, input_size=args.input_size)

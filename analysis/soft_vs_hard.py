@@ -291,7 +291,7 @@ def to_json(comp: Comparison) -> dict:
 
 
 def write_outputs(comp: Comparison, out_dir) -> list:
-    from sttn_sim.fileio import atomic_path, atomic_write_text, ensure_output_dir
+    from sttn_sim.io.atomic import atomic_path, atomic_write_text, ensure_output_dir
 
     from .style import save_figure
 

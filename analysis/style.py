@@ -10,7 +10,7 @@ from pathlib import Path
 import matplotlib
 import matplotlib.pyplot as plt
 
-from sttn_sim.fileio import atomic_path, ensure_output_dir
+from sttn_sim.io.atomic import atomic_path, ensure_output_dir
 
 TERNARY_COLORS = {-1: "#1f77b4", 0: "#d62728", 1: "#2ca02c"}
 TERNARY_LABELS = {-1: "−1", 0: "0", 1: "+1"}

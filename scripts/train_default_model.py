@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     from sttn_sim.datasets import digits
     from sttn_sim.errors import SttnError
     from sttn_sim.fold import fold
-    from sttn_sim.model_io import load_checkpoint, save_model
+    from sttn_sim.io import load_checkpoint, save_model
     from sttn_sim.reference import reference_forward
     from sttn_sim.train import TrainConfig, train
     from sttn_sim.check import verify_model

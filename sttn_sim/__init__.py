@@ -14,7 +14,7 @@ from .builders import MODEL_BUILDERS, build_model, plain_ternary_cnn, sttn_resne
 from .errors import CheckpointError, FoldError, ModelError, QuantizationError, ShapeError, SttnError
 from .fold import fold
 from .graph import Layer, Model
-from .model_io import load_checkpoint, save_model
+from .io import load_checkpoint, save_model
 from .quantizers import (
     HARD_THRESHOLD_METHODS,
     TernaryActivations,
@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 # Official STTN PyTorch checkpoints (read safely without PyTorch; written back in PyTorch's format).
-from .official import load_official, save_official  # noqa: E402
+from .io import load_official, save_official  # noqa: E402
 
 __all__ += ["load_official", "save_official"]
 

@@ -120,7 +120,7 @@ def format_text(info: dict) -> str:
 
 
 def _container(path) -> str:
-    from .model_io import sniff_format
+    from .io import sniff_format
 
     kind = sniff_format(path)
     return "sttn_sim safetensors" if kind == "safetensors" else kind
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        from .model_io import load_checkpoint
+        from .io import load_checkpoint
 
         if args.input_size is not None and args.input_size < 1:
             raise SttnError(f"--input-size {args.input_size}: expected a positive integer")

@@ -186,7 +186,7 @@ def default_model():
     Returns the latent-form :class:`~sttn_sim.graph.Model`; ``model.metadata`` holds the
     training method, seed, test accuracy, epochs and the command that produced it.
     """
-    from .model_io import load_checkpoint
+    from .io import load_checkpoint
 
     path = data_path("default_model.safetensors")
     if not path.is_file():

@@ -30,7 +30,7 @@ def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: 
 
     from .datasets import default_model, digits
     from .engine import Engine
-    from .fileio import atomic_write_text, ensure_output_dir
+    from .io.atomic import atomic_write_text, ensure_output_dir
     from .fold import fold
     from .reference import reference_forward
     from .check import verify_model

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_or_build(args) -> Model:
     """The model named by the CLI arguments (a checkpoint, or a synthetic model)."""
-    from .model_io import load_checkpoint
+    from .io import load_checkpoint
     from .synthetic import synthetic_model
 
     if args.checkpoint:
@@ -60,7 +60,7 @@ def load_or_build(args) -> Model:
 
 def write_report(report: VerifyReport, out_dir) -> list:
     """Write ``verify_report.json`` and ``verify_report.txt`` atomically into ``out_dir``."""
-    from .fileio import atomic_write_text, ensure_output_dir
+    from .io.atomic import atomic_write_text, ensure_output_dir
 
     out = ensure_output_dir(out_dir)
     paths = [out / "verify_report.json", out / "verify_report.txt"]
@@ -77,7 +77,7 @@ def main(argv=None) -> int:
         model = load_or_build(args)
         folded = None
         if args.folded:
-            from .model_io import load_checkpoint
+            from .io import load_checkpoint
 
             folded = load_checkpoint(args.folded)
             if folded.form != "folded":

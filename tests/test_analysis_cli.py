@@ -10,7 +10,7 @@ import pytest
 
 from analysis.report import main
 from sttn_sim.fold import fold
-from sttn_sim.model_io import save_model
+from sttn_sim.io import save_model
 from sttn_sim.synthetic import synthetic_model
 
 ALWAYS_CSV = ["weight_stats", "weight_channels", "cost", "activation_layers", "activation_channels",
@@ -100,7 +100,7 @@ def test_official_form_fixtures(tmp_path, capsys):
     """A merged official checkpoint goes through the CLI with --data images (intervals skipped with a note);
     the training-form one has latent kernels, so every interval statistic is available."""
     from analysis.baselines import baseline_table
-    from sttn_sim.model_io import load_checkpoint
+    from sttn_sim.io import load_checkpoint
     from sttn_sim.stats import learned_intervals
 
     images = np.random.default_rng(0).standard_normal((3, 3, 32, 32)).astype(np.float32)

@@ -10,7 +10,7 @@ from analysis.compare import compare_activations, compare_models, main
 from sttn_sim.errors import ModelError
 from sttn_sim.fold import fold
 from sttn_sim.graph import Layer, Model
-from sttn_sim.model_io import save_model
+from sttn_sim.io import save_model
 from sttn_sim.quantizers import sttn_ternarize
 from sttn_sim.stats import collect_activations
 from sttn_sim.synthetic import synthetic_input, synthetic_model

@@ -109,7 +109,8 @@ def test_info_state_dict_errors_are_reported(capsys, tmp_path):
             dst.writestr(info.filename, src.read(info))
     code, _, err = run(capsys, "info", path)
     assert code == 0  # a faithful copy loads
-    from sttn_sim.torch_pickle import read_torch_file, write_torch_zip
+    from sttn_sim.io.torch_reader import read_torch_file
+    from sttn_sim.io.torch_writer import write_torch_zip
 
     obj = read_torch_file(ZIP).obj
     del obj["state_dict"]["module.fc.bias"]

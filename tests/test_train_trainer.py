@@ -9,7 +9,7 @@ from sttn_sim.builders import sttn_resnet18
 from sttn_sim.datasets import DatasetError, digits
 from sttn_sim.errors import ModelError
 from sttn_sim.fold import fold
-from sttn_sim.model_io import load_checkpoint
+from sttn_sim.io import load_checkpoint
 from sttn_sim.reference import reference_forward
 from sttn_sim.train import Adam, TrainConfig, TrainingError, cosine_lr, train
 from sttn_sim.ops import gradients as L

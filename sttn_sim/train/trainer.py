@@ -317,7 +317,7 @@ def train(model: Model, data, config: TrainConfig | None = None, *, teacher=None
             layer_rows += [dict(r, epoch=epoch) for r in layer_records(net)]
         last_good, last_epoch = net.copy_state(), epoch
         if cfg.checkpoint:
-            from ..model_io import save_model
+            from ..io import save_model
             save_model(net.export(dict(base_meta, epochs_completed=epoch, test_accuracy_float32=test_acc)),
                        cfg.checkpoint)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.3f}", test=f"{test_acc:.3f}")

@@ -34,10 +34,12 @@ from typing import Any
 
 import numpy as np
 
-from .builders import BN_EPS, sttn_resnet18
-from .errors import CheckpointError, ModelError, QuantizationError, ShapeError
-from .graph import Layer, Model
-from .quantizers import recover_merged_ternary, sttn_ternarize
+from ..builders import BN_EPS, sttn_resnet18
+from ..errors import CheckpointError, ModelError, QuantizationError, ShapeError
+from ..graph import Layer, Model
+from ..quantizers import recover_merged_ternary, sttn_ternarize
+from .torch_reader import read_torch_file
+from .torch_writer import write_torch_zip
 
 __all__ = [
     "OFFICIAL_ARCHS",
@@ -107,6 +109,8 @@ def _is_bias(param: str) -> bool:
 
 
 def _detect_form(keys, arch, where: str) -> tuple[str, str]:
+    """Phase 3: ``("bwx2" | "ter", how it was detected)`` from the keys, checked against
+    the ``arch`` entry when there is one."""
     latent = any(_LATENT_KEY.match(k) for k in keys)
     merged = any(_MERGED_KEY.match(k) for k in keys)
     if latent and merged:
@@ -126,25 +130,14 @@ def _detect_form(keys, arch, where: str) -> tuple[str, str]:
     return form, "arch and keys"
 
 
-def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | None = None,
-                        strict: bool = True, container: str | None = None) -> Model:
-    """Build a Model from an official checkpoint object already read into NumPy.
+def _find_state_dict(obj, where: str, meta: dict[str, Any]) -> tuple[dict, Any]:
+    """Phase 1: the state_dict inside ``obj`` and the official ``arch`` (or None).
 
-    ``obj`` is the dict saved by the official code (``{'state_dict', ...}``) or a bare
-    state_dict.  Every key of the official layout is required (the stem convolution's
-    bias, absent in the official code, is accepted when present).  ``strict=False``
-    records unexpected keys and missing biases in the metadata instead of failing
-    (other missing keys always fail).  Errors name ``source`` and the key.
+    ``obj`` is the official ``{'state_dict', 'arch', 'epoch', 'best_prec1', ...}`` or a bare
+    state_dict; ``epoch``, ``best_prec1`` and the names of other (ignored) top-level
+    entries go into ``meta``.
     """
-    where = source
-    input_size = DEFAULT_INPUT_SIZE if input_size is None else input_size
-    meta: dict[str, Any] = {"source": "official", "source_file": os.path.basename(source)}
-    if container:
-        meta["container"] = container
-    arch = None
     if isinstance(obj, dict) and "state_dict" in obj:
-        state = obj["state_dict"]
-        arch = obj.get("arch")
         ignored = [k for k in obj if k not in ("state_dict", "arch", "epoch", "best_prec1")]
         if ignored:
             meta["ignored_entries"] = sorted(str(k) for k in ignored)
@@ -154,36 +147,37 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
         best = _scalar(obj.get("best_prec1"))
         if best is not None and np.isfinite(best):
             meta["best_prec1"] = best
+        state, arch = obj["state_dict"], obj.get("arch")
     elif _is_state_dict(obj):
-        state = obj
+        state, arch = obj, None
     else:
         top = ", ".join(sorted(map(str, obj))[:10]) if isinstance(obj, dict) else type(obj).__name__
         raise CheckpointError(f"{where}: expected a dict with a 'state_dict' entry (official STTN checkpoint) or a "
                               f"bare state_dict; found {top}")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
         raise CheckpointError(f"{where}: 'state_dict' must be a dict of str -> tensor")
+    return state, arch
 
-    # strip the DataParallel prefix, keeping the original key for messages
+
+def _strip_prefix(state: dict, where: str) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """Phase 2: the tensors under their keys without the DataParallel ``module.`` prefix,
+    and short key -> original key (for messages)."""
     tensors: dict[str, np.ndarray] = {}
     original: dict[str, str] = {}
-    prefixed = 0
     for key, value in state.items():
         short = key[len("module."):] if key.startswith("module.") else key
-        prefixed += short != key
         if short in tensors:
             raise CheckpointError(f"{where}: key {key!r} appears both with and without the 'module.' prefix")
         if not isinstance(value, np.ndarray):
             raise CheckpointError(f"{where}: key {key!r} is a {type(value).__name__}, expected a tensor")
         tensors[short] = value
         original[short] = key
-    meta["module_prefix"] = prefixed > 0
+    return tensors, original
 
-    form, form_from = _detect_form(tensors, arch, where)
-    meta.update(official_arch=_FORM_ARCH[form], official_form=form, form_detected_from=form_from)
 
-    def key_of(k):
-        return original.get(k, k)
-
+def _template_for(tensors: dict[str, np.ndarray], key_of, where: str, input_size: int) -> Model:
+    """Phase 4 (mapping), first step: the builder graph the checkpoint must fill (width =
+    stem channels / 64, classes from ``fc.weight``, input channels from the stem)."""
     stem = tensors.get("features.0.weight")
     fc = tensors.get("fc.weight")
     if stem is None or fc is None:
@@ -195,23 +189,24 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
     if fc.ndim != 2 or fc.shape[0] < 1:
         raise CheckpointError(f"{where}: key {key_of('fc.weight')!r} has shape {list(fc.shape)}, "
                               f"expected [classes, features]")
-    base, in_channels, num_classes = int(stem.shape[0]), int(stem.shape[1]), int(fc.shape[0])
-    width = base / 64
     try:
-        template = sttn_resnet18(width=width, num_classes=num_classes, input_size=input_size,
-                                 in_channels=in_channels, stem="imagenet", blocks=8, seed=0)
+        return sttn_resnet18(width=int(stem.shape[0]) / 64, num_classes=int(fc.shape[0]), input_size=input_size,
+                             in_channels=int(stem.shape[1]), stem="imagenet", blocks=8, seed=0)
     except ModelError as exc:
         raise CheckpointError(f"{where}: {exc}") from None
 
-    expected: dict[str, tuple[Layer, str]] = {}
-    for layer in template.layers:
-        for k, p in _official_keys(layer, form).items():
-            expected[k] = (layer, p)
-    ignored = {k for k in tensors if k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] in
-               {l.name for l in template.layers if l.kind == "batchnorm"}}
+
+def _match_keys(tensors: dict[str, np.ndarray], template: Model, form: str, *, strict: bool, key_of, where: str,
+                meta: dict[str, Any], layout: str) -> None:
+    """Phase 4, second step: every key of the official layout is present (the stem bias may be
+    absent; with ``strict=False`` so may any bias) and no other key is (BatchNorm
+    ``num_batches_tracked`` buffers are ignored; with ``strict=False`` unexpected keys
+    are recorded in ``meta``)."""
+    expected = {k: p for layer in template.layers for k, p in _official_keys(layer, form).items()}
+    batchnorms = {l.name for l in template.layers if l.kind == "batchnorm"}
+    ignored = {k for k in tensors if k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] in batchnorms}
     absent = [key for key in expected if key not in tensors and not _optional(key)]
-    # strict: every official key is needed; strict=False tolerates missing biases (recorded)
-    missing = [key for key in absent if strict or not _is_bias(expected[key][1])]
+    missing = [key for key in absent if strict or not _is_bias(expected[key])]
     unexpected = [key_of(k) for k in tensors if k not in expected and k not in ignored]
     if absent and not missing:
         meta["missing_biases"] = absent
@@ -221,50 +216,57 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
             parts.append(f"missing keys: {_listing(missing)}")
         if unexpected and strict:
             parts.append(f"unexpected keys: {_listing(unexpected)}")
-        raise CheckpointError(
-            f"{where}: the state_dict does not match the official {_FORM_ARCH[form]} layout (width {width:g} = "
-            f"{base} stem channels, {num_classes} classes): " + "; ".join(parts))
+        raise CheckpointError(f"{where}: the state_dict does not match {layout}: " + "; ".join(parts))
     if unexpected:
         meta["unexpected_keys"] = unexpected
 
-    layers = []
-    for layer in template.layers:
-        keys = _official_keys(layer, form)
-        if not keys:
-            layers.append(layer)
-            continue
-        kind = "ter_conv" if (layer.kind == "sttn_conv" and form == "ter") else layer.kind
-        params: dict[str, np.ndarray] = {}
-        for k, p in keys.items():
-            if k not in tensors:
-                continue
-            value = tensors[k]
-            ref_name = p if p in layer.params else ("weight1" if p == "weight" else "bias1")
-            want = layer.params[ref_name].shape
-            ok = value.shape == want or (layer.kind == "prelu" and value.shape == (1,))
-            if not ok:
-                raise CheckpointError(f"{where}: key {key_of(k)!r} has shape {list(value.shape)}, expected "
-                                      f"{list(want)} (layer {layer.name!r}, {_FORM_ARCH[form]}, width {width:g})")
-            if value.dtype.kind != "f":
-                raise CheckpointError(f"{where}: key {key_of(k)!r} has dtype {value.dtype}, expected floating point")
-            if value.dtype.itemsize < 4:
-                value = value.astype(np.float32)
-            bad = ~np.isfinite(value)
-            if bad.any():
-                raise CheckpointError(f"{where}: key {key_of(k)!r} holds {int(bad.sum())} NaN/Inf value(s)")
-            params[p] = value
-        if kind == "ter_conv":
-            try:
-                recover_merged_ternary(params["weight"], name=f"{where}: key {key_of(f'{layer.name}.weight')!r}")
-            except QuantizationError as exc:
-                raise CheckpointError(str(exc)) from None
-        if layer.kind == "batchnorm" and np.any(params["running_var"] < 0):
-            raise CheckpointError(f"{where}: key {key_of(layer.name + '.running_var')!r} holds negative variances")
-        attrs = dict(layer.attrs)
-        if kind == "batchnorm":
-            attrs["eps"] = BN_EPS
-        layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
 
+def _checked_value(value: np.ndarray, want: tuple, layer: Layer, official_key: str, form: str, width: float,
+                   where: str) -> np.ndarray:
+    """One checkpoint tensor for one template parameter, checked: shape, floating dtype
+    (float16 widened to float32; bfloat16 arrives as float32 from the reader), finite."""
+    if not (value.shape == want or (layer.kind == "prelu" and value.shape == (1,))):
+        raise CheckpointError(f"{where}: key {official_key!r} has shape {list(value.shape)}, expected "
+                              f"{list(want)} (layer {layer.name!r}, {_FORM_ARCH[form]}, width {width:g})")
+    if value.dtype.kind != "f":
+        raise CheckpointError(f"{where}: key {official_key!r} has dtype {value.dtype}, expected floating point")
+    if value.dtype.itemsize < 4:
+        value = value.astype(np.float32)
+    bad = ~np.isfinite(value)
+    if bad.any():
+        raise CheckpointError(f"{where}: key {official_key!r} holds {int(bad.sum())} NaN/Inf value(s)")
+    return value
+
+
+def _mapped_layer(layer: Layer, tensors: dict[str, np.ndarray], form: str, key_of, where: str,
+                  width: float) -> Layer:
+    """Phase 4, third step: the template ``layer`` with the checkpoint's parameters (a merged-form
+    ternary layer becomes ``ter_conv`` and its kernel is checked to be ternary)."""
+    keys = _official_keys(layer, form)
+    if not keys:
+        return layer
+    kind = "ter_conv" if (layer.kind == "sttn_conv" and form == "ter") else layer.kind
+    params: dict[str, np.ndarray] = {}
+    for k, p in keys.items():
+        if k in tensors:
+            ref_name = p if p in layer.params else ("weight1" if p == "weight" else "bias1")
+            params[p] = _checked_value(tensors[k], layer.params[ref_name].shape, layer, key_of(k), form, width, where)
+    if kind == "ter_conv":
+        try:
+            recover_merged_ternary(params["weight"], name=f"{where}: key {key_of(f'{layer.name}.weight')!r}")
+        except QuantizationError as exc:
+            raise CheckpointError(str(exc)) from None
+    if layer.kind == "batchnorm" and np.any(params["running_var"] < 0):
+        raise CheckpointError(f"{where}: key {key_of(layer.name + '.running_var')!r} holds negative variances")
+    attrs = dict(layer.attrs)
+    if kind == "batchnorm":
+        attrs["eps"] = BN_EPS
+    return Layer(layer.name, kind, list(layer.inputs), attrs, params)
+
+
+def _assembled_model(template: Model, layers: list[Layer], form: str, meta: dict[str, Any], where: str) -> Model:
+    """Phase 5: the Model (the template's structure, checked by Model) with the
+    template's metadata (less its seed) and what was learned on the way."""
     metadata = {k: v for k, v in template.metadata.items() if k != "seed"}
     metadata.update(meta)
     try:
@@ -273,14 +275,53 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
         raise CheckpointError(f"{where}: {exc}") from None
 
 
+def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | None = None,
+                        strict: bool = True, container: str | None = None) -> Model:
+    """Build a Model from an official checkpoint object already read into NumPy.
+
+    ``obj`` is the dict saved by the official code (``{'state_dict', ...}``) or a bare
+    state_dict.  Every key of the official layout is required (the stem convolution's
+    bias, absent in the official code, is accepted when present).  ``strict=False``
+    records unexpected keys and missing biases in the metadata instead of failing
+    (other missing keys always fail).  Errors name ``source`` and the key.
+
+    Phases: find the state_dict (:func:`_find_state_dict`), strip the ``module.``
+    prefix (:func:`_strip_prefix`), detect the form (:func:`_detect_form`), map the keys
+    onto the builder graph (:func:`_template_for`, :func:`_match_keys`,
+    :func:`_mapped_layer`), check and assemble the structure (:func:`_assembled_model`).
+    """
+    where = source
+    input_size = DEFAULT_INPUT_SIZE if input_size is None else input_size
+    meta: dict[str, Any] = {"source": "official", "source_file": os.path.basename(source)}
+    if container:
+        meta["container"] = container
+    state, arch = _find_state_dict(obj, where, meta)
+    tensors, original = _strip_prefix(state, where)
+    meta["module_prefix"] = any(short != key for short, key in original.items())
+
+    form, form_from = _detect_form(tensors, arch, where)
+    meta.update(official_arch=_FORM_ARCH[form], official_form=form, form_detected_from=form_from)
+
+    def key_of(k):
+        return original.get(k, k)
+
+    template = _template_for(tensors, key_of, where, input_size)
+    stem, fc = tensors["features.0.weight"], tensors["fc.weight"]
+    base, num_classes = int(stem.shape[0]), int(fc.shape[0])
+    width = base / 64
+    layout = (f"the official {_FORM_ARCH[form]} layout (width {width:g} = {base} stem channels, "
+              f"{num_classes} classes)")
+    _match_keys(tensors, template, form, strict=strict, key_of=key_of, where=where, meta=meta, layout=layout)
+    layers = [_mapped_layer(layer, tensors, form, key_of, where, width) for layer in template.layers]
+    return _assembled_model(template, layers, form, meta, where)
+
+
 def load_official(path, *, input_size: int | None = None, strict: bool = True) -> Model:
     """Read an official STTN checkpoint (zip or legacy PyTorch file) into a Model, safely.
 
-    See :mod:`sttn_sim.torch_pickle` for the reader and :func:`model_from_official` for
+    See :mod:`sttn_sim.io.torch_reader` for the reader and :func:`model_from_official` for
     the mapping.  ``input_size`` defaults to 224.
     """
-    from .torch_pickle import read_torch_file
-
     tf = read_torch_file(path)
     model = model_from_official(tf.obj, source=tf.path, input_size=input_size, strict=strict,
                                 container=tf.container)
@@ -410,8 +451,6 @@ def save_official(model: Model, path, form: str = "bwx2", *, module_prefix: bool
     loads strictly into the official model (keys with the ``module.`` prefix unless
     ``module_prefix=False``).
     """
-    from .torch_pickle import write_torch_zip
-
     state = official_state_dict(model, form, module_prefix=module_prefix)
     if form == "bwx2":
         best = best_prec1 if best_prec1 is not None else model.metadata.get("best_prec1", 0.0)

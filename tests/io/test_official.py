@@ -1,5 +1,6 @@
-"""Official STTN checkpoints ↔ Model: loading both forms, matching PyTorch's logits,
-key/shape errors, writing the official forms back out.
+"""Tests of sttn_sim.io.official: official STTN checkpoints ↔ Model: loading both forms,
+matching PyTorch's logits, key/shape errors, writing the official forms back out (and
+opening them with ``torch.load(weights_only=True)``; PyTorch is a test dependency).
 
 Logit tolerance: the fixtures' logits come from PyTorch in float32; sttn_sim's
 reference runs in float64.  With no activation near a ternary threshold (the fixture
@@ -20,13 +21,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from sttn_sim import fold, load_checkpoint, reference_forward, save_model, sttn_resnet18, synthetic_model
 from sttn_sim.errors import CheckpointError, FoldError, ModelError
-from sttn_sim.official import load_official, model_from_official, official_state_dict, save_official
-from sttn_sim.torch_pickle import read_torch_file, write_torch_legacy, write_torch_zip
+from sttn_sim.io.official import load_official, model_from_official, official_state_dict, save_official
+from sttn_sim.io.torch_reader import read_torch_file
+from sttn_sim.io.torch_writer import write_torch_legacy, write_torch_zip
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
 ZIP = FIXTURES / "sttn_bwx2_zip.pth.tar"
 LEGACY = FIXTURES / "sttn_bwx2_legacy.pth.tar"
 TER = FIXTURES / "sttn_ter_zip.pth"
@@ -339,16 +342,16 @@ def test_save_official_of_a_synthetic_model(tmp_path):
 
 
 def _fixture_script():
-    torch = pytest.importorskip("torch", reason="PyTorch is not installed (optional; only the fixture script needs it)")
+    """The fixture script's own re-implementation of the official model (PyTorch)."""
     spec = importlib.util.spec_from_file_location("make_official_fixtures", FIXTURES / "make_official_fixtures.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return torch, module
+    return module
 
 
 @pytest.mark.parametrize("form", ["bwx2", "ter"])
 def test_written_files_load_into_the_official_model_with_torch(tmp_path, models, form):
-    torch, script = _fixture_script()
+    script = _fixture_script()
     path = save_official(models[ZIP.name], tmp_path / f"{form}.pth", form)
     obj = torch.load(path, weights_only=True)
     net = script.ResNet18STTN(merged=form == "ter")
@@ -359,9 +362,26 @@ def test_written_files_load_into_the_official_model_with_torch(tmp_path, models,
     assert_logits_match(logits.astype(np.float64), LOGITS["logits_bwx2" if form == "bwx2" else "logits_ter"])
 
 
+@pytest.mark.parametrize("form, prefix", [("bwx2", True), ("ter", False)])
+def test_torch_load_of_save_official_equals_official_state_dict(tmp_path, models, form, prefix):
+    model = models[ZIP.name]
+    path = save_official(model, tmp_path / f"{form}.pth.tar", form, module_prefix=prefix, epoch=5)
+    obj = torch.load(path, weights_only=True)
+    expected = official_state_dict(model, form, module_prefix=prefix)
+    assert sorted(obj) == (["arch", "best_prec1", "epoch", "state_dict"] if form == "bwx2" else ["state_dict"])
+    if form == "bwx2":
+        assert obj["arch"] == "resnet18_bwx2" and obj["epoch"] == 5 and obj["best_prec1"] == 61.25
+    assert type(obj["state_dict"]) is OrderedDict and list(obj["state_dict"]) == list(expected)
+    for key, value in expected.items():
+        t = obj["state_dict"][key]
+        assert t.numpy().dtype == value.dtype and t.shape == value.shape, key
+        assert t.numpy().tobytes() == value.tobytes(), key
+
+
 # --------------------------------------------------------------------------- verify CLI
 
 
+@pytest.mark.slow
 def test_verify_cli_on_the_training_fixture():
     proc = subprocess.run([sys.executable, "-m", "sttn_sim.verify", "--checkpoint", str(ZIP), "--batch", "2"],
                           capture_output=True, text=True, timeout=120)
