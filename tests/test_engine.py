@@ -112,3 +112,19 @@ def test_unfolded_model_is_refused():
     model = synthetic_model("ternary_mlp", seed=0)
     with pytest.raises(ModelError, match="fold"):
         Engine(model)
+
+
+def test_engine_check_fails_on_a_wrong_constant_code():
+    """A γ = 0 channel's code is a constant: no comparison, so a difference there is never a
+    near-tie (the zero-vs-zero float32 window would otherwise excuse it)."""
+    model = synthetic_model("sttn_resnet18", seed=0, width=0.125, input_size=32, num_classes=10)
+    folded = fold(model)
+    engine = Engine(folded)
+    altered = folded.copy()
+    layer = next(l for l in altered.layers if l.kind == "threshold" and np.any(l.params["direction"] == 0))
+    c = int(np.flatnonzero(layer.params["direction"] == 0)[0])
+    layer.params["constant"][c] = 1 if layer.params["constant"][c] != 1 else -1
+    report = check_engine(altered, synthetic_input(model, 2, 0), engine=engine)
+    row = report.table[report.table["step"] == layer.name].iloc[0]
+    assert row["status"] == "FAIL" and row["near_ties"] == 0 and not report.passed
+    assert report.first_failure["layer"] == layer.name and report.first_failure["channel"] == c

@@ -128,6 +128,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
             for key in ("lo", "hi"):
                 t = np.asarray(layer.params[key], np.float64).reshape(shape)
                 near |= float32_near_threshold(z, t)
+            near &= layer.params["direction"].reshape(shape) != 0  # constant channels: no comparison, no ties
             if layer.attrs.get("integer"):
                 near[:] = False  # integers: no rounding, no ties
             bad = mismatch & ~near

@@ -165,3 +165,11 @@ def test_decode_errors_name_the_file(tmp_path):
         decode_image(tmp_path / "cut.jpg", PRESETS["imagenet"])
     with pytest.raises(DatasetError, match=r"missing\.png: no such file"):
         decode_image(tmp_path / "missing.png", PRESETS["imagenet"])
+
+
+def test_image_fixtures_stay_small():
+    """The torchvision-made fixture (images and expected arrays) stays under 1.1 MB."""
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures"
+    total = sum(p.stat().st_size for p in (fixtures / "images").rglob("*") if p.is_file())
+    total += (fixtures / "images_expected.npz").stat().st_size
+    assert total < 1_100_000
