@@ -47,8 +47,8 @@ GEMM_COLUMNS = ("shape", "M", "K", "N", "ternary_ms", "ternary_gmacs", "pack_act
 def random_codes(rng: np.random.Generator, shape: tuple[int, ...], density: float) -> np.ndarray:
     """int8 ternary codes: non-zero with probability ``density``, then ±1 equally likely."""
     nonzero = rng.random(shape) < density
-    negative = rng.random(shape) < 0.5
-    return np.where(nonzero, np.where(negative, -1, 1), 0).astype(np.int8)
+    sign = rng.choice(np.array([-1, 1], np.int8), size=shape)
+    return np.where(nonzero, sign, 0).astype(np.int8)
 
 
 def benchmark_gemm(repeats: int = 30, warmup: int = 3, rounds: int = 3, shapes=RESNET18_SHAPES,
