@@ -153,15 +153,3 @@ def test_microkernel_compiles_to_vpopcntq_on_zmm():
     assert "vpopcntq" in asm
     assert "zmm" in asm
 
-
-def test_benchmark_function_runs_on_a_tiny_shape():
-    pytest.importorskip("pandas")
-    from sttn_sim.kernels.bench_gemm import benchmark_gemm, thread_info
-
-    df = benchmark_gemm(repeats=2, warmup=1, rounds=1, shapes=[("tiny", 7, 100, 20)])
-    assert list(df["shape"]) == ["tiny"]
-    for col in ("ternary_ms", "ternary_gmacs", "pack_act_ms", "pack_weights_ms",
-                "numpy_f32_ms", "numpy_f32_gmacs", "ratio"):
-        assert df[col].iloc[0] > 0
-    info = thread_info()
-    assert info["numba_threads"] >= 1

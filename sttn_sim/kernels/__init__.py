@@ -38,7 +38,8 @@ Layouts and APIs:
   activation statistics of one quantizer) and the kernels that add a batch to it: the
   numpy definition, a Numba pass over x and codes, and the engine's threshold + pack
   with the statistics fused in.
-* :mod:`.bench_gemm` -- :func:`~.bench_gemm.benchmark_gemm` (pandas DataFrame).
+
+The GEMM benchmark against numpy float32 is :mod:`sttn_sim.bench.gemm`.
 
 Errors: :class:`~sttn_sim.errors.ShapeError` for wrong type/dtype/rank/shape and
 mismatched K or channels; :class:`~sttn_sim.errors.QuantizationError` (a ``ValueError``)

@@ -1,0 +1,78 @@
+"""``python -m sttn_sim.bench``: options, the reusable parser pieces, output plumbing
+(the benchmarks themselves are replaced by stand-ins; no wall-clock assertion)."""
+
+import argparse
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+
+from sttn_sim.bench import add_arguments, build_parser, main, run
+from sttn_sim.bench import cli
+
+ALL_SKIPPED = ["--skip-gemm", "--skip-end-to-end", "--skip-recording"]
+
+
+def test_help_lists_the_options():
+    proc = subprocess.run([sys.executable, "-m", "sttn_sim.bench", "--help"], capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m sttn_sim.bench")
+    for option in ["--repeats", "--json"] + ALL_SKIPPED:
+        assert option in proc.stdout
+
+
+def test_the_options_can_be_added_to_a_subcommand():
+    parser = argparse.ArgumentParser(prog="sttn")
+    add_arguments(parser.add_subparsers(dest="command").add_parser("bench"))
+    args = parser.parse_args(["bench", "--repeats", "3", "--skip-gemm", "--json"])
+    assert (args.command, args.repeats, args.skip_gemm, args.skip_recording, args.json) == ("bench", 3, True, False, True)
+    assert build_parser().parse_args([]).repeats == 20
+
+
+def test_repeats_below_one_is_a_one_line_error(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["--repeats", "0"])
+    assert exc.value.code == 2
+    assert "argument --repeats: expected an integer >= 1, got 0" in capsys.readouterr().err
+
+
+@pytest.fixture
+def stand_ins(monkeypatch):
+    """Stand-in benchmarks that record the repeats they were given."""
+    calls = {}
+
+    def table(name, **columns):
+        def bench(*args, **kwargs):
+            calls[name] = args, kwargs
+            return pd.DataFrame(columns)
+        return bench
+    monkeypatch.setattr(cli, "benchmark_gemm", table("gemm", shape=["s"], ratio=[10.0]))
+    monkeypatch.setattr(cli, "benchmark_end_to_end", table("end_to_end", batch=[1], engine_ms=[3.5]))
+    monkeypatch.setattr(cli, "benchmark_recording", table("recording", batch=[8], recording_overhead=[1.1]))
+    return calls
+
+
+def test_json_output_holds_every_table_as_records(stand_ins, capsys):
+    assert main(["--repeats", "12", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"threads", "warnings", "gemm", "end_to_end", "recording"}
+    assert out["gemm"] == [{"shape": "s", "ratio": 10.0}]
+    assert out["end_to_end"] == [{"batch": 1, "engine_ms": 3.5}]
+    assert out["recording"] == [{"batch": 8, "recording_overhead": 1.1}]
+    assert stand_ins["gemm"][1] == {"repeats": 12}
+    assert stand_ins["end_to_end"][0] == (12,)
+    assert stand_ins["recording"][0] == (6,)  # max(5, repeats // 2)
+
+
+def test_text_output_prints_the_tables_and_the_missing_pytorch_note(stand_ins, capsys):
+    assert run(build_parser().parse_args(["--skip-recording"])) == 0
+    out = capsys.readouterr().out
+    assert "threads: {" in out and "recording" not in stand_ins
+    assert "engine_ms" in out and "(PyTorch is not installed: no PyTorch column)" in out
+
+
+def test_everything_skipped_prints_only_the_machine_report(capsys):
+    assert main(ALL_SKIPPED + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert set(out) == {"threads", "warnings"} and out["threads"]["numba_threads"] >= 1
