@@ -46,6 +46,7 @@ from .fusions import fuse_for_engine
 from .graph import Layer, Model
 from .reference import check_input, run_reference
 from .shapes import infer_shapes
+from .validation import validate_model
 from .walk import walk
 
 #: ``run(args, recorder=None) -> (output, LayerEvent)``: what one engine step executes
@@ -92,7 +93,7 @@ class Engine:
                 f"call sttn_sim.fold(model) first")
         self.model = model
         self.use_reference = use_reference
-        self.shapes = infer_shapes(model)
+        self.shapes = validate_model(model)
         self.graph = fuse_for_engine(model)  # the rewritten graph the steps run
         ctx = EngineContext(self.graph, model)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),

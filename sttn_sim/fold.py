@@ -30,16 +30,10 @@ from .kinds import weighted_kind
 from .quantizers import recover_merged_ternary, sttn_ternarize
 from .rules import activation_bounds, batchnorm_affine, thresholds_from_affine
 from .shapes import infer_shapes
+from .validation import validate_model
 
 # --------------------------------------------------------------------------------------
 # rewrites
-
-
-def _check_finite(layer: Layer) -> None:
-    for pname, value in layer.params.items():
-        if value.dtype.kind == "f" and not np.all(np.isfinite(value)):
-            count = int(np.sum(~np.isfinite(value)))
-            raise FoldError(f"layer {layer.name!r}: parameter {pname!r} holds {count} NaN/Inf value(s)")
 
 
 class FoldTernaryWeights(Transformation):
@@ -60,7 +54,6 @@ class FoldTernaryWeights(Transformation):
         layers, changed = [], False
         for layer in model.layers:
             if layer.ternary_form in ("latent", "merged"):
-                _check_finite(layer)
                 try:
                     if layer.ternary_form == "latent":
                         q = sttn_ternarize(layer.params["weight1"], layer.params["weight2"],
@@ -105,7 +98,6 @@ class FoldAccumulatorThreshold(Transformation):
             act = model.single_consumer(bn.name) if bn is not None and bn.kind == "batchnorm" else None
             if act is None or act.kind != "ternary_act":
                 continue
-            _check_finite(bn)
             g, h = batchnorm_affine(bn)
             s = np.asarray(conv.params["scale"], np.float64)
             b = np.asarray(conv.params["bias"], np.float64)
@@ -138,7 +130,6 @@ class FoldBatchNormThreshold(Transformation):
             act = model.single_consumer(bn.name)
             if act is None or act.kind != "ternary_act":
                 continue
-            _check_finite(bn)
             g, h = batchnorm_affine(bn)
             lo_act, hi_act = activation_bounds(act.attrs)
             direction, lo, hi, constant = thresholds_from_affine(g, h, lo_act, hi_act, integer=False)
@@ -196,8 +187,8 @@ def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5)
         return model.copy()
     if model.form == "float":
         raise FoldError(f"model {model.arch!r} has no ternary layers to fold (form 'float')")
+    validate_model(model)  # every layer, not only those a rewrite touches
     for layer in model.layers:  # every layer, not only those a rewrite touches
-        _check_finite(layer)
         if layer.kind == "batchnorm":
             batchnorm_affine(layer)  # raises on a negative variance
     passes = [FoldTernaryWeights(zero_policy, merged_rtol), FoldAccumulatorThreshold(),

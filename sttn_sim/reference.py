@@ -21,6 +21,7 @@ import numpy as np
 from .errors import ShapeError
 from .graph import Layer, Model
 from .recording import LayerEvent
+from .validation import validate_model
 from .walk import walk
 
 
@@ -72,6 +73,7 @@ def run_reference(model: Model, x: np.ndarray, *, record: bool = True, recorder=
     ``recorder`` (a :class:`sttn_sim.recording.Recorder`) receives one
     :class:`~sttn_sim.recording.LayerEvent` per layer.
     """
+    validate_model(model)
     x = check_input(model, x)
     run = ReferenceRun(logits=np.empty(0))
     if recorder is not None:

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import assume, example, given, settings
 from hypothesis import strategies as st
 
-from sttn_sim.errors import FoldError
+from sttn_sim.errors import FoldError, ModelError
 from sttn_sim.fold import (
     FoldAccumulatorThreshold,
     FoldBareThreshold,
@@ -391,7 +391,7 @@ def test_merged_two_magnitudes_rejected():
 def test_fold_nan_parameter_named(layer_name, param):
     m = synthetic_model("plain_ternary_cnn", seed=7, channels=(4, 6), input_size=8)
     m[layer_name].params[param].flat[1] = np.nan
-    with pytest.raises(FoldError, match=rf"'{re.escape(layer_name)}'.*'{param}'.*NaN"):
+    with pytest.raises(ModelError, match=rf"'{re.escape(layer_name)}'.*'{param}'.*NaN"):
         fold(m)
 
 
@@ -526,12 +526,12 @@ def test_fold_checks_every_batchnorm_not_only_those_before_activations():
     import numpy as np
     import pytest
 
-    from sttn_sim import FoldError, fold, synthetic_model
+    from sttn_sim import FoldError, ModelError, fold, synthetic_model
 
     model = synthetic_model("sttn_resnet18", seed=0, width=0.0625, input_size=32, num_classes=4)
     bad = model.copy()
     bad["features.5.bn_add2"].params["bias"][1] = np.nan
-    with pytest.raises(FoldError, match=r"features\.5\.bn_add2.*'bias'"):
+    with pytest.raises(ModelError, match=r"features\.5\.bn_add2.*'bias'"):
         fold(bad)
     bad = model.copy()
     bad["features.6.bn_add1"].params["running_var"][0] = -1.0

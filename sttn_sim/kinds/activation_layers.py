@@ -43,6 +43,11 @@ class TernaryAct(LayerKind):
     def bounds(self, layer) -> tuple[float, float]:
         return float(self.attr(layer, "lo")), float(self.attr(layer, "hi"))
 
+    def check_consistency(self, layer, where):
+        lo, hi = self.bounds(layer)
+        if lo > hi:
+            raise ModelError(f"{where}: expected lo <= hi, got lo={lo} > hi={hi}")
+
     def reference(self, layer, inputs, run=None):
         x = np.asarray(inputs[0], np.float64)
         if run is not None:
@@ -79,6 +84,19 @@ class Threshold(LayerKind):
             raise ShapeError(f"{where}: parameter 'direction' has {n} entries, input has {x[0]} channels")
         check_channel_params(self, layer, where, x[0])
         return x
+
+    def check_consistency(self, layer, where):
+        """``lo <= hi`` where the direction is not 0; integer thresholds are integers."""
+        p = layer.params
+        if self.attr(layer, "integer") and (p["lo"].dtype.kind not in "iu" or p["hi"].dtype.kind not in "iu"):
+            raise ModelError(f"{where}: integer thresholds need integer 'lo'/'hi', got {p['lo'].dtype}/{p['hi'].dtype}")
+        active = np.asarray(p["direction"]).reshape(-1) != 0
+        lo, hi = np.asarray(p["lo"]).reshape(-1), np.asarray(p["hi"]).reshape(-1)
+        if lo.shape == hi.shape == active.shape:
+            unordered = active & (lo > hi)
+            if unordered.any():
+                c = int(np.flatnonzero(unordered)[0])
+                raise ModelError(f"{where}: thresholds must satisfy lo <= hi, channel {c} has lo={lo[c]} > hi={hi[c]}")
 
     def reference(self, layer, inputs, run=None):
         x = inputs[0]

@@ -53,6 +53,36 @@ class Param:
     optional: bool = False
     doc: str = ""
 
+    def check_values(self, value: np.ndarray, where: str) -> None:
+        """Raise ModelError naming ``where`` unless the values fit the declared class:
+
+        * ``real``: real floating point (float16/32/64), every value finite;
+        * ``codes``: int8, every value in {-1, 0, +1};
+        * ``number``: real floating point (±inf allowed: a threshold no value reaches;
+          NaN refused) or integer."""
+        label = f"{where}: parameter {self.name!r}"
+        kind = value.dtype.kind
+        if self.values == "codes":
+            if value.dtype != np.int8:
+                raise ModelError(f"{label} must be int8 codes in {{-1, 0, +1}}, got dtype {value.dtype}")
+            bad = (value < -1) | (value > 1)
+            if bad.any():
+                raise ModelError(f"{label} must be in {{-1, 0, +1}}, found {int(bad.sum())} value(s) such as "
+                                 f"{int(value[bad].flat[0])}")
+            return
+        if self.values == "number" and kind in "iu":
+            return
+        if kind != "f":
+            raise ModelError(f"{label} must be real floating point, got dtype {value.dtype}")
+        if self.values == "number":
+            nan = np.isnan(value)
+            if nan.any():
+                raise ModelError(f"{label} holds {int(nan.sum())} NaN value(s)")
+            return
+        bad = ~np.isfinite(value)
+        if bad.any():
+            raise ModelError(f"{label} holds {int(bad.sum())} NaN/Inf value(s); expected finite values")
+
 
 @dataclass(frozen=True)
 class Attr:
@@ -174,6 +204,17 @@ class LayerKind:
                 a.check(layer.attrs[a.name], f"{where} ({self.name})")
             elif a.required:
                 a.check(None, f"{where} ({self.name})")
+
+    def check_values(self, layer, where: str) -> None:
+        """The numbers of one layer: every parameter's value class (:meth:`Param.check_values`),
+        then the kind's own consistency rules (:meth:`check_consistency`)."""
+        for p in self.params:
+            if p.name in layer.params:
+                p.check_values(layer.params[p.name], f"{where} ({self.name})")
+        self.check_consistency(layer, f"{where} ({self.name})")
+
+    def check_consistency(self, layer, where: str) -> None:
+        """Relations between a layer's numbers (e.g. ordered thresholds); default none."""
 
     # -- rules (overridden per kind) --------------------------------------------------
     def output_shape(self, layer, in_shapes: list[tuple[int, ...]], where: str) -> tuple[int, ...]:

@@ -66,8 +66,20 @@ def conv_output_shape(kind, layer, x: tuple, weight: np.ndarray, where: str) -> 
         raise ShapeError(f"{where}: weight {list(weight.shape)} does not fit input {list(x)} "
                          f"(expected [O, {x[0] if x else '?'}, kh, kw])")
     stride, padding = kind.attr(layer, "stride"), kind.attr(layer, "padding")
+    check_window(x, weight.shape[2:], stride, padding, where, max_padding=max(weight.shape[2:]) - 1)
     return (weight.shape[0], conv_output_size(x[1], weight.shape[2], stride, padding),
             conv_output_size(x[2], weight.shape[3], stride, padding))
+
+
+def check_window(x: tuple, kernel, stride: int, padding: int, where: str, *, max_padding: int) -> None:
+    """A window fits its (C, H, W) input: padding at most ``max_padding`` (beyond it a
+    window would hold only padding), a stride no longer than the padded input."""
+    if padding > max_padding:
+        raise ShapeError(f"{where}: padding {padding} exceeds {max_padding} for a {'x'.join(map(str, kernel))} "
+                         f"window (a window would hold only padding)")
+    longest = max(x[1], x[2]) + 2 * padding
+    if stride > longest:
+        raise ShapeError(f"{where}: stride {stride} is longer than the padded input ({longest})")
 
 
 def linear_output_shape(x: tuple, weight: np.ndarray, where: str) -> tuple[int, ...]:
@@ -298,6 +310,7 @@ def pool_output_shape(x: tuple, kernel: int, stride: int, padding: int, where: s
     if padding > kernel // 2:
         raise ShapeError(f"{where}: padding {padding} exceeds kernel//2 = {kernel // 2} "
                          f"(a window would hold only padding)")
+    check_window(x, (kernel, kernel), stride, padding, where, max_padding=kernel // 2)
     return (x[0], conv_output_size(x[1], kernel, stride, padding), conv_output_size(x[2], kernel, stride, padding))
 
 
