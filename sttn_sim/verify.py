@@ -1,6 +1,6 @@
-"""``python -m sttn_sim.verify``: is a folded ternary model exactly the model that was trained?
+"""``sttn verify`` / ``python -m sttn_sim.verify``: is a folded ternary model exactly the model that was trained?
 
-``python -m sttn_sim.verify [--checkpoint PATH [--folded PATH]] [--model NAME] [--batch N] [--seed S] [--json]``
+``sttn verify [--checkpoint PATH [--folded PATH]] [--model NAME] [--batch N] [--seed S] [--json]``
 
 Prints a per-layer table (or JSON) of the checks of :mod:`sttn_sim.check.fold_check`
 (training-time model against folded model) and of :mod:`sttn_sim.check.engine_check`
@@ -14,18 +14,25 @@ import argparse
 import json
 import sys
 
+from .check import TIE_EPS, VerifyReport, verify_model
+from .cli import bounded_int, module_main
 from .errors import SttnError
 from .graph import Model
-from .check import TIE_EPS, VerifyReport, verify_model
+from .io import load_checkpoint
+from .io.atomic import atomic_write_text, ensure_output_dir
+from .synthetic import synthetic_model
 
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m sttn_sim.verify",
-        description="Check that a folded ternary model (int8 codes, scales, thresholds) is exactly equivalent "
-                    "to the training-time model (two binary kernels per layer, BN, ternary activations). "
-                    "Without --checkpoint, a seeded synthetic model is verified.")
+DESCRIPTION = ("Check that a folded ternary model (int8 codes, scales, thresholds) is exactly equivalent "
+               "to the training-time model (two binary kernels per layer, BN, ternary activations). "
+               "Without --checkpoint, a seeded synthetic model is verified.")
+#: largest --batch and --input-size (beyond, the float64 reference would not fit in memory)
+MAX_BATCH = 1024
+MAX_INPUT_SIZE = 2048
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", help="the training-time model file (the project's .safetensors format)")
     p.add_argument("--folded", help="a folded model file to check against the checkpoint (default: fold the "
                                     "checkpoint here); use it to verify a deployed model")
@@ -33,10 +40,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="synthetic model builder when no checkpoint is given: sttn_resnet18 (default, width 0.125, "
                         "32x32 input), plain_ternary_cnn, ternary_mlp")
     p.add_argument("--width", type=float, default=0.125, help="width multiplier of the synthetic sttn_resnet18")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=bounded_int(1, MAX_INPUT_SIZE), default=None,
                    help="input size: of the synthetic sttn_resnet18 (default 32), or of an official PyTorch "
                         "checkpoint, which does not record it (default 224)")
-    p.add_argument("--batch", type=int, default=4, help="number of inputs (default 4)")
+    p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=4, help="number of inputs (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic model and inputs")
     p.add_argument("--tie-eps", type=float, default=TIE_EPS, help="near-tie window around activation thresholds")
     p.add_argument("--no-engine", action="store_true",
@@ -48,9 +55,6 @@ def _parser() -> argparse.ArgumentParser:
 
 def load_or_build(args) -> Model:
     """The model named by the CLI arguments (a checkpoint, or a synthetic model)."""
-    from .io import load_checkpoint
-    from .synthetic import synthetic_model
-
     if args.checkpoint:
         return load_checkpoint(args.checkpoint, input_size=args.input_size)
     size = 32 if args.input_size is None else args.input_size
@@ -60,8 +64,6 @@ def load_or_build(args) -> Model:
 
 def write_report(report: VerifyReport, out_dir) -> list:
     """Write ``verify_report.json`` and ``verify_report.txt`` atomically into ``out_dir``."""
-    from .io.atomic import atomic_write_text, ensure_output_dir
-
     out = ensure_output_dir(out_dir)
     paths = [out / "verify_report.json", out / "verify_report.txt"]
     atomic_write_text(paths[0], json.dumps(report.to_dict(), indent=2) + "\n")
@@ -69,29 +71,23 @@ def write_report(report: VerifyReport, out_dir) -> list:
     return paths
 
 
-def main(argv=None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        if args.batch < 1:
-            raise SttnError(f"--batch {args.batch}: expected a positive number of inputs")
-        model = load_or_build(args)
-        folded = None
-        if args.folded:
-            from .io import load_checkpoint
-
-            folded = load_checkpoint(args.folded)
-            if folded.form != "folded":
-                raise SttnError(f"--folded {args.folded}: holds a {folded.form!r} model, expected a folded one")
-        report = verify_model(model, folded, batch=args.batch, seed=args.seed, tie_eps=args.tie_eps,
-                              engine=not args.no_engine)
-        if args.out:
-            write_report(report, args.out)
-    except SttnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+def run(args: argparse.Namespace) -> int:
+    """Verify; print the report; 0 when every check passed, 1 otherwise."""
+    model = load_or_build(args)
+    folded = None
+    if args.folded:
+        folded = load_checkpoint(args.folded)
+        if folded.form != "folded":
+            raise SttnError(f"--folded {args.folded}: holds a {folded.form!r} model, expected a folded one")
+    report = verify_model(model, folded, batch=args.batch, seed=args.seed, tie_eps=args.tie_eps,
+                          engine=not args.no_engine)
+    if args.out:
+        write_report(report, args.out)
     print(json.dumps(report.to_dict(), indent=2) if args.json else report.to_text())
     return 0 if report.passed else 1
 
+
+main = module_main(__name__, "python -m sttn_sim.verify")
 
 if __name__ == "__main__":
     sys.exit(main())

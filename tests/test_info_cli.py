@@ -96,7 +96,8 @@ def test_info_missing_file_and_bad_option(capsys, tmp_path):
     code, _, err = run(capsys, "info", tmp_path / "nope.pth")
     assert code == 2 and err.startswith("error: ") and "cannot be read" in err
     code, _, err = run(capsys, "info", ZIP, "--input-size", "0")
-    assert code == 2 and err == "error: --input-size 0: expected a positive integer\n"
+    assert code == 2 and err == ("error: python -m sttn_sim info: argument --input-size: expected an integer "
+                                 "from 1 to 2048, got 0 (see --help)\n")
     code, _, err = run(capsys, "info", ZIP, "--input-size", "100")  # not a multiple of 32
     assert code == 2 and err.startswith("error: ") and "multiple of 32" in err
     assert main([]) == 2
