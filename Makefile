@@ -21,7 +21,7 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	touch $@
 
 demo: $(VENV)/.installed-demo
-	$(BIN)/python -m sttn_sim.demo --out sttn_out
+	$(BIN)/python -m analysis.demo --out sttn_out
 
 test: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q

@@ -62,7 +62,7 @@ def _readme_shell_commands() -> list[str]:
 
 def test_readme_lists_every_entry_point():
     commands = " ".join(_readme_shell_commands())
-    for module in ("sttn_sim.verify", "sttn_sim info", "sttn_sim.demo", "analysis.figures", "analysis.compare",
+    for module in ("sttn_sim.verify", "sttn_sim info", "analysis.demo", "analysis.figures", "analysis.compare",
                    "analysis.soft_vs_hard", "sttn_sim.bench"):
         assert f"python -m {module}" in commands
 

@@ -27,6 +27,7 @@ from typing import Any, Callable, ClassVar, Iterator
 import numpy as np
 
 from ..errors import ModelError, ShapeError
+from ..recording import LayerEvent
 
 #: marker for an attribute without a default (it must be given)
 REQUIRED = object()
@@ -237,8 +238,6 @@ class LayerKind:
     def engine_step(self, layer, ctx):
         """A :class:`~sttn_sim.engine.StepRun` for this layer of the engine's graph.
         Default: :meth:`engine_forward` wrapped with a plain layer event."""
-        from ..recording import LayerEvent  # noqa: PLC0415  (recording imports graph, which imports kinds)
-
         op = self.engine_forward(layer)
         first = ctx.first_layer(layer)
 

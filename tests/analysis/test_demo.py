@@ -6,7 +6,7 @@ import sys
 
 import pandas as pd
 
-from sttn_sim.demo import run_demo
+from analysis.demo import run_demo
 
 
 def test_demo_writes_its_outputs(tmp_path):
@@ -33,7 +33,7 @@ def test_demo_writes_its_outputs(tmp_path):
 
 
 def test_every_entry_point_has_help():
-    for module in ("sttn_sim.demo", "sttn_sim.verify", "sttn_sim", "sttn_sim.bench", "analysis.figures",
+    for module in ("analysis.demo", "sttn_sim.verify", "sttn_sim", "sttn_sim.bench", "analysis.figures",
                    "analysis.soft_vs_hard", "analysis.compare"):
         proc = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True)
         assert proc.returncode == 0 and "usage:" in proc.stdout, module

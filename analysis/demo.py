@@ -1,4 +1,4 @@
-"""``python -m sttn_sim.demo``: the main job on the embedded default model.
+"""``sttn demo`` / ``python -m analysis.demo``: the main job on the embedded default model.
 
 The embedded default is a small official-style STTN ResNet trained on the digits
 data set (:func:`sttn_sim.default_model`).  The demo
@@ -21,21 +21,24 @@ import sys
 
 from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
-from .errors import SttnError
+from sttn_sim.check import verify_model
+from sttn_sim.cli import module_main
+from sttn_sim.datasets import default_model, digits
+from sttn_sim.engine import Engine
+from sttn_sim.fold import fold
+from sttn_sim.io.atomic import atomic_write_text, ensure_output_dir
+from sttn_sim.reference import reference_forward
+from sttn_sim.verify import write_report
+
+from .report import write_all
+from .style import use_file_backend
+
+DESCRIPTION = ("Run the main job on the embedded default model: fold and verify it, evaluate it three ways on "
+               "the digits test split, and write every statistic table and figure.")
 
 
 def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: int = 64) -> dict:
     """Run the demo and return a summary dict (paths written, checks, accuracies)."""
-    from analysis.report import write_all
-
-    from .datasets import default_model, digits
-    from .engine import Engine
-    from .io.atomic import atomic_write_text, ensure_output_dir
-    from .fold import fold
-    from .reference import reference_forward
-    from .check import verify_model
-    from .verify import write_report
-
     out = ensure_output_dir(out_dir)
     steps = tqdm(total=4, desc="demo", disable=not progress, unit="step")
     steps.set_postfix_str("loading and folding the default model")
@@ -82,19 +85,15 @@ def run_demo(out_dir: str = "sttn_out", *, progress: bool = True, verify_batch: 
     }
 
 
-def main(argv=None) -> int:
-    from analysis.style import use_file_backend
-
-    use_file_backend()
-    p = argparse.ArgumentParser(prog="python -m sttn_sim.demo", description=__doc__.split("\n\n")[0])
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--out", default="sttn_out", help="output folder (default sttn_out)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    args = p.parse_args(argv)
-    try:
-        summary = run_demo(args.out, progress=not args.json)
-    except SttnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    use_file_backend()
+    summary = run_demo(args.out, progress=not args.json)
     if args.json:
         print(json.dumps(summary, indent=2, default=float))
     else:
@@ -110,6 +109,8 @@ def main(argv=None) -> int:
               f"weight_sparsity.png, figure1_*.png, ... )")
     return 0 if summary["passed"] else 1
 
+
+main = module_main(__name__, "python -m analysis.demo")
 
 if __name__ == "__main__":
     sys.exit(main())
