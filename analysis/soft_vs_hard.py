@@ -194,8 +194,9 @@ def _constant(x: np.ndarray) -> bool:
 
 @contextmanager
 def _exact_moments():
-    """Silence scipy's "precision loss" warning: it fires for a constant (or nearly
-    constant) sample, whose variance, 0 here, is computed exactly from a few accuracies."""
+    """Silence scipy's "precision loss" warning for a (nearly) constant sample: both
+    tests return NaN before calling scipy when their statistic is undefined, and a
+    constant side of Welch's test correctly contributes a variance of (about) 0."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
         yield

@@ -176,7 +176,8 @@ class HardQuant:
         tw = self.ternary(w)
         rows, tr = np.abs(self._stat_rows(np.asarray(w, np.float64))), self._stat_rows(tw.codes)
         wp = np.where((tr > 0).any(1), np.atleast_1d(tw.scale), rows.mean(1))
-        wn = np.where((tr < 0).any(1), np.atleast_1d(tw.scale_neg), rows.mean(1))
+        neg = tw.scale if tw.scale_neg is None else tw.scale_neg  # one scale: W_n starts at it too
+        wn = np.where((tr < 0).any(1), np.atleast_1d(neg), rows.mean(1))
         return {"wp": wp.astype(w.dtype), "wn": wn.astype(w.dtype)}
 
     def forward(self, params, aux):
