@@ -14,6 +14,12 @@ same w, per tensor and per output channel:
   Δ of :mod:`sttn_sim.stats.intervals`;
 * ``fixed`` — a user Δ, given relative to mean|w| (``fixed_delta_rel``), only when asked.
 
+The methods come from the registry (:func:`sttn_sim.quantizers.all_methods`): every
+hard-threshold method without a required parameter is a default baseline (so a newly
+registered one appears here), ``sparsity`` gets STTN's sparsity as its target, and every
+method whose only required parameter is ``delta`` (``fixed``) gets
+``fixed_delta_rel · mean|w|`` when that is given.
+
 Each baseline's scale is the L2-optimal one for its codes (mean |w| over the non-zeros;
 TTQ's W_p, W_n are the per-sign means).
 
@@ -46,16 +52,22 @@ import pandas as pd
 
 from sttn_sim.graph import Layer, Model
 from sttn_sim.quantizers import (
-    HARD_THRESHOLD_METHODS,
+    MethodNames,
     TernaryWeights,
+    get_method,
     hard_threshold,
     sttn_equivalent_weight,
     sttn_ternarize,
 )
 from sttn_sim.stats.intervals import equivalent_delta, latent_layers
 
-#: baseline names in the order of tables and figures
-BASELINE_METHODS = ("twn", "ttq", "optimal", "absmean", "sparsity")
+#: the baseline whose target sparsity is matched to STTN's (:func:`matched_sparsity`)
+MATCHED_SPARSITY = "sparsity"
+#: default baselines in the order of tables and figures (a live view of the registry):
+#: the hard-threshold methods without a required parameter, and the matched sparsity
+BASELINE_METHODS = MethodNames(lambda m: m.hard_threshold and (not m.required_params or m.name == MATCHED_SPARSITY))
+#: baselines that take a user Δ (``fixed_delta_rel``) (a live view of the registry)
+DELTA_METHODS = MethodNames(lambda m: m.hard_threshold and m.required_params == ("delta",))
 GRANULARITIES = ("tensor", "channel")
 
 
@@ -129,20 +141,25 @@ def compare_quantizers(w: np.ndarray, sttn: TernaryWeights, *, methods=BASELINE_
                    for r, c in zip(_rows(w, "channel"), _rows(sttn.codes, "channel"))])
     rows.append(_row(w, sttn, sttn.codes, "sttn", "channel", eq, name))
     rows.append(_row(w, rescaled_sttn(w, sttn.codes), sttn.codes, "sttn_rescaled", "channel", eq, name))
+    for method in methods:
+        if method not in BASELINE_METHODS:
+            get_method(method)  # an unknown name: the registry's error lists the known ones
+            raise ValueError(f"{method!r} is not a default baseline; baselines: {', '.join(BASELINE_METHODS)}"
+                             f" (and {', '.join(DELTA_METHODS)} with fixed_delta_rel)")
     for granularity in granularities:
         for method in methods:
-            if method == "sparsity":
+            if method == MATCHED_SPARSITY:
                 tw = matched_sparsity(w, sttn.codes, granularity=granularity, name=name)
-            elif method in HARD_THRESHOLD_METHODS:
-                tw = HARD_THRESHOLD_METHODS[method](w, granularity=granularity, name=name)
             else:
-                raise ValueError(f"unknown baseline {method!r}; known: {', '.join(BASELINE_METHODS)}")
+                tw = get_method(method).ternarize(w, granularity=granularity, name=name)
             rows.append(_row(w, tw, sttn.codes, method, granularity, np.atleast_1d(tw.delta), name))
         if fixed_delta_rel is not None:
             mean_abs = np.abs(_rows(w, granularity)).mean(axis=1)
             d = fixed_delta_rel * mean_abs
-            tw = hard_threshold(w, d if granularity == "channel" else float(d[0]), granularity=granularity, name=name)
-            rows.append(_row(w, tw, sttn.codes, "fixed", granularity, np.atleast_1d(tw.delta), name))
+            for method in DELTA_METHODS:
+                tw = get_method(method).ternarize(w, d if granularity == "channel" else float(d[0]),
+                                                  granularity=granularity, name=name)
+                rows.append(_row(w, tw, sttn.codes, method, granularity, np.atleast_1d(tw.delta), name))
     return rows
 
 
@@ -179,5 +196,5 @@ def baseline_table(model: Model, *, methods=BASELINE_METHODS, granularities=GRAN
     return df
 
 
-__all__ = ["l2_and_cosine", "BASELINE_METHODS", "GRANULARITIES", "baseline_table", "compare_quantizers", "matched_sparsity",
+__all__ = ["l2_and_cosine", "BASELINE_METHODS", "DELTA_METHODS", "MATCHED_SPARSITY", "GRANULARITIES", "baseline_table", "compare_quantizers", "matched_sparsity",
            "rescaled_sttn", "layer_weights"]

@@ -26,13 +26,16 @@ import matplotlib
 import numpy as np
 import pandas as pd
 
-from .style import METHOD_COLORS, TERNARY_COLORS, TERNARY_LABELS, apply_style, new_axes
+from sttn_sim.quantizers import get_method
 
-METHOD_LABELS = {"sttn": "STTN", "sttn_rescaled": "STTN codes, best scale", "twn": "TWN (0.7·mean|w|)",
-                 "ttq": "TTQ (0.05·max|w|)", "optimal": "optimal Δ (L2)", "absmean": "absmean (0.5·mean|w|)",
-                 "sparsity": "Δ matched to STTN sparsity", "fixed": "fixed Δ"}
-_MARKERS = {"sttn": "o", "sttn_rescaled": "o", "twn": "s", "ttq": "v", "optimal": "D", "absmean": "^",
-            "sparsity": "x", "fixed": "+"}
+from .style import (METHOD_COLORS, TERNARY_COLORS, TERNARY_LABELS, MethodAttribute, apply_style, method_order,
+                    method_style, new_axes)
+from .sweeps import fixed_ratio_methods
+
+#: ``{method: legend label}`` from the method registry (a live view, legend order)
+METHOD_LABELS = MethodAttribute("label")
+#: line styles of the fixed-ratio methods' Δ lines, in registry order (TWN, absmean, ...)
+_RATIO_LINESTYLES = ("--", ":", "-.", (0, (5, 1, 1, 1, 1, 1)))
 
 
 # --------------------------------------------------------------------------------------
@@ -213,7 +216,6 @@ def plot_figure1(model, layer: str | None = None, ax=None, *, bins: int = 80, ze
     (split into 2×2), or 4 Axes (hist soft, hist hard, strip soft, strip hard).
     Raises :class:`~sttn_sim.stats.StatisticsUnavailable` for a merged/folded model.
     """
-    from sttn_sim.quantizers import twn_ternarize
     from sttn_sim.stats.intervals import IntervalSamples, equivalent_delta, interval_samples
 
     if isinstance(model, IntervalSamples):
@@ -225,7 +227,8 @@ def plot_figure1(model, layer: str | None = None, ax=None, *, bins: int = 80, ze
         samples = interval_samples(model, layer, zero_policy=zero_policy)
     w = samples.w.ravel()
     sttn = samples.codes.ravel().astype(np.int8)
-    twn = twn_ternarize(w, granularity="tensor", name=samples.layer)
+    twn_method = get_method("twn")
+    twn = twn_method.ternarize(w, granularity="tensor", name=samples.layer)
     d_twn = float(twn.delta)
     d_eq = equivalent_delta(np.abs(w), int(np.count_nonzero(sttn == 0)))
     lim = float(np.max(np.abs(w))) * 1.02 or 1.0
@@ -237,7 +240,7 @@ def plot_figure1(model, layer: str | None = None, ax=None, *, bins: int = 80, ze
                      deltas=[(d_twn, f"TWN Δ = {d_twn:.3g}", "--"), (d_eq, f"STTN-equivalent Δ = {d_eq:.3g}", ":")],
                      title=f"soft threshold (STTN): overlap with hard code {100 * overlap:.1f}%")
     _class_histogram(h_hard, w, twn.codes.ravel(), edges, deltas=[(d_twn, f"TWN Δ = {d_twn:.3g}", "--")],
-                     title=f"hard threshold (TWN, Δ = 0.7·mean|w|): sparsity {100 * twn.sparsity:.0f}%")
+                     title=f"hard threshold (TWN, Δ = {twn_method.delta_rel:g}·mean|w|): sparsity {100 * twn.sparsity:.0f}%")
     h_hard.sharey(h_soft)
     h_hard.set_ylabel("")
     for h in (h_soft, h_hard):
@@ -271,7 +274,9 @@ def plot_learned_intervals(intervals: pd.DataFrame, ax=None, title: str | None =
               label="STTN-equivalent Δ (same sparsity)")
     ax.plot(x, intervals["best_delta_rel"], "o", markerfacecolor="none", markeredgecolor="black", markersize=7,
             label="best separating Δ")
-    ax.axhline(0.7, color=METHOD_COLORS["twn"], linestyle="--", linewidth=1.2, label="TWN Δ = 0.7·mean|w|")
+    twn = get_method("twn")
+    ax.axhline(twn.delta_rel, color=twn.color, linestyle="--", linewidth=1.2,
+               label=f"{twn.short} Δ = {twn.delta_rel:g}·mean|w|")
     _layer_ticks(ax, [str(n) for n in intervals["layer"]])
     ax.set_ylabel("|w| / mean|w|")
     ax.set_ylim(bottom=0)
@@ -288,7 +293,7 @@ def plot_learned_intervals(intervals: pd.DataFrame, ax=None, title: str | None =
 def _method_lines(ax, table: pd.DataFrame, metric: str, granularity: str, methods=None):
     layers = list(table["layer"].cat.categories) if hasattr(table["layer"], "cat") else list(dict.fromkeys(table["layer"]))
     x = np.arange(len(layers))
-    wanted = methods or [m for m in METHOD_LABELS if m in set(table["method"])]
+    wanted = methods or [m for m in method_order() if m in set(table["method"])]
     dodge = 0.5 / max(1, len(wanted))  # small horizontal offsets so that coinciding markers stay visible
     for i, method in enumerate(wanted):
         sub = table[(table["method"] == method) & ((table["granularity"] == granularity) | method.startswith("sttn"))]
@@ -296,10 +301,10 @@ def _method_lines(ax, table: pd.DataFrame, metric: str, granularity: str, method
             continue
         y = sub.set_index(sub["layer"].astype(str))[metric].reindex(layers).to_numpy(float)
         is_sttn = method == "sttn"
-        style = dict(color=METHOD_COLORS.get(method, "#555555") if method != "sttn_rescaled" else "#555555",
-                     marker=_MARKERS.get(method, "."), markersize=6 if is_sttn else 4,
+        look = method_style(method)
+        style = dict(color=look.color, marker=look.marker, markersize=6 if is_sttn else 4,
                      linewidth=2.2 if is_sttn else 1.0, linestyle=":" if method == "sttn_rescaled" else "-",
-                     label=METHOD_LABELS.get(method, method), zorder=3 if is_sttn else 2)
+                     label=look.label, zorder=3 if is_sttn else 2)
         if method == "sttn_rescaled":
             style["markerfacecolor"] = "none"
         ax.plot(x + (i - (len(wanted) - 1) / 2) * dodge, y, **style)
@@ -341,8 +346,9 @@ def plot_l2_comparison(baselines: pd.DataFrame, ax=None, *, granularity: str = "
 def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax=None, title=None):
     """Sparsity (left) and relative L2 error (right) of the hard threshold against
     Δ / mean|w|, one curve per layer (colour = depth), STTN's point per layer marked
-    (star: own scale; hollow: its codes with the best scale), TWN (0.7) and absmean (0.5)
-    as vertical lines. ``sweep``: :func:`analysis.sweeps.delta_sweep`; ``points``:
+    (star: own scale; hollow: its codes with the best scale), and every registered
+    method with a fixed Δ / mean|w| (TWN 0.7, absmean 0.5; :func:`analysis.sweeps.fixed_ratio_methods`)
+    as a vertical line. ``sweep``: :func:`analysis.sweeps.delta_sweep`; ``points``:
     :func:`analysis.sweeps.sttn_sweep_points`. ``ax``: None, one Axes or two Axes."""
     import matplotlib as mpl
 
@@ -364,9 +370,10 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
             ax_l.plot(p["ratio"], p["l2_rel"], "*", color=c, markeredgecolor="black", markersize=10, zorder=4)
             ax_l.plot(p["ratio"], p["l2_rel_rescaled"], "o", markerfacecolor="none", markeredgecolor=c,
                       markersize=6, zorder=4)
+    ratio_methods = list(zip(fixed_ratio_methods(), _RATIO_LINESTYLES))
     for a in (ax_s, ax_l):
-        a.axvline(0.7, color=METHOD_COLORS["twn"], linestyle="--", linewidth=1.1, label="TWN (0.7)")
-        a.axvline(0.5, color=METHOD_COLORS["absmean"], linestyle=":", linewidth=1.1, label="absmean (0.5)")
+        for m, ls in ratio_methods:
+            a.axvline(m.delta_rel, color=m.color, linestyle=ls, linewidth=1.1, label=f"{m.short} ({m.delta_rel:g})")
         a.set_xlabel("Δ / mean|w|")
     ax_s.set_ylabel("sparsity (fraction of 0)")
     ax_l.set_ylabel("||w − Ŵ||² / ||w||²  (best scale per Δ)")
@@ -376,9 +383,9 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
                Line2D([], [], marker="*", linestyle="", color="grey", markeredgecolor="black", markersize=10,
                       label="STTN (own scale)"),
                Line2D([], [], marker="o", linestyle="", markerfacecolor="none", markeredgecolor="grey",
-                      label="STTN codes, best scale"),
-               Line2D([], [], color=METHOD_COLORS["twn"], linestyle="--", label="TWN Δ = 0.7"),
-               Line2D([], [], color=METHOD_COLORS["absmean"], linestyle=":", label="absmean Δ = 0.5")]
+                      label=method_style("sttn_rescaled").label)]
+    handles += [Line2D([], [], color=m.color, linestyle=ls, label=f"{m.short} Δ = {m.delta_rel:g}")
+                for m, ls in ratio_methods]
     ax_l.legend(handles=handles, fontsize=7, loc="upper center")
     sm = mpl.cm.ScalarMappable(cmap=cmap, norm=mpl.colors.Normalize(0, max(1, len(layers) - 1)))
     if ax is None:

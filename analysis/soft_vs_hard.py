@@ -1,22 +1,27 @@
 """``python -m analysis.soft_vs_hard``: does a soft threshold beat a hard Δ? Measured.
 
 Trains the same small official-style STTN ResNet (DESIGN §2.3 block design,
-``sttn_resnet18(stem="small", width, blocks)`` on 8×8 digits) with every method —
-STTN (two binary kernels, no threshold), the hard-threshold baselines TWN
-(Δ = 0.7·mean|W|), TTQ (Δ = 0.05·max|W|, learned W_p/W_n) and fixed Δ, and a
+``sttn_resnet18(stem="small", width, blocks)`` on 8×8 digits) with every trainable
+method of the registry (:data:`sttn_sim.train.TRAIN_METHODS`) — STTN (two binary
+kernels, no threshold), the hard-threshold baselines TWN (Δ = 0.7·mean|W|), TTQ
+(Δ = 0.05·max|W|, learned W_p/W_n), optimal Δ, absmean and fixed Δ, and a
 full-precision float model — with identical architecture, initial weights (per seed),
 data order, epochs and optimiser, for several seeds, and reports (the latent kernels
 start from PyTorch's default layer initialisation, as in the official code, so the
 codes are learned rather than inherited from the initial draw):
 
-* test accuracy per method: mean ± sample standard deviation (ddof = 1) over seeds;
+* test accuracy per method: mean ± sample standard deviation (ddof = 1) over seeds and
+  the 95 % confidence interval of the mean, ``mean ± t_{0.975, n-1}·s/√n`` (Student t);
+* significance against STTN (:func:`significance`): a paired t-test over the seeds
+  (every method starts from the same initial weights and data order per seed, so the
+  runs pair by seed) and Welch's unequal-variance t-test, two-sided p-values;
 * per ternary layer (mean over seeds): weight sparsity, relative L2 error
   ``||w - ŵ||² / ||w||²`` of the kernel actually used against its float counterpart
   (STTN: w = (W1 + W2)/2 and ŵ = α·t; baselines: the latent kernel and its ternary
   version), cosine similarity, and for STTN the overlap (fraction of codes no hard
   threshold on w reproduces);
-* a figure: accuracy per method (mean ± std, every seed as a dot) and the per-layer
-  sparsity and L2 error.
+* a figure: accuracy per method (mean with its 95 % CI, every seed as a dot) and the
+  per-layer sparsity and L2 error.
 
 Every run happens in a worker process with one BLAS thread, so the table is the same
 whatever ``--workers`` is.  Outputs in ``--out``: ``summary.csv``, ``runs.csv``,
@@ -31,18 +36,30 @@ import json
 import os
 import sys
 import time
+import warnings
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-METHODS = ("sttn", "twn", "ttq", "fixed", "float")
+from sttn_sim.train.quant import TRAIN_METHODS
+
+from .style import MethodAttribute, method_style
+
+#: the default methods: every trainable registered method and "float" (a live view)
+METHODS = TRAIN_METHODS
 #: extra method names accepted by --methods
 EXTRA_METHODS = {"sttn_exact": ("sttn", {"sttn_grad": "exact"})}
-LABELS = {"sttn": "STTN (soft)", "sttn_exact": "STTN, exact-scale grad", "twn": "TWN (Δ=0.7·mean|W|)",
-          "ttq": "TTQ (Δ=0.05·max|W|, learned W_p/W_n)", "fixed": "fixed Δ", "float": "float (FP32 W and A)"}
-SHORT = {"sttn": "STTN", "sttn_exact": "STTN-exact", "twn": "TWN", "ttq": "TTQ", "fixed": "fixed Δ", "float": "float"}
+#: table labels and short labels (tick labels, column headers), from the registry
+LABELS = MethodAttribute("label")
+SHORT = MethodAttribute("short")
+#: the method every other one is tested against
+REFERENCE = "sttn"
+#: level of the confidence intervals of the mean accuracy
+CI_LEVEL = 0.95
 _THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 
@@ -161,6 +178,96 @@ def compare(methods=METHODS, seeds=(0, 1, 2, 3, 4), settings: Settings | None = 
     return tabulate(results, methods, seeds, settings.as_dict(), wall)
 
 
+# --------------------------------------------------------------------------------------
+# statistics over seeds
+
+
+#: spread below which a sample of accuracies counts as constant: accuracies are image
+#: counts over the test set (distinct values differ by >= 1/n_test, ~3e-3 here), while
+#: float subtraction leaves ~1e-16 (0.9 - 0.8 != 0.8 - 0.7), which would give |t| ~ 1e15
+CONSTANT_SPREAD = 1e-9
+
+
+def _constant(x: np.ndarray) -> bool:
+    return bool(np.ptp(x) <= CONSTANT_SPREAD)
+
+
+@contextmanager
+def _exact_moments():
+    """Silence scipy's "precision loss" warning for a (nearly) constant sample: both
+    tests return NaN before calling scipy when their statistic is undefined, and a
+    constant side of Welch's test correctly contributes a variance of (about) 0."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="Precision loss occurred in moment calculation")
+        yield
+
+
+def mean_confidence_interval(values, level: float = CI_LEVEL) -> tuple[float, float]:
+    r"""Confidence interval of the mean of ``values`` (Student t):
+
+    .. math::  \bar x \pm t_{(1+\text{level})/2,\; n-1} \, s / \sqrt n,
+
+    with s the sample standard deviation (ddof = 1). ``(nan, nan)`` for fewer than two
+    values; ``(x̄, x̄)`` when all values are equal."""
+    x = np.asarray(values, np.float64)
+    if x.size < 2:
+        return float("nan"), float("nan")
+    half = float(stats.t.ppf(0.5 + level / 2.0, x.size - 1)) * float(x.std(ddof=1)) / np.sqrt(x.size)
+    return float(x.mean() - half), float(x.mean() + half)
+
+
+def paired_t_test(a, b) -> tuple[float, float]:
+    r"""Two-sided paired t-test of ``a - b`` (the same seeds, in the same order):
+    :math:`t = \bar d / (s_d / \sqrt n)` with n - 1 degrees of freedom.
+    ``(nan, nan)`` when it is undefined: fewer than two pairs, or differences that are
+    all equal (zero variance; equal within :data:`CONSTANT_SPREAD`)."""
+    d = np.asarray(a, np.float64) - np.asarray(b, np.float64)
+    if d.size < 2 or _constant(d):
+        return float("nan"), float("nan")
+    with _exact_moments():
+        res = stats.ttest_rel(a, b)
+    return float(res.statistic), float(res.pvalue)
+
+
+def welch_t_test(a, b) -> tuple[float, float]:
+    r"""Two-sided Welch t-test (unequal variances) of mean(a) against mean(b):
+    :math:`t = (\bar a - \bar b) / \sqrt{s_a^2/n_a + s_b^2/n_b}` with the
+    Welch–Satterthwaite degrees of freedom. ``(nan, nan)`` when undefined: fewer than
+    two values on a side, or both sides constant (within :data:`CONSTANT_SPREAD`)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.size < 2 or b.size < 2 or (_constant(a) and _constant(b)):
+        return float("nan"), float("nan")
+    with _exact_moments():
+        res = stats.ttest_ind(a, b, equal_var=False)
+    return float(res.statistic), float(res.pvalue)
+
+
+def significance(runs: pd.DataFrame, reference: str = REFERENCE, level: float = CI_LEVEL) -> pd.DataFrame:
+    """Per method (``runs``: one row per method × seed with ``test_accuracy``): the
+    ``level`` confidence interval of its mean accuracy (``acc_ci_low``, ``acc_ci_high``)
+    and, against ``reference`` (``method − reference``), the paired t-test over the
+    seeds both have (``t_paired_vs_<ref>``, ``p_paired_vs_<ref>``, ``pairs_vs_<ref>``)
+    and Welch's test (``t_welch_vs_<ref>``, ``p_welch_vs_<ref>``). NaN for the reference
+    itself, without a reference, or where a test is undefined (see the tests)."""
+    ref = runs[runs.method == reference].set_index("seed").test_accuracy
+    rows = []
+    for method in dict.fromkeys(runs.method):
+        acc = runs[runs.method == method].set_index("seed").test_accuracy
+        low, high = mean_confidence_interval(acc.to_numpy(), level)
+        row = {"method": method, "acc_ci_low": low, "acc_ci_high": high}
+        nan = float("nan")
+        t_p = p_p = t_w = p_w = nan
+        common = [s for s in acc.index if s in ref.index]
+        if method != reference and len(ref):
+            t_p, p_p = paired_t_test(acc[common].to_numpy(), ref[common].to_numpy())
+            t_w, p_w = welch_t_test(acc.to_numpy(), ref.to_numpy())
+        row.update({f"t_paired_vs_{reference}": t_p, f"p_paired_vs_{reference}": p_p,
+                    f"pairs_vs_{reference}": len(common) if method != reference else 0,
+                    f"t_welch_vs_{reference}": t_w, f"p_welch_vs_{reference}": p_w})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -> Comparison:
     order = {m: i for i, m in enumerate(methods)}
     runs = pd.DataFrame([{k: r[k] for k in ("method", "seed", "test_accuracy", "test_accuracy_float32",
@@ -185,8 +292,10 @@ def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -
     ref = summary.set_index("method").acc_mean
     if "float" in ref:
         summary["gap_to_float"] = summary.acc_mean - ref["float"]
-    if "sttn" in ref:
-        summary["gap_to_sttn"] = summary.acc_mean - ref["sttn"]
+    if REFERENCE in ref:
+        summary[f"gap_to_{REFERENCE}"] = summary.acc_mean - ref[REFERENCE]
+    if len(runs):
+        summary = summary.merge(significance(runs), on="method", how="left")
     if len(layers_all):
         cols = [c for c in ("sparsity", "l2_rel", "cosine", "delta", "overlap", "scale_mean") if c in layers_all]
         layer_order = {n: i for i, n in enumerate(dict.fromkeys(layers_all.layer))}
@@ -206,17 +315,29 @@ def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -
 
 def format_table(comp: Comparison) -> str:
     """Markdown tables: accuracy per method, then sparsity / L2 error per layer."""
+    ref = SHORT.get(REFERENCE, REFERENCE)
     lines = [f"Test accuracy on digits (360 test images), {len(comp.seeds)} seeds {comp.seeds}, "
              f"{comp.settings['epochs']} epochs, sttn_resnet18(stem='small', width={comp.settings['width']}, "
-             f"blocks={comp.settings['blocks']}); mean ± sample std (ddof=1).", "",
-             "| method | test accuracy % | min–max % | Δ vs float (pts) | mean sparsity | mean rel. L2 error |",
-             "|---|---|---|---|---|---|"]
+             f"blocks={comp.settings['blocks']}); mean ± sample std (ddof=1), {100 * CI_LEVEL:.0f} % confidence "
+             f"interval of the mean (Student t), two-sided p-values against {ref}: paired t-test over the seeds "
+             f"and Welch's t-test.", "",
+             f"| method | test accuracy % | {100 * CI_LEVEL:.0f} % CI % | min–max % | Δ vs float (pts) | "
+             f"Δ vs {ref} (pts) | p paired | p Welch | mean sparsity | mean rel. L2 error |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+
+    def number(value, fmt, scale=1.0):
+        return "—" if value is None or not np.isfinite(value) else format(scale * value, fmt)
+
     for _, r in comp.summary.iterrows():
         gap = f"{100 * r.gap_to_float:+.2f}" if "gap_to_float" in r and r.method != "float" else "—"
-        sp = "—" if np.isnan(r.sparsity_mean) else f"{r.sparsity_mean:.3f}"
-        l2 = "—" if np.isnan(r.l2_rel_mean) else f"{r.l2_rel_mean:.3f}"
-        lines.append(f"| {r.label} | {100 * r.acc_mean:.2f} ± {100 * r.acc_std:.2f} | "
-                     f"{100 * r.acc_min:.2f}–{100 * r.acc_max:.2f} | {gap} | {sp} | {l2} |")
+        gap_ref = number(r.get(f"gap_to_{REFERENCE}"), "+.2f", 100) if r.method != REFERENCE else "—"
+        ci = (f"{100 * r.acc_ci_low:.2f}–{100 * r.acc_ci_high:.2f}"
+              if np.isfinite(r.get("acc_ci_low", np.nan)) else "—")
+        lines.append(f"| {r.label} | {100 * r.acc_mean:.2f} ± {100 * r.acc_std:.2f} | {ci} | "
+                     f"{100 * r.acc_min:.2f}–{100 * r.acc_max:.2f} | {gap} | {gap_ref} | "
+                     f"{number(r.get(f'p_paired_vs_{REFERENCE}'), '.3f')} | "
+                     f"{number(r.get(f'p_welch_vs_{REFERENCE}'), '.3f')} | "
+                     f"{number(r.sparsity_mean, '.3f')} | {number(r.l2_rel_mean, '.3f')} |")
     if len(comp.layers):
         methods = list(dict.fromkeys(comp.layers.method))
         lines += ["", "Per ternary layer (mean over seeds): sparsity / relative L2 error", "",
@@ -233,14 +354,14 @@ def format_table(comp: Comparison) -> str:
 
 
 def plot_comparison(comp: Comparison, ax=None):
-    """Three panels: accuracy (mean ± std, seeds as dots), per-layer sparsity, per-layer
-    L2 error.  ``ax``: None, one Axes (split into three) or three Axes.  Returns the figure."""
+    """Three panels: accuracy (mean with its 95 % confidence interval as the error bar,
+    seeds as dots), per-layer sparsity, per-layer L2 error.  ``ax``: None, one Axes
+    (split into three) or three Axes.  Returns the figure."""
     import matplotlib.pyplot as plt
 
-    from .style import METHOD_COLORS, apply_style
+    from .style import apply_style
 
     apply_style()
-    colors = dict(METHOD_COLORS, float="#17becf", sttn_exact="#555555")
     if ax is None:
         fig, axes = plt.subplots(1, 3, figsize=(13.0, 3.8), layout="constrained",
                                  gridspec_kw={"width_ratios": [1.0, 1.3, 1.3]})
@@ -255,21 +376,24 @@ def plot_comparison(comp: Comparison, ax=None):
     a0, a1, a2 = axes
     s = comp.summary
     xs = np.arange(len(s))
+    low = s.acc_ci_low.where(np.isfinite(s.acc_ci_low), s.acc_mean)
+    high = s.acc_ci_high.where(np.isfinite(s.acc_ci_high), s.acc_mean)
     for i, r in s.reset_index(drop=True).iterrows():
-        c = colors.get(r.method, "#333333")
-        a0.bar(i, 100 * r.acc_mean, yerr=100 * r.acc_std, color=c, alpha=0.35, capsize=4, edgecolor=c)
+        c = method_style(r.method).color
+        yerr = 100 * np.array([[r.acc_mean - low.iloc[i]], [high.iloc[i] - r.acc_mean]])
+        a0.bar(i, 100 * r.acc_mean, yerr=yerr, color=c, alpha=0.35, capsize=4, edgecolor=c)
         pts = comp.runs[comp.runs.method == r.method].test_accuracy.to_numpy() * 100
         a0.plot(np.full(len(pts), i) + np.linspace(-0.15, 0.15, len(pts)), pts, "o", color=c, ms=4)
     a0.set_xticks(xs, [SHORT.get(m, m) for m in s.method], rotation=30)
-    lo = max(0.0, 100 * (s.acc_mean - s.acc_std).min() - 2.0)
+    lo = max(0.0, 100 * min(low.min(), comp.runs.test_accuracy.min()) - 2.0)
     a0.set_ylim(lo, 100.5)
-    a0.set_ylabel("test accuracy (%)")
+    a0.set_ylabel(f"test accuracy (%), mean and {100 * CI_LEVEL:.0f} % CI")
     a0.set_title(f"digits, {len(comp.seeds)} seeds, {comp.settings['epochs']} epochs")
     layer_names = list(dict.fromkeys(comp.layers.layer)) if len(comp.layers) else []
     lx = np.arange(len(layer_names))
     for m in dict.fromkeys(comp.layers.method if len(comp.layers) else []):
         d = comp.layers[comp.layers.method == m].set_index("layer").reindex(layer_names)
-        kw = dict(color=colors.get(m, "#333333"), marker="o", ms=3, label=SHORT.get(m, m))
+        kw = dict(color=method_style(m).color, marker="o", ms=3, label=SHORT.get(m, m))
         a1.plot(lx, d.sparsity, **kw)
         a2.plot(lx, d.l2_rel, **kw)
     short_names = [n.replace("features.", "f.") for n in layer_names]
@@ -279,7 +403,8 @@ def plot_comparison(comp: Comparison, ax=None):
         a.set_title(title)
         a.set_ylabel(ylab)
     a1.set_ylim(0, 1)
-    a1.legend(fontsize=8)
+    if a1.get_lines():
+        a1.legend(fontsize=8)
     return fig
 
 

@@ -17,7 +17,8 @@ row, prefix sums):
 :func:`sttn_sweep_points` gives STTN's own point for each layer: x = its equivalent Δ
 relative to mean|w| (the hard Δ with the same sparsity), y = its sparsity, and its L2
 error with its own scale and with the best scale for its codes — to mark on the curves.
-TWN (r = 0.7) and absmean (r = 0.5) are fixed ratios on the same axis.
+:func:`fixed_ratio_methods` lists the registered methods whose Δ is a fixed ratio on the
+same axis (TWN r = 0.7, absmean r = 0.5).
 """
 
 from __future__ import annotations
@@ -26,12 +27,20 @@ import numpy as np
 import pandas as pd
 
 from sttn_sim.graph import Model
+from sttn_sim.quantizers import Method, all_methods
 from sttn_sim.stats.intervals import equivalent_delta, latent_layers
 
 from .baselines import l2_and_cosine, layer_weights, rescaled_sttn
 
 #: default ratios Δ / mean|w|: 0 .. 2 in steps of 0.025
 DEFAULT_RATIOS = np.round(np.arange(0, 81) * 0.025, 10)
+
+
+def fixed_ratio_methods() -> list[Method]:
+    """The registered hard-threshold methods whose Δ is a fixed multiple r of mean|w|
+    (:attr:`~sttn_sim.quantizers.Method.delta_rel`), in registry order: points on the
+    sweep's Δ / mean|w| axis."""
+    return [m for m in all_methods() if m.hard_threshold and m.delta_rel is not None]
 
 
 def sweep_arrays(w: np.ndarray, sttn_codes: np.ndarray, ratios, granularity: str = "tensor") -> dict[str, np.ndarray]:
@@ -116,4 +125,4 @@ def sttn_sweep_points(model: Model, *, layers=None, zero_policy: str = "error") 
     return df
 
 
-__all__ = ["DEFAULT_RATIOS", "sweep_arrays", "delta_sweep", "sttn_sweep_points"]
+__all__ = ["DEFAULT_RATIOS", "fixed_ratio_methods", "sweep_arrays", "delta_sweep", "sttn_sweep_points"]

@@ -17,14 +17,20 @@ from .graph import Layer, Model
 from .io import load_checkpoint, save_model
 from .quantizers import (
     HARD_THRESHOLD_METHODS,
+    METHODS,
+    Method,
     TernaryActivations,
     TernaryWeights,
     absmean_ternarize,
+    all_methods,
     fixed_ternarize,
+    get_method,
     hard_threshold,
     optimal_ternarize,
     quantization_error,
     recover_merged_ternary,
+    register_method,
+    registered_method,
     sparsity_ternarize,
     sttn_equivalent_weight,
     sttn_ternarize,
@@ -46,6 +52,7 @@ __all__ = [
     "HARD_THRESHOLD_METHODS", "TernaryActivations", "TernaryWeights", "absmean_ternarize", "fixed_ternarize",
     "hard_threshold", "optimal_ternarize", "quantization_error", "recover_merged_ternary", "sparsity_ternarize",
     "sttn_equivalent_weight", "sttn_ternarize", "ternarize_activations", "ttq_ternarize", "twn_ternarize",
+    "METHODS", "Method", "all_methods", "get_method", "register_method", "registered_method",
     "reference_forward", "run_reference", "synthetic_input", "synthetic_model", "verify_model", "Engine",
 ]
 

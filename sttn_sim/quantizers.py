@@ -9,6 +9,18 @@ so analysis code can treat STTN and every baseline the same way::
     w_hat = tw.dequantize()
     quantization_error(w, tw)          # {"l2": ..., "cosine": ...}
 
+Every method is also an entry of ONE registry (:class:`Method`: name, label, short
+label, colour, marker, the function, its parameters, whether it is a hard-threshold
+baseline and which training rule trains it; :func:`get_method`, :func:`all_methods`,
+:func:`register_method`, :func:`registered_method` for a temporary one). Training
+(``sttn_sim.train.quant``), the baseline table, the figures and the soft-vs-hard study
+read their method lists, labels and colours from it, so a new hard-threshold baseline is
+one function and one :func:`register_method` call in this file::
+
+    register_method(Method("half", "Δ = 0.5·max|w|", "half", "#17becf", "p", half_ternarize))
+
+:data:`METHODS` and :data:`HARD_THRESHOLD_METHODS` are live views of the registry.
+
 Conventions shared by all functions (DESIGN.md §2.1, §2.2, §2.4, §3):
 
 * Axis 0 is the output channel, for conv weights ``[C_out, C_in, kh, kw]`` and linear
@@ -36,17 +48,31 @@ scale, so the baselines are compared at their best scale.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
 from sttn_sim.errors import QuantizationError
+from sttn_sim.rules import ACTIVATION_HI, ACTIVATION_LO, sttn_alpha, sttn_codes
 
 __all__ = [
     "TernaryWeights",
     "TernaryActivations",
+    "Method",
+    "MethodParam",
+    "MethodNames",
+    "TRAIN_RULES",
+    "get_method",
+    "all_methods",
+    "register_method",
+    "unregister_method",
+    "registered_method",
     "METHODS",
+    "TWN_DELTA_RATIO",
+    "ABSMEAN_DELTA_RATIO",
     "GRANULARITIES",
     "ZERO_POLICIES",
     "sttn_ternarize",
@@ -64,8 +90,10 @@ __all__ = [
     "quantization_error",
 ]
 
-#: Method tags a :class:`TernaryWeights` can carry.
-METHODS = ("sttn", "twn", "ttq", "optimal", "fixed", "sparsity", "absmean")
+#: TWN's threshold: Δ = 0.7·mean|w| (Li et al., 2016).
+TWN_DELTA_RATIO = 0.7
+#: BitNet b1.58's absmean threshold: Δ = 0.5·mean|w|.
+ABSMEAN_DELTA_RATIO = 0.5
 #: Accepted values of the ``granularity`` keyword.
 GRANULARITIES = ("tensor", "channel")
 #: Accepted values of :func:`sttn_ternarize`'s ``zero_policy`` keyword.
@@ -86,7 +114,7 @@ class TernaryWeights:
         scale: float64 array, shape ``(C_out,)`` for ``granularity="channel"`` and shape
             ``()`` for ``"tensor"``. The (non-negative) magnitude of the +1 codes; for TTQ
             this is ``W_p``.
-        method: one of :data:`METHODS`.
+        method: the name of a registered method (one of :data:`METHODS`).
         granularity: ``"tensor"`` or ``"channel"``.
         delta: threshold(s) on ``|w|`` that produced the codes, same shape as ``scale``;
             ``None`` for STTN, where no threshold exists.
@@ -407,7 +435,7 @@ def twn_ternarize(w: np.ndarray, *, granularity: str = "tensor", name: str = "we
     (``"channel"``). ``method="twn"``.
     """
     rows, granularity, shape = _weights_rows(w, granularity, name)
-    d = 0.7 * np.abs(rows).mean(axis=1)
+    d = TWN_DELTA_RATIO * np.abs(rows).mean(axis=1)
     codes, alpha = _threshold_rows(rows, d)
     return _hard_result(shape, codes, alpha, d, "twn", granularity)
 
@@ -426,7 +454,7 @@ def absmean_ternarize(w: np.ndarray, *, granularity: str = "tensor", name: str =
     the scale is the L2-optimal α for the codes instead of ``mean|W|``.) ``method="absmean"``.
     """
     rows, granularity, shape = _weights_rows(w, granularity, name)
-    d = 0.5 * np.abs(rows).mean(axis=1)
+    d = ABSMEAN_DELTA_RATIO * np.abs(rows).mean(axis=1)
     codes, alpha = _threshold_rows(rows, d)
     return _hard_result(shape, codes, alpha, d, "absmean", granularity)
 
@@ -570,16 +598,6 @@ def sparsity_ternarize(
     return _hard_result(shape, codes, alpha, d, "sparsity", granularity)
 
 
-#: The parameter-free hard-threshold baselines, for analysis code to loop over. Each is
-#: called as ``f(w, granularity=..., name=...)``.
-HARD_THRESHOLD_METHODS: dict[str, Callable[..., TernaryWeights]] = {
-    "twn": twn_ternarize,
-    "ttq": ttq_ternarize,
-    "optimal": optimal_ternarize,
-    "absmean": absmean_ternarize,
-}
-
-
 # --------------------------------------------------------------------------------------
 # STTN
 # --------------------------------------------------------------------------------------
@@ -658,8 +676,7 @@ def sttn_ternarize(
     shape = a.shape
     a = np.clip(a, -1.0, 1.0).reshape(a.shape[0], -1)
     b = np.clip(b, -1.0, 1.0).reshape(b.shape[0], -1)
-    n = a.shape[1]
-    alpha = (np.abs(a).sum(axis=1) + np.abs(b).sum(axis=1)) / (2.0 * n)
+    alpha = sttn_alpha(a, b)
 
     z1 = int(np.count_nonzero(a == 0.0))
     z2 = int(np.count_nonzero(b == 0.0))
@@ -675,8 +692,7 @@ def sttn_ternarize(
     else:
         b1 = np.sign(a).astype(np.int64)
         b2 = np.sign(b).astype(np.int64)
-    total = b1 + b2  # in {-2, ..., 2}; odd only with sign(0) = 0
-    codes = np.where(np.abs(total) == 2, total // 2, 0).astype(np.int8)
+    codes = sttn_codes(b1, b2)  # an odd sum (sign(0) = 0) becomes 0
     return TernaryWeights(
         codes=codes.reshape(shape),
         scale=2.0 * alpha,
@@ -757,8 +773,8 @@ def recover_merged_ternary(
 
 def ternarize_activations(
     x: np.ndarray,
-    lo: float = -0.5,
-    hi: float = 0.5,
+    lo: float = ACTIVATION_LO,
+    hi: float = ACTIVATION_HI,
     *,
     tie_eps: float = 0.0,
     name: str = "activations",
@@ -835,3 +851,233 @@ def quantization_error(w: np.ndarray, tw: TernaryWeights, *, name: str = "weight
     else:
         cosine = float(np.clip(np.sum(w64 * w_hat) / (nw * nq), -1.0, 1.0))
     return {"l2": l2, "cosine": cosine}
+
+
+# --------------------------------------------------------------------------------------
+# The method registry
+# --------------------------------------------------------------------------------------
+
+#: Training rules a method can name (:attr:`Method.train_rule`); ``sttn_sim.train.quant``
+#: implements them: ``"sttn"`` two latent kernels (:class:`~sttn_sim.train.quant.SttnQuant`),
+#: ``"hard"`` one latent kernel with the method's codes and scale and the identity
+#: straight-through estimator, ``"ttq"`` the method's codes with learned W_p / W_n.
+TRAIN_RULES = ("sttn", "hard", "ttq")
+
+
+@dataclass(frozen=True)
+class MethodParam:
+    """A parameter of a method's ternarize function beyond the weights.
+
+    Attributes:
+        name: the keyword the function takes (``delta``, ``t``, ``sparsity``, ...).
+        doc: one line saying what it is.
+        default: the function's default, or ``None`` when the caller must supply it.
+    """
+
+    name: str
+    doc: str
+    default: float | None = None
+
+    @property
+    def required(self) -> bool:
+        return self.default is None
+
+
+@dataclass(frozen=True)
+class Method:
+    """One weight-ternarization method: its function and how it is shown and trained.
+
+    Attributes:
+        name: the tag of its :class:`TernaryWeights` (``TernaryWeights.method``).
+        label: long label for figure legends and tables.
+        short: short label for tick labels and column headers.
+        color: ``#rrggbb`` colour of the method in every figure.
+        marker: matplotlib marker of the method in every figure.
+        ternarize: the function, called as ``ternarize(w, *, granularity=..., name=...,
+            **params)`` for a hard-threshold method, ``ternarize(w1, w2, name=...)`` for
+            STTN; returns a :class:`TernaryWeights` tagged ``name``.
+        params: the parameters ``ternarize`` takes beyond the weights.
+        hard_threshold: a baseline with a threshold Δ on |w| (DESIGN §2.4); STTN is not.
+        train_rule: how ``sttn_sim.train`` trains it, one of :data:`TRAIN_RULES`, or
+            ``None`` when it is not trained (e.g. it needs a parameter training does not
+            supply).
+        delta_rel: Δ as a fixed multiple of mean|w| (TWN 0.7, absmean 0.5), else ``None``
+            (a point on the Δ / mean|w| axis of the Δ sweeps).
+    """
+
+    name: str
+    label: str
+    short: str
+    color: str
+    marker: str
+    ternarize: Callable[..., TernaryWeights]
+    params: tuple[MethodParam, ...] = ()
+    hard_threshold: bool = True
+    train_rule: str | None = "hard"
+    delta_rel: float | None = None
+
+    def __post_init__(self) -> None:
+        where = f"method {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.isidentifier():
+            raise QuantizationError(f"method name must be an identifier string, got {self.name!r}")
+        for field in ("label", "short", "marker"):
+            if not isinstance(getattr(self, field), str) or not getattr(self, field):
+                raise QuantizationError(f"{where}: {field} must be a non-empty string, got {getattr(self, field)!r}")
+        c = self.color
+        if not (isinstance(c, str) and len(c) == 7 and c[0] == "#"
+                and all(ch in "0123456789abcdefABCDEF" for ch in c[1:])):
+            raise QuantizationError(f"{where}: color must be '#rrggbb', got {c!r}")
+        if not callable(self.ternarize):
+            raise QuantizationError(f"{where}: ternarize must be callable, got {type(self.ternarize).__name__}")
+        if not all(isinstance(p, MethodParam) for p in self.params):
+            raise QuantizationError(f"{where}: params must be MethodParam entries, got {self.params!r}")
+        if self.train_rule is not None and self.train_rule not in TRAIN_RULES:
+            raise QuantizationError(f"{where}: train_rule must be one of {TRAIN_RULES} or None, got {self.train_rule!r}")
+        if (self.train_rule == "sttn") == self.hard_threshold:
+            raise QuantizationError(f"{where}: the 'sttn' training rule is for the method without a hard threshold")
+
+    @property
+    def required_params(self) -> tuple[str, ...]:
+        """Names of the parameters a caller must supply."""
+        return tuple(p.name for p in self.params if p.required)
+
+
+_REGISTRY: dict[str, Method] = {}
+
+
+def all_methods() -> tuple[Method, ...]:
+    """Every registered method, in registration order (the order of tables and legends)."""
+    return tuple(_REGISTRY.values())
+
+
+def get_method(name: str) -> Method:
+    """The registered :class:`Method` called ``name``; an unknown name raises
+    :class:`QuantizationError` listing the known ones."""
+    try:
+        return _REGISTRY[name]
+    except (KeyError, TypeError):
+        raise QuantizationError(
+            f"unknown method {name!r}; known methods: {', '.join(_REGISTRY)}") from None
+
+
+def register_method(method: Method, *, replace: bool = False) -> Method:
+    """Add ``method`` to the registry (at the end of the order) and return it.
+
+    Every consumer reads the registry when it runs, so a registered hard-threshold
+    method appears in training (``TrainConfig(method=name)`` when it has a training
+    rule), in ``analysis.baselines.baseline_table``, the figures and
+    ``analysis.soft_vs_hard``. ``replace=True`` overwrites a method of the same name
+    (keeping its place); otherwise a taken name raises :class:`QuantizationError`.
+    """
+    if not isinstance(method, Method):
+        raise QuantizationError(f"register_method() expects a Method, got {type(method).__name__}")
+    if method.name in _REGISTRY and not replace:
+        raise QuantizationError(f"method {method.name!r} is already registered (pass replace=True to overwrite it)")
+    _REGISTRY[method.name] = method
+    return method
+
+
+def unregister_method(name: str) -> Method:
+    """Remove the method ``name`` from the registry and return it."""
+    method = get_method(name)
+    del _REGISTRY[name]
+    return method
+
+
+@contextmanager
+def registered_method(method: Method) -> Iterator[Method]:
+    """Register ``method`` for the duration of a ``with`` block (a test's toy method),
+    then restore the registry exactly as it was (order included)."""
+    saved = dict(_REGISTRY)
+    register_method(method, replace=True)
+    try:
+        yield method
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
+
+
+class MethodNames(Sequence):
+    """A live, read-only tuple of registered method names: those for which ``keep(method)``
+    is true, in registration order, followed by ``extra`` names.
+
+    It reads the registry each time it is used, so ``name in view`` and iteration see
+    methods registered later. ``view + (...)`` gives a plain tuple.
+    """
+
+    def __init__(self, keep: Callable[[Method], bool] = lambda m: True, extra: tuple[str, ...] = ()):
+        self._keep = keep
+        self._extra = tuple(extra)
+
+    def _names(self) -> tuple[str, ...]:
+        return tuple(m.name for m in _REGISTRY.values() if self._keep(m)) + self._extra
+
+    def __getitem__(self, index):
+        return self._names()[index]
+
+    def __len__(self) -> int:
+        return len(self._names())
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names()
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names())
+
+    def __add__(self, other) -> tuple:
+        return self._names() + tuple(other)
+
+    def __radd__(self, other) -> tuple:
+        return tuple(other) + self._names()
+
+    def __eq__(self, other) -> bool:
+        return tuple(self) == tuple(other) if isinstance(other, (tuple, list, MethodNames)) else NotImplemented
+
+    __hash__ = None  # mutable view
+
+    def __repr__(self) -> str:
+        return repr(self._names())
+
+
+class _HardThresholdFunctions(Mapping):
+    """Live ``{name: ternarize}`` of the hard-threshold methods without a required parameter."""
+
+    def _items(self) -> dict[str, Callable[..., TernaryWeights]]:
+        return {m.name: m.ternarize for m in _REGISTRY.values() if m.hard_threshold and not m.required_params}
+
+    def __getitem__(self, name):
+        return self._items()[name]
+
+    def __iter__(self):
+        return iter(self._items())
+
+    def __len__(self) -> int:
+        return len(self._items())
+
+    def __repr__(self) -> str:
+        return repr(self._items())
+
+
+#: Names a :class:`TernaryWeights` can carry: every registered method (a live view).
+METHODS = MethodNames()
+#: The hard-threshold baselines that need no parameter, ``{name: function}``, each called
+#: as ``f(w, granularity=..., name=...)`` (a live view of the registry).
+HARD_THRESHOLD_METHODS: Mapping[str, Callable[..., TernaryWeights]] = _HardThresholdFunctions()
+
+_DELTA = MethodParam("delta", "the threshold Δ >= 0 on |w| (scalar, or one per output channel)")
+
+for _method in (
+    Method("sttn", "STTN", "STTN", "#000000", "o", sttn_ternarize, hard_threshold=False, train_rule="sttn"),
+    Method("twn", "TWN (0.7·mean|w|)", "TWN", "#ff7f0e", "s", twn_ternarize, delta_rel=TWN_DELTA_RATIO),
+    Method("ttq", "TTQ (0.05·max|w|)", "TTQ", "#9467bd", "v", ttq_ternarize,
+           params=(MethodParam("t", "threshold factor: Δ = t·max|w|", 0.05),), train_rule="ttq"),
+    Method("optimal", "optimal Δ (L2)", "optimal", "#8c564b", "D", optimal_ternarize),
+    Method("absmean", "absmean (0.5·mean|w|)", "absmean", "#e377c2", "^", absmean_ternarize,
+           delta_rel=ABSMEAN_DELTA_RATIO),
+    # not trained: training has no knob for the target sparsity
+    Method("sparsity", "Δ matched to STTN sparsity", "sparsity", "#bcbd22", "x", sparsity_ternarize,
+           params=(MethodParam("sparsity", "target fraction of zero codes in [0, 1]"),), train_rule=None),
+    Method("fixed", "fixed Δ", "fixed Δ", "#7f7f7f", "+", fixed_ternarize, params=(_DELTA,)),
+):
+    register_method(_method)
+del _method

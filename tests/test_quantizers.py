@@ -10,18 +10,27 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import matplotlib.colors
+import matplotlib.markers
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from sttn_sim.errors import QuantizationError
+from sttn_sim.errors import ModelError, QuantizationError
 from sttn_sim.quantizers import (
     HARD_THRESHOLD_METHODS,
+    METHODS,
+    Method,
     TernaryActivations,
     TernaryWeights,
     absmean_ternarize,
+    all_methods,
+    get_method,
+    register_method,
+    registered_method,
+    unregister_method,
     fixed_ternarize,
     hard_threshold,
     optimal_ternarize,
@@ -34,6 +43,7 @@ from sttn_sim.quantizers import (
     ttq_ternarize,
     twn_ternarize,
 )
+from sttn_sim.train import TRAIN_METHODS, make_quantizer
 
 # Hand-written decimal numbers (0.7, 0.45, ...) are not exact binary fractions and the
 # code sums them in a different order than a hand derivation, so hand-derived scales are
@@ -865,3 +875,135 @@ def test_bad_parameters():
             ttq_ternarize(w, t, name="P")
     with pytest.raises(QuantizationError, match=r"name must be a str"):
         twn_ternarize(w, name=3)  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------------------
+# The method registry: one parametrized test over every registered method (the shape of
+# larq's quantizers_test.py), then the registry's own behaviour
+# --------------------------------------------------------------------------------------
+
+# Values for the parameters a method takes; a new parameter needs a value here (the test
+# fails with a KeyError naming it). The training knobs pass the same numbers.
+PARAM_VALUES = {"delta": 0.3, "sparsity": 0.4, "t": 0.1}
+
+
+def _latent(shape, seed):
+    """Float32 latent weights in [-1, 1] without exact zeros (no sign(0) case)."""
+    w = np.random.default_rng(seed).uniform(-1.0, 1.0, shape).astype(np.float32)
+    w[w == 0] = 0.5
+    return w
+
+
+# STTN's scale is per output channel only; every hard-threshold method has both
+METHOD_CASES = [pytest.param(m, g, id=f"{m.name}-{g}") for m in all_methods()
+                for g in (("channel", "tensor") if m.hard_threshold else ("channel",))]
+
+
+@pytest.mark.parametrize("method, granularity", METHOD_CASES)
+def test_every_registered_method(method, granularity):
+    shape = (4, 3, 3, 3)
+    w1, w2 = _latent(shape, 1), _latent(shape, 2)
+    params = {p.name: PARAM_VALUES[p.name] for p in method.params}
+    if method.hard_threshold:
+        tw = method.ternarize(w1, granularity=granularity, name="w", **params)
+    else:
+        tw = method.ternarize(w1, w2, name="w")
+    assert get_method(method.name) is method and method.name in METHODS
+    # the common result type, tagged with the method's name
+    assert isinstance(tw, TernaryWeights) and tw.method == method.name
+    assert tw.codes.dtype == np.int8 and tw.codes.shape == shape
+    assert set(np.unique(tw.codes).tolist()) <= {-1, 0, 1}
+    assert tw.dequantize().shape == shape and tw.dequantize().dtype == np.float64
+    assert tw.granularity == (granularity if method.hard_threshold else "channel")
+    assert (tw.delta is not None) == method.hard_threshold
+    # presentation: matplotlib accepts the colour and the marker
+    assert method.label and method.short
+    assert matplotlib.colors.to_hex(method.color) == method.color.lower()
+    matplotlib.markers.MarkerStyle(method.marker)
+    # training: the quantizer's forward kernel IS the ternarize result, cast to float32
+    if method.train_rule is None:
+        assert method.name not in TRAIN_METHODS
+        with pytest.raises(ModelError, match=f"method '{method.name}' has no weight quantizer"):
+            make_quantizer(method.name)
+        return
+    assert method.name in TRAIN_METHODS
+    q = make_quantizer(method.name, granularity=granularity, fixed_delta=PARAM_VALUES["delta"],
+                       ttq_t=PARAM_VALUES["t"])
+    assert q.method == method.name
+    latent = {"weight1": w1, "weight2": w2} if method.train_rule == "sttn" else {"weight": w1}
+    aux = q.init_aux(latent) if hasattr(q, "init_aux") else {}
+    w_eff, _ = q.forward(latent, aux)
+    # exact: both sides are the same float64 computation on the same float32 inputs,
+    # rounded once to float32 (TTQ: W_p / W_n start at the method's scales)
+    assert w_eff.dtype == np.float32
+    np.testing.assert_array_equal(w_eff, tw.dequantize().astype(np.float32))
+    codes, _ = q.codes_and_scale(latent, aux)
+    np.testing.assert_array_equal(codes, tw.codes)
+
+
+def test_hard_threshold_methods_view():
+    hard = [m.name for m in all_methods() if m.hard_threshold and not m.required_params]
+    assert list(HARD_THRESHOLD_METHODS) == hard == ["twn", "ttq", "optimal", "absmean"]
+    assert HARD_THRESHOLD_METHODS["twn"] is twn_ternarize
+    assert set(METHODS) == {"sttn", "twn", "ttq", "optimal", "absmean", "sparsity", "fixed"}
+    assert get_method("fixed").required_params == ("delta",)
+    assert get_method("sparsity").required_params == ("sparsity",) and get_method("ttq").required_params == ()
+
+
+def test_get_method_unknown_name_lists_known_ones():
+    with pytest.raises(QuantizationError, match=r"unknown method 'xnor'; known methods: sttn, twn, ttq"):
+        get_method("xnor")
+
+
+def _toy_ternarize(w, *, granularity="tensor", name="weights"):
+    """Δ = 0.25·max|w| (a toy for the registry tests)."""
+    w = np.asarray(w, np.float64)
+    rows = w.reshape(1, -1) if granularity == "tensor" else w.reshape(w.shape[0], -1)
+    d = 0.25 * np.abs(rows).max(axis=1)
+    tw = hard_threshold(w, d if granularity == "channel" else float(d[0]), granularity=granularity, name=name)
+    return TernaryWeights(tw.codes, tw.scale, "toy", granularity, tw.delta)
+
+
+def test_registered_method_is_temporary_and_live():
+    toy = Method("toy", "toy (0.25·max|w|)", "toy", "#17becf", "p", _toy_ternarize)
+    before = METHODS[:]
+    assert "toy" not in METHODS
+    with registered_method(toy):
+        assert "toy" in METHODS and METHODS[-1] == "toy" and "toy" in HARD_THRESHOLD_METHODS
+        assert get_method("toy") is toy
+        tw = _toy_ternarize(np.array([[0.5, -0.1], [1.0, -2.0]]), granularity="channel")
+        assert np.array_equal(tw.codes, codes_of([1, 0], [1, -1]))  # Δ = 0.125 and 0.5
+        with pytest.raises(QuantizationError, match="'toy' is already registered"):
+            register_method(toy)
+    assert "toy" not in METHODS and METHODS[:] == before
+    with pytest.raises(QuantizationError, match="method must be one of|registered method"):
+        TernaryWeights(codes_of([1, 0]), np.ones(2), "toy", "channel", None)
+
+
+def test_register_and_unregister():
+    toy = Method("toy", "toy", "toy", "#123456", "p", _toy_ternarize, train_rule=None)
+    try:
+        assert register_method(toy) is toy and "toy" in METHODS
+        replaced = Method("toy", "toy 2", "toy", "#123456", "p", _toy_ternarize, train_rule=None)
+        register_method(replaced, replace=True)
+        assert get_method("toy").label == "toy 2"
+    finally:
+        assert unregister_method("toy").label == "toy 2"
+    assert "toy" not in METHODS
+    with pytest.raises(QuantizationError, match="register_method\\(\\) expects a Method"):
+        register_method("toy")
+
+
+@pytest.mark.parametrize("change, message", [
+    (dict(name="two words"), "method name must be an identifier"),
+    (dict(color="red"), "color must be '#rrggbb'"),
+    (dict(marker=""), "marker must be a non-empty string"),
+    (dict(ternarize=None), "ternarize must be callable"),
+    (dict(train_rule="adam"), "train_rule must be one of"),
+    (dict(train_rule="sttn"), "'sttn' training rule is for the method without a hard threshold"),
+    (dict(params=("delta",)), "params must be MethodParam entries"),
+])
+def test_method_validation(change, message):
+    fields = dict(name="toy", label="toy", short="toy", color="#123456", marker="p", ternarize=_toy_ternarize)
+    with pytest.raises(QuantizationError, match=message):
+        Method(**{**fields, **change})

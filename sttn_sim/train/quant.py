@@ -28,28 +28,37 @@ The two convolutions of the official code are added, so both receive the same
   With the signs held fixed this is the exact gradient of the loss (tested against
   finite differences).
 
-Hard-threshold baselines (DESIGN §2.4; codes ``t = +1 if w > Δ, 0 if |w| <= Δ, -1 if
-w < -Δ``), one latent kernel W in [-1, 1], per output channel (``granularity="channel"``)
-or per tensor:
+Hard-threshold baselines (DESIGN §2.4), one latent kernel W in [-1, 1], per output
+channel (``granularity="channel"``) or per tensor: every registered method of
+:mod:`sttn_sim.quantizers` with a training rule (:data:`TRAIN_METHODS`). The forward map
+IS the method's ternarize function: codes t and scale(s) are computed by it in float64
+from the latent kernel and the effective kernel is cast to the training dtype.
 
-* ``twn``: Δ = 0.7·mean|W|, α = mean |w| over the non-zeros, W_eff = α t;
-* ``fixed``: a constant Δ (absolute, on the latent kernel), α as TWN;
-* ``ttq``: Δ = t·max|W| (t = 0.05), W_eff = W_p on t = +1 and -W_n on t = -1 with
-  *learned* W_p, W_n > 0 (initialised to the mean magnitudes of their codes).
+* rule ``"hard"`` (``twn`` Δ = 0.7·mean|W|, ``fixed`` a constant Δ on the latent kernel,
+  ``optimal``, ``absmean``, ...): W_eff = α t with the method's α (mean |w| over the
+  non-zeros), and the identity straight-through estimator ``g = G·1{|W| <= 1}`` (Δ and
+  α are treated as constants, as in the TWN paper);
+* rule ``"ttq"`` (``ttq``: Δ = t·max|W|, t = 0.05): the method's codes with W_eff = W_p
+  on t = +1 and -W_n on t = -1, *learned* W_p, W_n >= 0 (initialised to the method's
+  scales, the mean magnitudes of their codes).
   ``dL/dW_p = Σ_{t=+1} G``, ``dL/dW_n = -Σ_{t=-1} G``, latent ``W_p·G`` / ``G`` /
   ``W_n·G`` on the three intervals (Zhu et al., 2017).
 
-TWN and fixed-Δ use the identity straight-through estimator ``g = G·1{|W| <= 1}``
-(Δ and α are treated as constants, as in the TWN paper).
+Method parameters come from the training configuration by name: ``delta`` =
+``fixed_delta``, ``t`` = ``ttq_t``; a method with another required parameter has no
+training rule.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..errors import ModelError
+from ..errors import ModelError, QuantizationError
+from ..quantizers import MethodNames, TernaryWeights, get_method
+from ..rules import sttn_alpha, sttn_codes
 
-TRAIN_METHODS = ("sttn", "twn", "ttq", "fixed", "float")
+#: every trainable registered method, then the full-precision baseline (a live view)
+TRAIN_METHODS = MethodNames(lambda m: m.train_rule is not None, extra=("float",))
 STTN_GRADS = ("official", "exact")
 
 
@@ -62,7 +71,11 @@ def _bcast(v, w):
 
 
 class SttnQuant:
-    """Two latent kernels ``weight1``/``weight2`` → ``α(B1 + B2)`` (see module doc)."""
+    """Two latent kernels ``weight1``/``weight2`` → ``α(B1 + B2) = 2α·t`` (see module doc).
+
+    α and the codes come from :func:`sttn_sim.rules.sttn_alpha` / :func:`~sttn_sim.rules.sttn_codes`
+    in float64 (what :func:`sttn_sim.quantizers.sttn_ternarize` computes); an exactly
+    zero latent weight makes an odd sign sum, whose code is 0."""
 
     method = "sttn"
     latent_keys = ("weight1", "weight2")
@@ -74,14 +87,13 @@ class SttnQuant:
 
     @staticmethod
     def alpha(params) -> np.ndarray:
-        w1, w2 = params["weight1"], params["weight2"]
-        n = _rows(w1).shape[1]
-        return (np.abs(_rows(w1)).sum(1) + np.abs(_rows(w2)).sum(1)) / (2.0 * n)
+        """float64 α per output channel of the latent kernels."""
+        return sttn_alpha(np.asarray(params["weight1"], np.float64), np.asarray(params["weight2"], np.float64))
 
     def forward(self, params, aux):
-        w1, w2 = params["weight1"], params["weight2"]
-        a = self.alpha(params).astype(w1.dtype)
-        w_eff = _bcast(a, w1) * (np.sign(w1) + np.sign(w2))
+        w1 = params["weight1"]
+        codes, scale = self.codes_and_scale(params, aux)
+        w_eff = (_bcast(scale, w1) * codes).astype(w1.dtype)
         b = None
         for key in ("bias1", "bias2"):
             if key in params:
@@ -113,69 +125,69 @@ class SttnQuant:
             np.clip(params[key], -1.0, 1.0, out=params[key])
 
     def codes_and_scale(self, params, aux):
-        """int8 codes and the per-channel magnitude of the ±1 codes of W_eff (= 2α)."""
-        codes = ((np.sign(params["weight1"]) + np.sign(params["weight2"])) / 2).astype(np.int8)
+        """int8 codes and the float64 per-channel magnitude of the ±1 codes of W_eff (= 2α)."""
+        codes = sttn_codes(np.sign(params["weight1"]), np.sign(params["weight2"]))
         return codes, 2.0 * self.alpha(params)
 
 
 class HardQuant:
-    """One latent kernel ``weight`` → a hard-threshold ternary kernel (TWN, fixed Δ, TTQ)."""
+    """One latent kernel ``weight`` → the ternary kernel of a registered hard-threshold
+    method (rule ``"hard"``: TWN, fixed Δ, optimal, absmean, ...; rule ``"ttq"``: TTQ)."""
 
     latent_keys = ("weight",)
 
     def __init__(self, method: str, granularity: str = "channel", fixed_delta: float = 0.05, ttq_t: float = 0.05):
-        if method not in ("twn", "ttq", "fixed"):
-            raise ModelError(f"hard-threshold method {method!r}: expected 'twn', 'ttq' or 'fixed'")
+        spec = _trainable(method)
+        if spec.train_rule not in ("hard", "ttq"):
+            raise ModelError(f"method {method!r} trains with rule {spec.train_rule!r}, not a hard-threshold rule")
         if granularity not in ("channel", "tensor"):
             raise ModelError(f"granularity={granularity!r}: expected 'channel' or 'tensor'")
-        self.method, self.granularity = method, granularity
+        self.method, self.rule, self.granularity = spec.name, spec.train_rule, granularity
         self.fixed_delta, self.ttq_t = float(fixed_delta), float(ttq_t)
+        self._ternarize = spec.ternarize
+        self.params = _training_params(spec, {"delta": self.fixed_delta, "t": self.ttq_t})
 
-    def _stat_rows(self, w):
-        return _rows(w) if self.granularity == "channel" else w.reshape(1, -1)
+    def ternary(self, w) -> TernaryWeights:
+        """The method's :class:`TernaryWeights` of the latent kernel ``w`` (float64)."""
+        return self._ternarize(w, granularity=self.granularity, name=f"{self.method} latent kernel", **self.params)
+
+    def codes(self, w) -> np.ndarray:
+        """int8 codes of the latent kernel ``w``."""
+        return self.ternary(w).codes
 
     def delta(self, w) -> np.ndarray:
-        r = np.abs(self._stat_rows(w))
-        if self.method == "twn":
-            return 0.7 * r.mean(1)
-        if self.method == "ttq":
-            return self.ttq_t * r.max(1)
-        return np.full(r.shape[0], self.fixed_delta, dtype=w.dtype)
+        """The threshold(s) Δ on |w| (float64, one per output channel or one)."""
+        tw = self.ternary(w)
+        return np.full(1, np.nan) if tw.delta is None else np.atleast_1d(tw.delta)
+
+    def _stat_rows(self, a):
+        """Rows over which the statistics are taken: ``[C_out, n]`` or ``[1, n]``."""
+        return _rows(a) if self.granularity == "channel" else a.reshape(1, -1)
 
     def _expand(self, v, w):
         return _bcast(v, w) if self.granularity == "channel" else v.reshape(())
 
-    def codes(self, w) -> np.ndarray:
-        d = self._expand(self.delta(w).astype(w.dtype), w)
-        return ((w > d).astype(np.int8) - (w < -d).astype(np.int8))
-
     def init_aux(self, params) -> dict:
-        """TTQ's learned scales W_p, W_n: the mean magnitude of their codes at the start."""
-        if self.method != "ttq":
+        """Rule "ttq": the learned scales W_p, W_n start at the method's scales (the mean
+        magnitude of their codes); a row without such codes starts at mean|w|."""
+        if self.rule != "ttq":
             return {}
         w = params["weight"]
-        t = self.codes(w)
-        rows, tr = self._stat_rows(w), self._stat_rows(t)
-        pos, neg = tr > 0, tr < 0
-        wp = np.where(pos, rows, 0).sum(1) / np.maximum(pos.sum(1), 1)
-        wn = np.where(neg, -rows, 0).sum(1) / np.maximum(neg.sum(1), 1)
-        wp = np.where(pos.any(1), wp, np.abs(rows).mean(1))
-        wn = np.where(neg.any(1), wn, np.abs(rows).mean(1))
+        tw = self.ternary(w)
+        rows, tr = np.abs(self._stat_rows(np.asarray(w, np.float64))), self._stat_rows(tw.codes)
+        wp = np.where((tr > 0).any(1), np.atleast_1d(tw.scale), rows.mean(1))
+        neg = tw.scale if tw.scale_neg is None else tw.scale_neg  # one scale: W_n starts at it too
+        wn = np.where((tr < 0).any(1), np.atleast_1d(neg), rows.mean(1))
         return {"wp": wp.astype(w.dtype), "wn": wn.astype(w.dtype)}
-
-    def scales(self, w, t) -> np.ndarray:
-        """TWN / fixed: α = mean |w| over the non-zero codes (0 where there is none)."""
-        rows, tr = np.abs(self._stat_rows(w)), self._stat_rows(t) != 0
-        cnt = tr.sum(1)
-        return np.where(cnt > 0, np.where(tr, rows, 0).sum(1) / np.maximum(cnt, 1), 0.0).astype(w.dtype)
 
     def forward(self, params, aux):
         w = params["weight"]
-        t = self.codes(w)
-        if self.method == "ttq":
+        tw = self.ternary(w)
+        if self.rule == "ttq":
+            t = tw.codes
             w_eff = np.where(t > 0, self._expand(aux["wp"], w), 0) - np.where(t < 0, self._expand(aux["wn"], w), 0)
         else:
-            w_eff = self._expand(self.scales(w, t), w) * t
+            w_eff = tw.dequantize()
         return w_eff.astype(w.dtype), params.get("bias")
 
     def backward(self, params, aux, g_w, g_b):
@@ -183,7 +195,7 @@ class HardQuant:
         inside = np.abs(w) <= 1
         grads = {}
         aux_grads = {}
-        if self.method == "ttq":
+        if self.rule == "ttq":
             t = self.codes(w)
             wp, wn = self._expand(aux["wp"], w), self._expand(aux["wn"], w)
             factor = np.where(t > 0, wp, np.where(t < 0, wn, 1.0))
@@ -204,17 +216,43 @@ class HardQuant:
                 np.maximum(aux[key], 0.0, out=aux[key])
 
     def codes_and_scale(self, params, aux):
+        """int8 codes and the float64 magnitude of the +1 codes (one per row; TTQ: W_p)."""
         w = params["weight"]
-        t = self.codes(w)
-        if self.method == "ttq":
-            return t, np.asarray(aux["wp"], np.float64)
-        return t, np.asarray(self.scales(w, t), np.float64)
+        tw = self.ternary(w)
+        if self.rule == "ttq":
+            return tw.codes, np.asarray(aux["wp"], np.float64)
+        return tw.codes, np.atleast_1d(tw.scale)
+
+
+def _trainable(method: str):
+    """The registered method ``method`` if it has a training rule, else a ModelError."""
+    try:
+        spec = get_method(method)
+    except QuantizationError:
+        spec = None
+    if spec is None or spec.train_rule is None:
+        raise ModelError(f"method {method!r} has no weight quantizer; expected one of "
+                         f"{', '.join(m for m in TRAIN_METHODS if m != 'float')}")
+    return spec
+
+
+def _training_params(spec, knobs: dict) -> dict:
+    """The method's parameters from the training knobs of the same name; a required
+    parameter without a knob is a ModelError."""
+    out = {}
+    for p in spec.params:
+        if p.name in knobs:
+            out[p.name] = knobs[p.name]
+        elif p.required:
+            raise ModelError(f"method {spec.name!r} needs parameter {p.name!r}, which training does not supply "
+                             f"(training supplies {', '.join(knobs)})")
+    return out
 
 
 def make_quantizer(method: str, *, sttn_grad: str = "official", granularity: str = "channel",
                    fixed_delta: float = 0.05, ttq_t: float = 0.05):
-    if method == "sttn":
+    """The training quantizer of the registered method ``method`` (by its training rule)."""
+    spec = _trainable(method)
+    if spec.train_rule == "sttn":
         return SttnQuant(sttn_grad)
-    if method in ("twn", "ttq", "fixed"):
-        return HardQuant(method, granularity, fixed_delta, ttq_t)
-    raise ModelError(f"method {method!r} has no weight quantizer; expected one of {TRAIN_METHODS[:-1]}")
+    return HardQuant(spec.name, granularity, fixed_delta, ttq_t)

@@ -60,7 +60,7 @@ class TrainingError(SttnError):
 class TrainConfig:
     """Everything that determines a training run (recorded in the model's metadata)."""
 
-    method: str = "sttn"            #: "sttn", "twn", "ttq", "fixed" or "float"
+    method: str = "sttn"            #: one of TRAIN_METHODS: a trainable registered method or "float"
     epochs: int = 30
     batch_size: int = 64
     lr: float = 0.01                #: peak Adam learning rate
@@ -176,7 +176,7 @@ def layer_records(net: Network) -> list[dict]:
         else:
             rec["delta"] = float(np.mean(q.delta(p["weight"])))
             rec["overlap"] = 0.0
-        if isinstance(q, HardQuant) and q.method == "ttq":
+        if isinstance(q, HardQuant) and q.rule == "ttq":
             rec["scale_neg_mean"] = float(np.mean(aux["wn"]))
         rows.append(rec)
     return rows
