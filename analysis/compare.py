@@ -22,12 +22,16 @@ import sys
 import numpy as np
 import pandas as pd
 
+from sttn_sim.cli import module_main
 from sttn_sim.errors import ModelError, SttnError
 from sttn_sim.graph import Model
+from sttn_sim.io import load_checkpoint
+from sttn_sim.io.atomic import atomic_path, ensure_output_dir
 from sttn_sim.stats.intervals import interval_statistics
 from sttn_sim.stats.weights import layer_ternary_weights
 
 from .baselines import layer_weights
+from .style import use_file_backend
 
 WEIGHT_METRICS = ("kind", "sparsity", "frac_neg", "frac_pos", "scale_mean")
 INTERVAL_METRICS = ("eq_delta_rel", "overlap", "best_delta_rel", "best_error_rate")
@@ -36,7 +40,7 @@ ACTIVATION_METRICS = ("frac_neg", "frac_zero", "frac_pos", "dead_channels", "non
 
 def _check_labels(labels) -> tuple[str, str]:
     if len(labels) != 2 or labels[0] == labels[1] or not all(isinstance(l, str) and l for l in labels):
-        raise ValueError(f"labels must be two different non-empty strings, got {labels!r}")
+        raise ModelError(f"labels must be two different non-empty strings, got {labels!r}")
     return labels[0], labels[1]
 
 
@@ -117,31 +121,26 @@ def compare_activations(rec_a, rec_b, *, labels=("a", "b")) -> pd.DataFrame:
     return out
 
 
-def main(argv=None) -> int:
-    from analysis.style import use_file_backend
+DESCRIPTION = ("Compare two checkpoints of the same architecture layer by layer "
+               "(sparsity, code agreement, learned intervals where latent).")
 
-    use_file_backend()
-    p = argparse.ArgumentParser(prog="python -m analysis.compare",
-                                description="Compare two checkpoints of the same architecture layer by layer "
-                                            "(sparsity, code agreement, learned intervals where latent).")
-    p.add_argument("a", help="first checkpoint (the project's .safetensors format)")
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.add_argument("a", help="first checkpoint (the project's .safetensors format or an official PyTorch file)")
     p.add_argument("b", help="second checkpoint")
     p.add_argument("--labels", nargs=2, default=("a", "b"), metavar=("LA", "LB"), help="column suffixes")
     p.add_argument("--out", help="also write compare.csv to this folder")
     p.add_argument("--json", action="store_true", help="print the table as JSON records")
-    args = p.parse_args(argv)
-    try:
-        from sttn_sim.io.atomic import atomic_path, ensure_output_dir
-        from sttn_sim.io import load_checkpoint
+    return p
 
-        out = ensure_output_dir(args.out) if args.out else None
-        table = compare_models(load_checkpoint(args.a), load_checkpoint(args.b), labels=tuple(args.labels))
-        if out is not None:
-            with atomic_path(out / "compare.csv") as tmp:
-                table.to_csv(tmp, index=False)
-    except (SttnError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+
+def run(args: argparse.Namespace) -> int:
+    use_file_backend()
+    out = ensure_output_dir(args.out) if args.out else None
+    table = compare_models(load_checkpoint(args.a), load_checkpoint(args.b), labels=tuple(args.labels))
+    if out is not None:
+        with atomic_path(out / "compare.csv") as tmp:
+            table.to_csv(tmp, index=False)
     if args.json:
         print(json.dumps(json.loads(table.to_json(orient="records")), indent=2))
     else:
@@ -149,6 +148,8 @@ def main(argv=None) -> int:
             print(table.to_string(index=False))
     return 0
 
+
+main = module_main(__name__, "python -m analysis.compare")
 
 if __name__ == "__main__":
     sys.exit(main())

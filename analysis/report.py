@@ -32,28 +32,53 @@ import json
 import sys
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import numpy as np
 
+from sttn_sim.cli import bounded_int, module_main
+from sttn_sim.engine import Engine
 from sttn_sim.errors import ModelError, ShapeError, SttnError
+from sttn_sim.fold import fold
+from sttn_sim.io import load_checkpoint
+from sttn_sim.io.atomic import atomic_path, ensure_output_dir
+from sttn_sim.stats import (
+    activation_thresholds,
+    channel_weight_statistics,
+    collect_activations,
+    has_latent_weights,
+    layer_costs,
+    learned_interval_classes,
+    learned_intervals,
+    weight_statistics,
+)
+from sttn_sim.stats.intervals import ternary_layer
+from sttn_sim.synthetic import synthetic_input
+from sttn_sim.verify import MAX_BATCH, MAX_INPUT_SIZE
+
+from . import figures as F
+from .baselines import baseline_table
+from .figures import default_model_and_data
+from .style import save_figure, use_file_backend
+from .sweeps import delta_sweep, sttn_sweep_points
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="python -m analysis.figures",
-        description="Write every statistic table (CSV) and paper-style figure (PNG + PDF) of a ternary model: "
-                    "weight sparsity, learned intervals of STTN, hard-threshold baselines, delta sweeps, "
-                    "activation distributions and BN-implied thresholds. Without --checkpoint the embedded "
-                    "default model is used.")
+DESCRIPTION = ("Write every statistic table (CSV) and paper-style figure (PNG + PDF) of a ternary model: "
+               "weight sparsity, learned intervals of STTN, hard-threshold baselines, delta sweeps, "
+               "activation distributions and BN-implied thresholds. Without --checkpoint the embedded "
+               "default model is used.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint",
                    help="model file: the project's .safetensors, or an official STTN PyTorch checkpoint "
                         "(.pth / .pth.tar, read without unpickling); default: the embedded model")
     p.add_argument("--out", default="sttn_figures", help="output folder (default sttn_figures)")
-    p.add_argument("--input-size", type=int, default=None,
+    p.add_argument("--input-size", type=bounded_int(1, MAX_INPUT_SIZE), default=None,
                    help="input resolution of an official PyTorch checkpoint (it does not record it; default 224)")
     p.add_argument("--layer", help="ternary layer for Figure 1 (default: the middle ternary layer)")
     p.add_argument("--data", help="an .npz file with 'images' (N, C, H, W) float32 for the activation statistics")
-    p.add_argument("--batch", type=int, default=8, help="images per batch (default 8)")
-    p.add_argument("--batches", type=int, default=4, help="number of synthetic batches without --data (default 4)")
+    p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=8, help="images per batch (default 8)")
+    p.add_argument("--batches", type=bounded_int(1, 100_000), default=4, help="number of synthetic batches without --data (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default model and synthetic batches")
     p.add_argument("--engine", action="store_true",
                    help="collect activations with the packed engine (float32) instead of the float64 reference")
@@ -86,26 +111,8 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
     ``written`` (paths), ``skipped`` (notes) and headline numbers. Raises
     :class:`SttnError` for bad input before anything is written.
     """
-    import matplotlib.pyplot as plt
 
-    from sttn_sim.io.atomic import atomic_path, ensure_output_dir
-    from sttn_sim.fold import fold
-    from sttn_sim.stats import (
-        activation_thresholds,
-        channel_weight_statistics,
-        collect_activations,
-        has_latent_weights,
-        layer_costs,
-        learned_interval_classes,
-        learned_intervals,
-        weight_statistics,
-    )
-    from sttn_sim.stats.intervals import ternary_layer
 
-    from . import figures as F
-    from .baselines import baseline_table
-    from .style import save_figure
-    from .sweeps import delta_sweep, sttn_sweep_points
 
     # --- validate everything before writing anything ----------------------------------
     ternary = [l.name for l in model.ternary_layers()]
@@ -133,7 +140,6 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
 
     folded = model if model.form == "folded" else fold(model)
     if executor == "engine":
-        from sttn_sim.engine import Engine
 
         engine = Engine(folded)
 
@@ -205,45 +211,27 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
     return summary
 
 
-def main(argv=None) -> int:
-    from analysis.style import use_file_backend
-
+def run(args: argparse.Namespace) -> int:
     use_file_backend()
-    args = _parser().parse_args(argv)
     log = (lambda *a, **k: print(*a, file=sys.stderr, **k)) if args.json else print
-    try:
-        if args.batch < 1 or args.batches < 1:
-            raise SttnError(f"--batch {args.batch} / --batches {args.batches}: expected positive numbers")
-        from sttn_sim.io.atomic import ensure_output_dir
-
-        from sttn_sim.stats.intervals import ternary_layer
-
-        from .figures import default_model_and_data
-
-        if args.checkpoint:
-            from sttn_sim.io import load_checkpoint
-            from sttn_sim.synthetic import synthetic_input
-
-            model = load_checkpoint(args.checkpoint, input_size=args.input_size)
-            description = f"{Path(args.checkpoint).name} ({model.arch}, {model.form})"
-            batches = None if args.data else [synthetic_input(model, args.batch, seed=args.seed + 100 + i)
-                                              for i in range(args.batches)]
-        else:
-            model, batches, description = default_model_and_data(args.batch, args.batches, args.seed)
-        if args.data:
-            batches = load_images(args.data, args.batch)
-            want = tuple(model.input_shape)
-            if tuple(batches[0].shape[1:]) != want:
-                raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
-                                 f"expects {list(want)}")
-        if args.layer is not None:
-            ternary_layer(model, args.layer)  # an unknown name lists the valid ones
-        ensure_output_dir(args.out)  # fail on an unwritable folder before the work starts
-        summary = write_all(model, batches, args.out, layer=args.layer, progress=not args.json,
-                            description=description, log=log, executor="engine" if args.engine else None)
-    except SttnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+    if args.checkpoint:
+        model = load_checkpoint(args.checkpoint, input_size=args.input_size)
+        description = f"{Path(args.checkpoint).name} ({model.arch}, {model.form})"
+        batches = None if args.data else [synthetic_input(model, args.batch, seed=args.seed + 100 + i)
+                                          for i in range(args.batches)]
+    else:
+        model, batches, description = default_model_and_data(args.batch, args.batches, args.seed)
+    if args.data:
+        batches = load_images(args.data, args.batch)
+        want = tuple(model.input_shape)
+        if tuple(batches[0].shape[1:]) != want:
+            raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
+                             f"expects {list(want)}")
+    if args.layer is not None:
+        ternary_layer(model, args.layer)  # an unknown name lists the valid ones
+    ensure_output_dir(args.out)  # fail on an unwritable folder before the work starts
+    summary = write_all(model, batches, args.out, layer=args.layer, progress=not args.json,
+                        description=description, log=log, executor="engine" if args.engine else None)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
@@ -257,4 +245,6 @@ def main(argv=None) -> int:
     return 0
 
 
-__all__ = ["main", "write_all", "load_images"]
+main = module_main(__name__, "python -m analysis.figures")
+
+__all__ = ["DESCRIPTION", "add_arguments", "run", "main", "write_all", "load_images"]

@@ -41,13 +41,22 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 from scipy import stats
+from tqdm import tqdm
 
+from sttn_sim.builders import sttn_resnet18
+from sttn_sim.cli import module_main
+from sttn_sim.datasets import digits
+from sttn_sim.errors import SttnError
+from sttn_sim.io.atomic import atomic_path, atomic_write_text, ensure_output_dir
+from sttn_sim.train import TrainConfig, train
 from sttn_sim.train.quant import TRAIN_METHODS
 
-from .style import MethodAttribute, method_style
+from .figures import plot_soft_threshold_evolution
+from .style import MethodAttribute, apply_style, method_style, save_figure, use_file_backend
 
 #: the default methods: every trainable registered method and "float" (a live view)
 METHODS = TRAIN_METHODS
@@ -99,9 +108,6 @@ class Comparison:
 
 def run_one(method: str, seed: int, settings: dict) -> dict:
     """Train one method with one seed; return plain data (picklable)."""
-    from sttn_sim.builders import sttn_resnet18
-    from sttn_sim.datasets import digits
-    from sttn_sim.train import TrainConfig, train
 
     base, extra = EXTRA_METHODS.get(method, (method, {}))
     s = Settings(**settings)
@@ -135,9 +141,7 @@ def compare(methods=METHODS, seeds=(0, 1, 2, 3, 4), settings: Settings | None = 
     """Train every method with every seed (in ``workers`` processes) and tabulate."""
     import multiprocessing as mp
 
-    from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
-    from sttn_sim.errors import SttnError
 
     methods, seeds = list(methods), [int(s) for s in seeds]
     unknown = [m for m in methods if m not in METHODS and m not in EXTRA_METHODS]
@@ -357,9 +361,7 @@ def plot_comparison(comp: Comparison, ax=None):
     """Three panels: accuracy (mean with its 95 % confidence interval as the error bar,
     seeds as dots), per-layer sparsity, per-layer L2 error.  ``ax``: None, one Axes
     (split into three) or three Axes.  Returns the figure."""
-    import matplotlib.pyplot as plt
 
-    from .style import apply_style
 
     apply_style()
     if ax is None:
@@ -416,9 +418,7 @@ def to_json(comp: Comparison) -> dict:
 
 
 def write_outputs(comp: Comparison, out_dir) -> list:
-    from sttn_sim.io.atomic import atomic_path, atomic_write_text, ensure_output_dir
 
-    from .style import save_figure
 
     out = ensure_output_dir(out_dir)
     written = []
@@ -432,14 +432,12 @@ def write_outputs(comp: Comparison, out_dir) -> list:
         written.append(path)
     written.append(atomic_write_text(out / "soft_vs_hard.json", json.dumps(to_json(comp), indent=2)))
     written.append(atomic_write_text(out / "soft_vs_hard.md", format_table(comp) + "\n"))
-    import matplotlib.pyplot as plt
 
     fig = plot_comparison(comp)
     written += save_figure(fig, out, "soft_vs_hard")
     plt.close(fig)
     lh = comp.layer_history
     if lh is not None and len(lh) and (lh.method == "sttn").any():
-        from .figures import plot_soft_threshold_evolution
 
         fig = plot_soft_threshold_evolution(lh[lh.method == "sttn"])
         written += save_figure(fig, out, "soft_threshold_evolution")
@@ -447,14 +445,11 @@ def write_outputs(comp: Comparison, out_dir) -> list:
     return written
 
 
-def main(argv=None) -> int:
-    from analysis.style import use_file_backend
+DESCRIPTION = __doc__.split("\n\n")[0]
 
-    use_file_backend()
-    from sttn_sim.errors import SttnError
 
-    p = argparse.ArgumentParser(prog="python -m analysis.soft_vs_hard", description=__doc__.split("\n\n")[0],
-                                epilog="Methods: " + ", ".join(f"{m} = {LABELS[m]}" for m in (*METHODS, *EXTRA_METHODS)))
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    p.epilog = "Methods: " + ", ".join(f"{m} = {LABELS[m]}" for m in (*METHODS, *EXTRA_METHODS))
     p.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated (default {','.join(METHODS)})")
     p.add_argument("--seeds", default="0,1,2,3,4", help="comma-separated seeds (default 0,1,2,3,4)")
     d = Settings()
@@ -475,26 +470,25 @@ def main(argv=None) -> int:
     p.add_argument("--out", default="soft_vs_hard_out", help="output folder (default soft_vs_hard_out)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of the table")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    args = p.parse_args(argv)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    use_file_backend()
     try:
-        try:
-            seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
-        except ValueError:
-            raise SttnError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
-        methods = [m.strip() for m in args.methods.split(",") if m.strip()]
-        if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.width > 0:
-            raise SttnError("--epochs and --batch-size must be >= 1, --lr and --width > 0")
-        settings = Settings(epochs=args.epochs, width=args.width, blocks=args.blocks, lr=args.lr,
-                            batch_size=args.batch_size, fixed_delta=args.fixed_delta, granularity=args.granularity,
-                            latent_init=args.latent_init)
-        # fail fast on a bad architecture before starting workers
-        from sttn_sim.builders import sttn_resnet18
-        sttn_resnet18(width=args.width, blocks=args.blocks, stem="small", input_size=8, in_channels=1, num_classes=10)
-        comp = compare(methods, seeds, settings, workers=args.workers, progress=not (args.no_progress or args.json))
-        written = write_outputs(comp, args.out)
-    except SttnError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
+    except ValueError:
+        raise SttnError(f"--seeds {args.seeds!r}: expected comma-separated integers") from None
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if args.epochs < 1 or args.batch_size < 1 or not args.lr > 0 or not args.width > 0:
+        raise SttnError("--epochs and --batch-size must be >= 1, --lr and --width > 0")
+    settings = Settings(epochs=args.epochs, width=args.width, blocks=args.blocks, lr=args.lr,
+                        batch_size=args.batch_size, fixed_delta=args.fixed_delta, granularity=args.granularity,
+                        latent_init=args.latent_init)
+    # fail fast on a bad architecture before starting workers
+    sttn_resnet18(width=args.width, blocks=args.blocks, stem="small", input_size=8, in_channels=1, num_classes=10)
+    comp = compare(methods, seeds, settings, workers=args.workers, progress=not (args.no_progress or args.json))
+    written = write_outputs(comp, args.out)
     if args.json:
         print(json.dumps(to_json(comp), indent=2))
     else:
@@ -502,6 +496,8 @@ def main(argv=None) -> int:
         print("wrote:\n  " + "\n  ".join(str(w) for w in written))
     return 0
 
+
+main = module_main(__name__, "python -m analysis.soft_vs_hard")
 
 if __name__ == "__main__":
     sys.exit(main())

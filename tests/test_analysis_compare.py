@@ -62,7 +62,7 @@ def test_architecture_mismatch_and_labels(mlp):
     resnet = synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10)
     with pytest.raises(ModelError, match="only in a: \\['fc1', 'fc2'\\]"):
         compare_models(mlp, resnet)
-    with pytest.raises(ValueError, match="two different"):
+    with pytest.raises(ModelError, match="two different"):
         compare_models(mlp, mlp, labels=("x", "x"))
 
 

@@ -23,14 +23,29 @@ Colours: -1 blue, 0 red, +1 green (the STTN paper's), one shared style
 from __future__ import annotations
 
 import matplotlib
+import matplotlib as mpl
+import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
+from matplotlib.colors import to_rgb
+from matplotlib.lines import Line2D
 
+from sttn_sim.datasets import default_model, digits
+from sttn_sim.rules import ACTIVATION_HI, ACTIVATION_LO
 from sttn_sim.quantizers import get_method
+from sttn_sim.stats.intervals import IntervalSamples, equivalent_delta, interval_samples
 
-from .style import (METHOD_COLORS, TERNARY_COLORS, TERNARY_LABELS, MethodAttribute, apply_style, method_order,
-                    method_style, new_axes)
-from .sweeps import fixed_ratio_methods
+from ..style import (
+    METHOD_COLORS,
+    TERNARY_COLORS,
+    TERNARY_LABELS,
+    MethodAttribute,
+    apply_style,
+    method_order,
+    method_style,
+    new_axes,
+)
+from ..sweeps import fixed_ratio_methods
 
 #: ``{method: legend label}`` from the method registry (a live view, legend order)
 METHOD_LABELS = MethodAttribute("label")
@@ -52,7 +67,6 @@ def default_model_and_data(batch: int = 8, batches: int = 4, seed: int = 0):
 
     Returns ``(model, list_of_batches, description)``.
     """
-    from sttn_sim.datasets import default_model, digits
 
     model = default_model()
     x_test = digits()[2]
@@ -72,7 +86,6 @@ def _grid(ax, nrows: int, ncols: int, *, figsize, height_ratios=None, width_rati
           hspace: float = 0.08, wspace: float = 0.1, sharex=False):
     """``(fig, axes[nrows][ncols])``: new axes, the given ones, or the given Axes' area split."""
     apply_style()
-    import matplotlib.pyplot as plt
 
     hr = list(height_ratios or [1] * nrows)
     wr = list(width_ratios or [1] * ncols)
@@ -187,7 +200,6 @@ def _class_histogram(ax, w, codes, bins, *, deltas=(), title=None, show_legend=T
 
 def _sorted_strip(ax, w, codes, label=True):
     """One row of colours: the codes of the weights sorted by w (the paper's strip)."""
-    from matplotlib.colors import to_rgb
 
     order = np.argsort(w, kind="stable")
     palette = np.array([to_rgb(TERNARY_COLORS[v]) for v in (-1, 0, 1)])
@@ -216,7 +228,6 @@ def plot_figure1(model, layer: str | None = None, ax=None, *, bins: int = 80, ze
     (split into 2×2), or 4 Axes (hist soft, hist hard, strip soft, strip hard).
     Raises :class:`~sttn_sim.stats.StatisticsUnavailable` for a merged/folded model.
     """
-    from sttn_sim.stats.intervals import IntervalSamples, equivalent_delta, interval_samples
 
     if isinstance(model, IntervalSamples):
         samples = model
@@ -350,7 +361,6 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
     method with a fixed Δ / mean|w| (TWN 0.7, absmean 0.5; :func:`analysis.sweeps.fixed_ratio_methods`)
     as a vertical line. ``sweep``: :func:`analysis.sweeps.delta_sweep`; ``points``:
     :func:`analysis.sweeps.sttn_sweep_points`. ``ax``: None, one Axes or two Axes."""
-    import matplotlib as mpl
 
     _require(sweep, ["layer", "ratio", "sparsity", "l2_rel"], "plot_delta_sweep")
     fig, axes = _grid(ax, 1, 2, figsize=(10.0, 4.0), wspace=0.12)
@@ -377,7 +387,6 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
         a.set_xlabel("Δ / mean|w|")
     ax_s.set_ylabel("sparsity (fraction of 0)")
     ax_l.set_ylabel("||w − Ŵ||² / ||w||²  (best scale per Δ)")
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=cmap(0.5), label="hard Δ, one curve per layer"),
                Line2D([], [], marker="*", linestyle="", color="grey", markeredgecolor="black", markersize=10,
@@ -402,7 +411,7 @@ def plot_delta_sweep(sweep: pd.DataFrame, points: pd.DataFrame | None = None, ax
 # activations
 
 
-def plot_activation_distributions(histograms: pd.DataFrame, ax=None, *, lo: float = -0.5, hi: float = 0.5,
+def plot_activation_distributions(histograms: pd.DataFrame, ax=None, *, lo: float = ACTIVATION_LO, hi: float = ACTIVATION_HI,
                                   layer_table: pd.DataFrame | None = None, title=None):
     """Ridgeline of the pre-quantizer value y per activation layer (top = first layer),
     each density scaled to its own peak and filled by the code it gets (y < lo blue,
@@ -472,7 +481,6 @@ def plot_channel_occupancy(channel_table: pd.DataFrame, ax=None, title=None):
     channels; grey: no such channel). Dead channels are 1.0 in the 0 panel.
     ``channel_table``: :meth:`ActivationRecorder.channel_table`. ``ax``: None, one Axes
     (split in three) or three Axes."""
-    import matplotlib as mpl
 
     _require(channel_table, ["layer", "channel", "frac_neg", "frac_zero", "frac_pos"], "plot_channel_occupancy")
     layers = [str(l) for l in (channel_table["layer"].cat.categories if hasattr(channel_table["layer"], "cat")
@@ -556,7 +564,6 @@ def plot_activation_thresholds(thresholds: pd.DataFrame, ax=None, title=None, cl
     ax.set_ylim(y0, y1)
     ax.grid(axis="x", visible=False)
     ax.set_ylabel("threshold on the quantizer input x\n(residual stream, before BN)", fontsize=9)
-    from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], color=TERNARY_COLORS[0], label="zero band, γ > 0 (+1 above, −1 below)"),
                Line2D([], [], color="#9467bd", label="zero band, γ < 0 (+1 below, −1 above)"),
@@ -577,14 +584,6 @@ __all__ = [
     "plot_sparsity_comparison", "plot_l2_comparison", "plot_delta_sweep", "plot_activation_distributions",
     "plot_activation_occupancy", "plot_channel_occupancy", "plot_activation_thresholds", "METHOD_LABELS",
 ]
-
-
-if __name__ == "__main__":  # python -m analysis.figures
-    import sys
-
-    from analysis.report import main
-
-    sys.exit(main())
 
 
 def plot_soft_threshold_evolution(layer_history: pd.DataFrame, ax=None, title: str | None = None):
