@@ -92,7 +92,7 @@ def test_help(module):
     assert proc.returncode == 0 and "--checkpoint" in proc.stdout and "--layer" in proc.stdout
 
 
-FIXTURES = __import__("pathlib").Path(__file__).parent / "fixtures"
+FIXTURES = __import__("pathlib").Path(__file__).parents[1] / "fixtures"
 
 
 @pytest.mark.skipif(not (FIXTURES / "sttn_ter_zip.pth").exists(), reason="official-form fixtures not present")

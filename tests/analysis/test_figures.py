@@ -7,11 +7,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from matplotlib.colors import to_hex, to_rgba  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.colors import to_hex, to_rgb, to_rgba  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 from analysis import figures as F  # noqa: E402
 from analysis.baselines import baseline_table  # noqa: E402
+from analysis.figures import plot_weight_sparsity  # noqa: E402
 from analysis.style import TERNARY_COLORS  # noqa: E402
 from analysis.sweeps import delta_sweep, sttn_sweep_points  # noqa: E402
 from sttn_sim.fold import fold  # noqa: E402
@@ -155,3 +157,108 @@ def test_soft_threshold_evolution_plots_one_line_per_layer_and_panel():
     assert np.allclose(y, [0.505, 0.405, 0.305, 0.205], atol=1e-12)
     with pytest.raises(ValueError):
         F.plot_soft_threshold_evolution(pd.DataFrame(rows).drop(columns=["overlap"]))
+
+
+# --------------------------------------------------------------------------- the weight-sparsity plot, by hand
+
+
+def stats_table(fractions: list[tuple[float, float, float]]) -> pd.DataFrame:
+    """A weight_statistics-like table with the given (-1, 0, +1) fractions per layer."""
+    names = [f"features.{4 + i}.conv1" for i in range(len(fractions))]
+    neg, zero, pos = (np.array(col, float) for col in zip(*fractions))
+    return pd.DataFrame({
+        "layer": pd.Categorical(names, categories=names, ordered=True),
+        "frac_neg": neg, "frac_zero": zero, "frac_pos": pos, "sparsity": zero,
+    })
+
+
+# dyadic fractions: the stacked bottoms (cumulative sums) are exact in float64
+TABLES = {
+    "one": [(0.25, 0.5, 0.25)],
+    "three": [(0.25, 0.5, 0.25), (0.125, 0.75, 0.125), (0.0, 1.0, 0.0)],
+    "uneven": [(0.5, 0.0, 0.5), (0.375, 0.25, 0.375), (0.0625, 0.875, 0.0625), (1.0, 0.0, 0.0)],
+}
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    yield
+    plt.close("all")
+
+
+def test_ternary_colors_are_blue_red_green():
+    """-1 blue, 0 red, +1 green (the STTN paper): the dominant RGB channel of each colour."""
+    dominant = {v: int(np.argmax(to_rgb(c))) for v, c in TERNARY_COLORS.items()}
+    assert dominant == {-1: 2, 0: 0, 1: 1}
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_returns_figure_with_bar_heights(name):
+    fractions = TABLES[name]
+    stats = stats_table(fractions)
+    fig = plot_weight_sparsity(stats)
+    assert isinstance(fig, Figure)
+    (ax,) = fig.axes
+    n = len(fractions)
+    patches = ax.patches
+    assert len(patches) == 3 * n  # one bar per layer and code, stacked
+    neg, zero, pos = patches[:n], patches[n:2 * n], patches[2 * n:]
+    for i, (f_neg, f_zero, f_pos) in enumerate(fractions):
+        # float64 fractions drawn as heights: compared to the table values (abs 1e-12: bar geometry is float64)
+        assert neg[i].get_height() == pytest.approx(f_neg, abs=1e-12)
+        assert zero[i].get_height() == pytest.approx(f_zero, abs=1e-12)
+        assert pos[i].get_height() == pytest.approx(f_pos, abs=1e-12)
+        # stacked: -1 at the bottom, 0 on top of it, +1 on top of both
+        assert neg[i].get_y() == pytest.approx(0.0, abs=1e-12)
+        assert zero[i].get_y() == pytest.approx(f_neg, abs=1e-12)
+        assert pos[i].get_y() == pytest.approx(f_neg + f_zero, abs=1e-12)
+        for p in (neg[i], zero[i], pos[i]):
+            assert p.get_x() + p.get_width() / 2 == pytest.approx(i, abs=1e-12)
+
+
+@pytest.mark.parametrize("name", list(TABLES))
+def test_bar_colors(name):
+    fig = plot_weight_sparsity(stats_table(TABLES[name]))
+    (ax,) = fig.axes
+    n = len(TABLES[name])
+    for k, value in enumerate((-1, 0, 1)):
+        for p in ax.patches[k * n:(k + 1) * n]:
+            assert p.get_facecolor() == pytest.approx(to_rgba(TERNARY_COLORS[value]))
+    legend = ax.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["−1", "0", "+1"]
+
+
+def test_tick_labels_are_layer_names_in_order():
+    stats = stats_table(TABLES["three"])
+    fig = plot_weight_sparsity(stats)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["features.4.conv1", "features.5.conv1", "features.6.conv1"]
+    # sparsity annotations, in percent
+    assert [t.get_text() for t in ax.texts] == ["50", "75", "100"]
+
+
+
+def test_real_statistics_table():
+    """Works on the real weight_statistics output (categorical layer column)."""
+    from sttn_sim.builders import ternary_mlp
+    from sttn_sim.stats import weight_statistics
+
+    stats = weight_statistics(ternary_mlp(hidden=(16, 8)))
+    fig = plot_weight_sparsity(stats)
+    (ax,) = fig.axes
+    n = len(stats)
+    assert n == 2
+    heights = [p.get_height() for p in ax.patches]
+    expected = list(stats["frac_neg"]) + list(stats["frac_zero"]) + list(stats["frac_pos"])
+    assert heights == pytest.approx(expected, abs=1e-12)
+
+
+@pytest.mark.parametrize("empty", [pd.DataFrame(), stats_table(TABLES["one"]).iloc[:0]])
+def test_empty_table_raises(empty):
+    before = plt.get_fignums()
+    with pytest.raises(ValueError, match="empty"):
+        plot_weight_sparsity(empty)
+    assert plt.get_fignums() == before
+
+
+# --------------------------------------------------------------------------- save_figure
