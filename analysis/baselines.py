@@ -1,4 +1,4 @@
-r"""Hard-threshold baselines on the same latent weights as STTN (DESIGN §2.4, §3).
+r"""Hard-threshold baselines on the same latent weights as STTN (docs/design.md §2.4, §3).
 
 For every latent STTN layer the reference tensor is the equivalent float weight
 

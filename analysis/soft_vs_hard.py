@@ -1,6 +1,6 @@
 """``python -m analysis.soft_vs_hard``: does a soft threshold beat a hard Δ? Measured.
 
-Trains the same small official-style STTN ResNet (DESIGN §2.3 block design,
+Trains the same small official-style STTN ResNet (docs/design.md §2.3 block design,
 ``sttn_resnet18(stem="small", width, blocks)`` on 8×8 digits) with every trainable
 method of the registry (:data:`sttn_sim.train.TRAIN_METHODS`) — STTN (two binary
 kernels, no threshold), the hard-threshold baselines TWN (Δ = 0.7·mean|W|), TTQ

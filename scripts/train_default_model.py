@@ -3,7 +3,7 @@
     .venv/bin/python scripts/train_default_model.py            # writes sttn_sim/data/default_model.safetensors
 
 Architecture: ``sttn_resnet18(stem="small", width=0.25, blocks=4, input_size=8,
-in_channels=1, num_classes=10)`` — the DESIGN §2.3 block design (BN → ternary
+in_channels=1, num_classes=10)`` — the docs/design.md §2.3 block design (BN → ternary
 activation → STTN conv → BN → add → PReLU, maxpool + zero-channel shortcut on the
 downsampling block) at base width 16 with four BasicBlocks (16, 16, 32, 32 channels),
 a float 3×3 stem and a float classifier.  Trained with STTN (official gradient),

@@ -1,6 +1,6 @@
 """Builders of training-time (latent-form) models.
 
-* :func:`sttn_resnet18` — the official STTN ResNet-18 variant (DESIGN §2.3), with a
+* :func:`sttn_resnet18` — the official STTN ResNet-18 variant (docs/design.md §2.3), with a
   width multiplier, number of classes, input size and (for small inputs) a small stem.
 * :func:`plain_ternary_cnn` — conv → BN → ternary activation chains, where every
   ternary convolution feeds a BN and a ternary activation directly (so folding gives
@@ -39,7 +39,7 @@ class _Builder:
     # parameter initialisers -----------------------------------------------------------
     def latent(self, shape) -> np.ndarray:
         w = self.rng.normal(0.0, 0.5, size=shape).clip(-1.0, 1.0)
-        w[w == 0] = 0.5  # an exact zero latent weight would be a 5-level kernel (DESIGN §2.1)
+        w[w == 0] = 0.5  # an exact zero latent weight would be a 5-level kernel (docs/design.md §2.1)
         return w.astype(np.float32)
 
     def float_weight(self, shape) -> np.ndarray:
@@ -101,7 +101,7 @@ def sttn_resnet18(
     blocks: int = 8,
     seed: int = 0,
 ) -> Model:
-    """The official STTN ResNet-18 variant (DESIGN §2.3).
+    """The official STTN ResNet-18 variant (docs/design.md §2.3).
 
     Stem (float): ``features.0`` conv7x7/2 (no bias) → ``features.1`` BN →
     ``features.2`` PReLU → ``features.3`` maxpool3x3/2 pad 1.  ``stem="small"`` uses a

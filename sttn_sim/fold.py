@@ -39,7 +39,7 @@ from .validation import validate_model
 class FoldTernaryWeights(Transformation):
     """Latent or merged ternary layers → ``ternary_conv`` / ``ternary_linear``.
 
-    Latent (DESIGN §2.1): codes ``t = (sign W1 + sign W2) / 2`` after clamping, scale
+    Latent (docs/design.md §2.1): codes ``t = (sign W1 + sign W2) / 2`` after clamping, scale
     ``s_o = 2 α_o`` with ``α_o = (Σ|W1_o| + Σ|W2_o|) / (2n)``, bias ``b1 + b2``.
     Because ``α(B1 + B2) = 2α·t = s·t``, the training-time output
     ``conv(x, αB1) + b1 + conv(x, αB2) + b2 = s·conv(x, t) + (b1 + b2)``.

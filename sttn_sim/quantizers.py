@@ -21,7 +21,7 @@ one function and one :func:`register_method` call in this file::
 
 :data:`METHODS` and :data:`HARD_THRESHOLD_METHODS` are live views of the registry.
 
-Conventions shared by all functions (DESIGN.md §2.1, §2.2, §2.4, §3):
+Conventions shared by all functions (docs/design.md §2.1, §2.2, §2.4, §3):
 
 * Axis 0 is the output channel, for conv weights ``[C_out, C_in, kh, kw]`` and linear
   weights ``[C_out, C_in]``. ``granularity="channel"`` computes every statistic over all
@@ -34,7 +34,7 @@ Conventions shared by all functions (DESIGN.md §2.1, §2.2, §2.4, §3):
   message starts with the ``name`` keyword (the layer or tensor name) and says what was
   expected.
 
-The hard-threshold rule (DESIGN §2.4) shared by every baseline is
+The hard-threshold rule (docs/design.md §2.4) shared by every baseline is
 
 .. math::
 
@@ -616,7 +616,7 @@ def _sttn_pair(w1: object, w2: object, name: str) -> tuple[np.ndarray, np.ndarra
 
 
 def sttn_equivalent_weight(w1: np.ndarray, w2: np.ndarray, *, name: str = "weights") -> np.ndarray:
-    r"""The "equivalent" float weight of an STTN layer (DESIGN §3).
+    r"""The "equivalent" float weight of an STTN layer (docs/design.md §3).
 
     .. math::
 
@@ -630,7 +630,7 @@ def sttn_equivalent_weight(w1: np.ndarray, w2: np.ndarray, *, name: str = "weigh
 def sttn_ternarize(
     w1: np.ndarray, w2: np.ndarray, *, zero_policy: str = "error", name: str = "weights"
 ) -> TernaryWeights:
-    r"""Soft Threshold Ternary Networks: two binary kernels -> one ternary kernel (DESIGN §2.1).
+    r"""Soft Threshold Ternary Networks: two binary kernels -> one ternary kernel (docs/design.md §2.1).
 
     Always per output channel o, with n weights per channel:
 
@@ -779,7 +779,7 @@ def ternarize_activations(
     tie_eps: float = 0.0,
     name: str = "activations",
 ) -> TernaryActivations:
-    r"""Ternary activation with fixed thresholds (DESIGN §2.2, the CUDA kernel's rule).
+    r"""Ternary activation with fixed thresholds (docs/design.md §2.2, the CUDA kernel's rule).
 
     .. math::
 
@@ -897,7 +897,7 @@ class Method:
             **params)`` for a hard-threshold method, ``ternarize(w1, w2, name=...)`` for
             STTN; returns a :class:`TernaryWeights` tagged ``name``.
         params: the parameters ``ternarize`` takes beyond the weights.
-        hard_threshold: a baseline with a threshold Δ on |w| (DESIGN §2.4); STTN is not.
+        hard_threshold: a baseline with a threshold Δ on |w| (docs/design.md §2.4); STTN is not.
         train_rule: how ``sttn_sim.train`` trains it, one of :data:`TRAIN_RULES`, or
             ``None`` when it is not trained (e.g. it needs a parameter training does not
             supply).

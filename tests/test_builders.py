@@ -14,7 +14,7 @@ from sttn_sim.shapes import infer_shapes
 
 BN = ("weight", "bias", "running_mean", "running_var")  # without num_batches_tracked
 
-#: every key of one official BasicBlock (training form), in the order of DESIGN §2.3
+#: every key of one official BasicBlock (training form), in the order of docs/design.md §2.3
 BLOCK_KEYS = (
     [f"bn1.{k}" for k in BN]
     + ["conv1_1.weight", "conv1_1.bias", "conv1_2.weight", "conv1_2.bias"]
@@ -49,7 +49,7 @@ RESNET18_3X3_WEIGHTS = 10_985_472
 
 
 def official_key(layer, pname: str) -> str:
-    """sttn_sim parameter -> official checkpoint key (DESIGN §2.3, training form)."""
+    """sttn_sim parameter -> official checkpoint key (docs/design.md §2.3, training form)."""
     if layer.kind == "sttn_conv":
         k = pname[-1]  # weight1 / bias1 / weight2 / bias2
         return f"{layer.name}_{k}.{pname[:-1]}"

@@ -28,7 +28,7 @@ from sttn_sim.synthetic import synthetic_input, synthetic_model
 
 
 def direct_rule(y, lo, hi):
-    """The activation of DESIGN §2.2 applied to y: +1 iff y >= hi, -1 iff y < lo."""
+    """The activation of docs/design.md §2.2 applied to y: +1 iff y >= hi, -1 iff y < lo."""
     return (y >= hi).astype(np.int64) - (y < lo).astype(np.int64)
 
 
@@ -54,7 +54,7 @@ def hand_sign(w):
 
 
 def hand_alpha(w1, w2):
-    """α_o = (Σ|clamp W1_o| + Σ|clamp W2_o|) / (2n), exactly rounded sums (DESIGN §2.1)."""
+    """α_o = (Σ|clamp W1_o| + Σ|clamp W2_o|) / (2n), exactly rounded sums (docs/design.md §2.1)."""
     a = np.abs(np.clip(np.asarray(w1, np.float64), -1, 1)).reshape(w1.shape[0], -1)
     b = np.abs(np.clip(np.asarray(w2, np.float64), -1, 1)).reshape(w2.shape[0], -1)
     n = a.shape[1]
@@ -100,7 +100,7 @@ def test_float_thresholds_zero_gain_is_constant(offset, lo, hi):
 # rule (y == hi -> +1, y == lo -> 0), also for gain < 0 (z = -x, no second rule).
 # For non-dyadic values a "tie" exists only up to float rounding: the side it falls on is
 # decided by an ulp and may differ between the folded and the direct evaluation
-# (DESIGN §2.2: such ties are reported by the tie audit, not hidden).
+# (docs/design.md §2.2: such ties are reported by the tie audit, not hidden).
 @pytest.mark.parametrize("gain", [2.0, 0.25, -4.0, -0.5, 1.0])
 @pytest.mark.parametrize("offset", [0.5, -0.75, 0.0])
 @pytest.mark.parametrize("lo,hi", [(-0.5, 0.5), (-0.25, 1.5)])

@@ -107,7 +107,7 @@ def ref_sign(v: float) -> int:
 
 
 def ref_sttn(w1, w2):
-    """Codes and per-channel alpha from DESIGN 2.1 with Python loops and math.fsum."""
+    """Codes and per-channel alpha from docs/design.md §2.1 with Python loops and math.fsum."""
     a = np.asarray(w1, dtype=np.float64)
     b = np.asarray(w2, dtype=np.float64)
     c = a.shape[0]
@@ -164,7 +164,7 @@ L2_TOL = 1e-9
 
 
 # --------------------------------------------------------------------------------------
-# STTN (DESIGN 2.1)
+# STTN (docs/design.md §2.1)
 # --------------------------------------------------------------------------------------
 
 
@@ -185,7 +185,7 @@ def test_sttn_hand_example():
     assert (tw.method, tw.granularity, tw.delta, tw.scale_neg) == ("sttn", "channel", None, None)
     np.testing.assert_allclose(tw.dequantize(), [[0.925, 0, 0, -0.925], [0, 0.9, -0.9, 0]], rtol=1e-12)
     assert tw.sparsity == pytest.approx(4 / 8, abs=0)  # 4 zeros out of 8: exact in float
-    # Equivalent weight (DESIGN 3): (clamp W1 + clamp W2)/2
+    # Equivalent weight (docs/design.md §3): (clamp W1 + clamp W2)/2
     # row0: ((0.5+0.7)/2, (-0.3+0.3)/2, (0.2-0.2)/2, (-1.0-0.5)/2) = (0.6, 0, 0, -0.75)
     # row1: ((0.1-1.0)/2, (0.4+0.2)/2, (-0.6-0.4)/2, (0.8-0.1)/2) = (-0.45, 0.3, -0.5, 0.35)
     eq = sttn_equivalent_weight(w1, w2)
@@ -751,7 +751,7 @@ def test_quantization_error_bad_inputs():
 
 
 # --------------------------------------------------------------------------------------
-# Activations (DESIGN 2.2)
+# Activations (docs/design.md §2.2)
 # --------------------------------------------------------------------------------------
 
 

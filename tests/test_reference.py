@@ -66,7 +66,7 @@ def hand_sign(w):
 
 
 def hand_alpha(w1, w2):
-    """α_o = (Σ|clamp W1_o| + Σ|clamp W2_o|) / (2n), with math.fsum per channel (DESIGN §2.1)."""
+    """α_o = (Σ|clamp W1_o| + Σ|clamp W2_o|) / (2n), with math.fsum per channel (docs/design.md §2.1)."""
     w1 = np.asarray(w1, np.float64)
     w2 = np.asarray(w2, np.float64)
     out = np.zeros(w1.shape[0])
@@ -560,7 +560,7 @@ def test_mlp_record_shapes():
     assert run.accumulators["fc1"]["acc1"].shape == (3, 5)
 
 
-# --------------------------------------------------------------------------- the official block (DESIGN §2.3)
+# --------------------------------------------------------------------------- the official block (docs/design.md §2.3)
 
 
 def _bn(x, layer_):

@@ -1,5 +1,5 @@
 """Statistics as tidy pandas DataFrames (one row per layer or layer×channel, a
-``layer`` column in model order).  See DESIGN §3 for the definitions.
+``layer`` column in model order).  See docs/design.md §3 for the definitions.
 
 * :mod:`.weights` — ternary code counts, sparsity, scales, sizes (any model form);
 * :mod:`.intervals` — learned intervals of STTN layers from the latent W1, W2

@@ -204,7 +204,7 @@ class _Consumer:
     ``positions[s]`` = the number of (output position, tap) pairs that meet s.  Then, per
     image, MACs with a non-zero activation = ``c_out · Σ_s [x_s ≠ 0]·positions[s]`` and
     MACs with both non-zero = ``Σ_s [x_s ≠ 0]·weights[c, s]`` — exact integers, linear in
-    the codes, so they add over batches (DESIGN §3)."""
+    the codes, so they add over batches (docs/design.md §3)."""
 
     name: str
     c_out: int

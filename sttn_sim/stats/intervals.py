@@ -1,4 +1,4 @@
-r"""Learned quantization intervals of STTN layers, from the latent kernels W1, W2 (DESIGN §3).
+r"""Learned quantization intervals of STTN layers, from the latent kernels W1, W2 (docs/design.md §3).
 
 STTN has no threshold: a code is 0 exactly where the two latent kernels disagree in sign.
 To see *which* weights it zeroes, each layer is compared with the "equivalent" float

@@ -5,7 +5,7 @@ parameter count and the packed size at 2 bits per weight against float32 (4 byte
 A latent or merged layer is ternarized exactly as the fold does (same quantizers), so
 the numbers are those of the model that will run.
 
-Sizes (per layer, DESIGN §3 "Cost"):
+Sizes (per layer, docs/design.md §3 "Cost"):
 
 * ``n_weights`` — ternary weights (C_out · C_in · kh · kw);
 * ``n_params`` — what the folded layer stores: the weights, one scale and one bias per

@@ -4,7 +4,7 @@ A ternary layer holds latent float weights; each training step builds an *effect
 kernel from them, runs the ordinary convolution / linear map with it, and maps the
 gradient ``G = dL/dW_eff`` back onto the latent weights.
 
-STTN (DESIGN §2.1; the official ``util.BinOp``) — two latent kernels W1, W2 kept in
+STTN (docs/design.md §2.1; the official ``util.BinOp``) — two latent kernels W1, W2 kept in
 [-1, 1] (clamped after every optimiser step, as the official code clamps before every
 forward), per output channel o with n weights per channel:
 
@@ -28,7 +28,7 @@ The two convolutions of the official code are added, so both receive the same
   With the signs held fixed this is the exact gradient of the loss (tested against
   finite differences).
 
-Hard-threshold baselines (DESIGN §2.4), one latent kernel W in [-1, 1], per output
+Hard-threshold baselines (docs/design.md §2.4), one latent kernel W in [-1, 1], per output
 channel (``granularity="channel"``) or per tensor: every registered method of
 :mod:`sttn_sim.quantizers` with a training rule (:data:`TRAIN_METHODS`). The forward map
 IS the method's ternarize function: codes t and scale(s) are computed by it in float64
