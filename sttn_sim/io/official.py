@@ -46,6 +46,7 @@ __all__ = [
     "DEFAULT_INPUT_SIZE",
     "load_official",
     "model_from_official",
+    "official_layout",
     "official_state_dict",
     "save_official",
 ]
@@ -63,8 +64,18 @@ _MAX_LISTED = 12
 
 def _listing(names) -> str:
     names = list(names)
-    shown = ", ".join(names[:_MAX_LISTED])
+    shown = ", ".join(n if n.isprintable() and len(n) <= 100 else repr(n[:100]) for n in names[:_MAX_LISTED])
     return shown + (f" ... and {len(names) - _MAX_LISTED} more" if len(names) > _MAX_LISTED else "")
+
+
+def _text(value, limit: int = 60) -> str:
+    """A short one-line description of any value from a file (never fails: ``repr`` of a
+    10**5000 raises ValueError)."""
+    try:
+        text = repr(value)
+    except Exception:
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _is_state_dict(obj) -> bool:
@@ -72,14 +83,18 @@ def _is_state_dict(obj) -> bool:
         k.endswith("features.0.weight") for k in obj)
 
 
-def _scalar(value) -> float | None:
-    """A number from a Python number or a 0-d / 1-element array; None otherwise."""
+def _scalar(value, key: str, where: str) -> float | None:
+    """A number from a Python number or a 0-d / 1-element array; None for anything else.
+    A number beyond float range (an integer epoch of 10**400) is refused, naming ``key``."""
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
-        return float(value.reshape(()))
+    try:
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, np.ndarray) and value.size == 1 and value.dtype.kind in "biuf":
+            return float(value.reshape(()))
+    except OverflowError:
+        raise CheckpointError(f"{where}: key {key!r} holds {_text(value)}, a number beyond the float range") from None
     return None
 
 
@@ -104,10 +119,6 @@ def _optional(key: str) -> bool:
     return key == "features.0.bias"
 
 
-def _is_bias(param: str) -> bool:
-    return param in ("bias", "bias1", "bias2")
-
-
 def _detect_form(keys, arch, where: str) -> tuple[str, str]:
     """Phase 3: ``("bwx2" | "ter", how it was detected)`` from the keys, checked against
     the ``arch`` entry when there is one."""
@@ -124,7 +135,7 @@ def _detect_form(keys, arch, where: str) -> tuple[str, str]:
     if arch is None:
         return form, "keys"
     if not isinstance(arch, str) or arch not in OFFICIAL_ARCHS:
-        raise CheckpointError(f"{where}: arch {arch!r} is not supported (supported: {', '.join(OFFICIAL_ARCHS)})")
+        raise CheckpointError(f"{where}: arch {_text(arch)} is not supported (supported: {', '.join(OFFICIAL_ARCHS)})")
     if OFFICIAL_ARCHS[arch] != form:
         raise CheckpointError(f"{where}: arch {arch!r} but the keys are those of {_FORM_ARCH[form]!r}")
     return form, "arch and keys"
@@ -140,18 +151,19 @@ def _find_state_dict(obj, where: str, meta: dict[str, Any]) -> tuple[dict, Any]:
     if isinstance(obj, dict) and "state_dict" in obj:
         ignored = [k for k in obj if k not in ("state_dict", "arch", "epoch", "best_prec1")]
         if ignored:
-            meta["ignored_entries"] = sorted(str(k) for k in ignored)
-        epoch = _scalar(obj.get("epoch"))
-        if epoch is not None and float(epoch).is_integer():
+            meta["ignored_entries"] = sorted(k if isinstance(k, str) else _text(k) for k in ignored)
+        epoch = _scalar(obj.get("epoch"), "epoch", where)
+        if epoch is not None and epoch.is_integer():
             meta["epoch"] = int(epoch)
-        best = _scalar(obj.get("best_prec1"))
+        best = _scalar(obj.get("best_prec1"), "best_prec1", where)
         if best is not None and np.isfinite(best):
             meta["best_prec1"] = best
         state, arch = obj["state_dict"], obj.get("arch")
     elif _is_state_dict(obj):
         state, arch = obj, None
     else:
-        top = ", ".join(sorted(map(str, obj))[:10]) if isinstance(obj, dict) else type(obj).__name__
+        top = ", ".join(sorted(k if isinstance(k, str) else _text(k) for k in obj)[:10]) if isinstance(obj, dict) \
+            else type(obj).__name__
         raise CheckpointError(f"{where}: expected a dict with a 'state_dict' entry (official STTN checkpoint) or a "
                               f"bare state_dict; found {top}")
     if not isinstance(state, dict) or not all(isinstance(k, str) for k in state):
@@ -175,39 +187,81 @@ def _strip_prefix(state: dict, where: str) -> tuple[dict[str, np.ndarray], dict[
     return tensors, original
 
 
-def _template_for(tensors: dict[str, np.ndarray], key_of, where: str, input_size: int) -> Model:
-    """Phase 4 (mapping), first step: the builder graph the checkpoint must fill (width =
-    stem channels / 64, classes from ``fc.weight``, input channels from the stem)."""
+def official_layout(base: int, in_channels: int, num_classes: int, form: str) -> dict[str, tuple[str, str, tuple]]:
+    """The official ResNet-18 state_dict (DESIGN §2.3) of stem width ``base``: key
+    (without ``module.``) -> (layer name, kind, shape), in the builder's layer order.
+
+    Stem ``features.0`` conv 7x7 ``[base, in_channels, 7, 7]`` (its bias optional),
+    ``features.1`` BN, ``features.2`` PReLU; blocks ``features.4``-``11`` with channels
+    ``base x (1,1,2,2,4,4,8,8)``, each ``bn1``, ``conv1`` (``conv1_1``/``conv1_2`` in the
+    training form ``"bwx2"``) 3x3, ``bn_add1``, ``prelu1``, ``bn2``, ``conv2``, ``bn_add2``,
+    ``prelu2``; ``fc`` ``[num_classes, 8 base]``.  A test checks it against
+    :func:`sttn_sim.builders.sttn_resnet18`.  Nothing is allocated: this is what a file's
+    tensors are checked against before the model is built.
+    """
+    layout: dict[str, tuple[str, str, tuple]] = {}
+
+    def add(name: str, kind: str, shapes: dict[str, tuple]) -> None:
+        for param, shape in shapes.items():
+            layout[f"{name}.{param}"] = (name, kind, shape)
+
+    def batchnorm(name: str, c: int) -> None:
+        add(name, "batchnorm", {p: (c,) for p in ("weight", "bias", "running_mean", "running_var")})
+
+    def ternary_conv(name: str, c_in: int, c_out: int) -> None:
+        shapes = {"weight": (c_out, c_in, 3, 3), "bias": (c_out,)}
+        for suffix in (("_1", "_2") if form == "bwx2" else ("",)):
+            for param, shape in shapes.items():
+                layout[f"{name}{suffix}.{param}"] = (name, "sttn_conv", shape)
+
+    add("features.0", "conv", {"weight": (base, in_channels, 7, 7), "bias": (base,)})
+    batchnorm("features.1", base)
+    add("features.2", "prelu", {"weight": (base,)})
+    channels = [base, base, base, 2 * base, 2 * base, 4 * base, 4 * base, 8 * base, 8 * base]
+    for i in range(8):
+        name, c_in, c_out = f"features.{4 + i}", channels[i], channels[i + 1]
+        batchnorm(f"{name}.bn1", c_in)
+        ternary_conv(f"{name}.conv1", c_in, c_out)
+        batchnorm(f"{name}.bn_add1", c_out)
+        add(f"{name}.prelu1", "prelu", {"weight": (c_out,)})
+        batchnorm(f"{name}.bn2", c_out)
+        ternary_conv(f"{name}.conv2", c_out, c_out)
+        batchnorm(f"{name}.bn_add2", c_out)
+        add(f"{name}.prelu2", "prelu", {"weight": (c_out,)})
+    add("fc", "linear", {"weight": (num_classes, 8 * base), "bias": (num_classes,)})
+    return layout
+
+
+def _layout_for(tensors: dict[str, np.ndarray], form: str, key_of, where: str) -> tuple[dict, int, int, int]:
+    """Phase 4 (mapping), first step: the official layout the checkpoint must fill (width =
+    stem channels / 64, classes from ``fc.weight``, input channels from the stem), and
+    (base, in_channels, num_classes)."""
     stem = tensors.get("features.0.weight")
     fc = tensors.get("fc.weight")
     if stem is None or fc is None:
         missing = [k for k, v in (("features.0.weight", stem), ("fc.weight", fc)) if v is None]
         raise CheckpointError(f"{where}: missing keys: {', '.join(missing)} (needed to infer width and classes)")
-    if stem.ndim != 4 or stem.shape[2:] != (7, 7) or stem.shape[0] < 1:
+    if stem.ndim != 4 or stem.shape[2:] != (7, 7) or stem.shape[0] < 1 or stem.shape[1] < 1:
         raise CheckpointError(f"{where}: key {key_of('features.0.weight')!r} has shape {list(stem.shape)}, "
                               f"expected [C, in_channels, 7, 7] (the official conv7x7 stem)")
     if fc.ndim != 2 or fc.shape[0] < 1:
         raise CheckpointError(f"{where}: key {key_of('fc.weight')!r} has shape {list(fc.shape)}, "
                               f"expected [classes, features]")
-    try:
-        return sttn_resnet18(width=int(stem.shape[0]) / 64, num_classes=int(fc.shape[0]), input_size=input_size,
-                             in_channels=int(stem.shape[1]), stem="imagenet", blocks=8, seed=0)
-    except ModelError as exc:
-        raise CheckpointError(f"{where}: {exc}") from None
+    base, in_channels, num_classes = int(stem.shape[0]), int(stem.shape[1]), int(fc.shape[0])
+    return official_layout(base, in_channels, num_classes, form), base, in_channels, num_classes
 
 
-def _match_keys(tensors: dict[str, np.ndarray], template: Model, form: str, *, strict: bool, key_of, where: str,
-                meta: dict[str, Any], layout: str) -> None:
+def _match_keys(tensors: dict[str, np.ndarray], layout: dict, *, strict: bool, key_of, where: str,
+                meta: dict[str, Any], layout_text: str) -> None:
     """Phase 4, second step: every key of the official layout is present (the stem bias may be
     absent; with ``strict=False`` so may any bias) and no other key is (BatchNorm
     ``num_batches_tracked`` buffers are ignored; with ``strict=False`` unexpected keys
     are recorded in ``meta``)."""
-    expected = {k: p for layer in template.layers for k, p in _official_keys(layer, form).items()}
-    batchnorms = {l.name for l in template.layers if l.kind == "batchnorm"}
+    batchnorms = {name for name, kind, _ in layout.values() if kind == "batchnorm"}
     ignored = {k for k in tensors if k.endswith(_IGNORED_SUFFIX) and k[: -len(_IGNORED_SUFFIX)] in batchnorms}
-    absent = [key for key in expected if key not in tensors and not _optional(key)]
-    missing = [key for key in absent if strict or not _is_bias(expected[key])]
-    unexpected = [key_of(k) for k in tensors if k not in expected and k not in ignored]
+    absent = [key for key in layout if key not in tensors and not _optional(key)]
+    missing = [key for key in absent if strict or not key.endswith(".bias")]
+    unexpected = [key_of(k) for k in tensors if k not in layout and k not in ignored]
     if absent and not missing:
         meta["missing_biases"] = absent
     if missing or (unexpected and strict):
@@ -216,18 +270,33 @@ def _match_keys(tensors: dict[str, np.ndarray], template: Model, form: str, *, s
             parts.append(f"missing keys: {_listing(missing)}")
         if unexpected and strict:
             parts.append(f"unexpected keys: {_listing(unexpected)}")
-        raise CheckpointError(f"{where}: the state_dict does not match {layout}: " + "; ".join(parts))
+        raise CheckpointError(f"{where}: the state_dict does not match {layout_text}: " + "; ".join(parts))
     if unexpected:
         meta["unexpected_keys"] = unexpected
 
 
-def _checked_value(value: np.ndarray, want: tuple, layer: Layer, official_key: str, form: str, width: float,
-                   where: str) -> np.ndarray:
-    """One checkpoint tensor for one template parameter, checked: shape, floating dtype
-    (float16 widened to float32; bfloat16 arrives as float32 from the reader), finite."""
-    if not (value.shape == want or (layer.kind == "prelu" and value.shape == (1,))):
-        raise CheckpointError(f"{where}: key {official_key!r} has shape {list(value.shape)}, expected "
-                              f"{list(want)} (layer {layer.name!r}, {_FORM_ARCH[form]}, width {width:g})")
+def _check_shapes(tensors: dict[str, np.ndarray], layout: dict, form: str, key_of, where: str, width: float) -> None:
+    """Phase 4, third step: every tensor has its layout shape (a PReLU may have one shared
+    slope, shape [1])."""
+    for key, (layer, kind, want) in layout.items():
+        value = tensors.get(key)
+        if value is not None and not (value.shape == want or (kind == "prelu" and value.shape == (1,))):
+            raise CheckpointError(f"{where}: key {key_of(key)!r} has shape {list(value.shape)}, expected "
+                                  f"{list(want)} (layer {layer!r}, {_FORM_ARCH[form]}, width {width:g})")
+
+
+def _template(base: int, in_channels: int, num_classes: int, input_size, where: str) -> Model:
+    """Phase 4, fourth step (keys and shapes already match): the builder graph to fill."""
+    try:
+        return sttn_resnet18(width=base / 64, num_classes=num_classes, input_size=input_size,
+                             in_channels=in_channels, stem="imagenet", blocks=8, seed=0)
+    except ModelError as exc:
+        raise CheckpointError(f"{where}: {exc}") from None
+
+
+def _checked_value(value: np.ndarray, official_key: str, where: str) -> np.ndarray:
+    """One checkpoint tensor (its shape already checked), checked: floating dtype (float16
+    widened to float32; bfloat16 arrives as float32 from the reader), finite."""
     if value.dtype.kind != "f":
         raise CheckpointError(f"{where}: key {official_key!r} has dtype {value.dtype}, expected floating point")
     if value.dtype.itemsize < 4:
@@ -238,9 +307,8 @@ def _checked_value(value: np.ndarray, want: tuple, layer: Layer, official_key: s
     return value
 
 
-def _mapped_layer(layer: Layer, tensors: dict[str, np.ndarray], form: str, key_of, where: str,
-                  width: float) -> Layer:
-    """Phase 4, third step: the template ``layer`` with the checkpoint's parameters (a merged-form
+def _mapped_layer(layer: Layer, tensors: dict[str, np.ndarray], form: str, key_of, where: str) -> Layer:
+    """Phase 4, last step: the template ``layer`` with the checkpoint's parameters (a merged-form
     ternary layer becomes ``ter_conv`` and its kernel is checked to be ternary)."""
     keys = _official_keys(layer, form)
     if not keys:
@@ -249,8 +317,7 @@ def _mapped_layer(layer: Layer, tensors: dict[str, np.ndarray], form: str, key_o
     params: dict[str, np.ndarray] = {}
     for k, p in keys.items():
         if k in tensors:
-            ref_name = p if p in layer.params else ("weight1" if p == "weight" else "bias1")
-            params[p] = _checked_value(tensors[k], layer.params[ref_name].shape, layer, key_of(k), form, width, where)
+            params[p] = _checked_value(tensors[k], key_of(k), where)
     if kind == "ter_conv":
         try:
             recover_merged_ternary(params["weight"], name=f"{where}: key {key_of(f'{layer.name}.weight')!r}")
@@ -286,9 +353,11 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
     (other missing keys always fail).  Errors name ``source`` and the key.
 
     Phases: find the state_dict (:func:`_find_state_dict`), strip the ``module.``
-    prefix (:func:`_strip_prefix`), detect the form (:func:`_detect_form`), map the keys
-    onto the builder graph (:func:`_template_for`, :func:`_match_keys`,
-    :func:`_mapped_layer`), check and assemble the structure (:func:`_assembled_model`).
+    prefix (:func:`_strip_prefix`), detect the form (:func:`_detect_form`), check the
+    keys and shapes against :func:`official_layout` (:func:`_layout_for`,
+    :func:`_match_keys`, :func:`_check_shapes`: nothing is built before they match the
+    file's tensors), then map them onto the builder graph (:func:`_template`,
+    :func:`_mapped_layer`) and assemble the structure (:func:`_assembled_model`).
     """
     where = source
     input_size = DEFAULT_INPUT_SIZE if input_size is None else input_size
@@ -305,14 +374,14 @@ def model_from_official(obj, *, source: str = "<checkpoint>", input_size: int | 
     def key_of(k):
         return original.get(k, k)
 
-    template = _template_for(tensors, key_of, where, input_size)
-    stem, fc = tensors["features.0.weight"], tensors["fc.weight"]
-    base, num_classes = int(stem.shape[0]), int(fc.shape[0])
+    layout, base, in_channels, num_classes = _layout_for(tensors, form, key_of, where)
     width = base / 64
-    layout = (f"the official {_FORM_ARCH[form]} layout (width {width:g} = {base} stem channels, "
-              f"{num_classes} classes)")
-    _match_keys(tensors, template, form, strict=strict, key_of=key_of, where=where, meta=meta, layout=layout)
-    layers = [_mapped_layer(layer, tensors, form, key_of, where, width) for layer in template.layers]
+    layout_text = (f"the official {_FORM_ARCH[form]} layout (width {width:g} = {base} stem channels, "
+                   f"{num_classes} classes)")
+    _match_keys(tensors, layout, strict=strict, key_of=key_of, where=where, meta=meta, layout_text=layout_text)
+    _check_shapes(tensors, layout, form, key_of, where, width)
+    template = _template(base, in_channels, num_classes, input_size, where)  # only now: sizes match the file
+    layers = [_mapped_layer(layer, tensors, form, key_of, where) for layer in template.layers]
     return _assembled_model(template, layers, form, meta, where)
 
 

@@ -59,6 +59,8 @@ TENSOR_DTYPES: dict[str, np.dtype] = {
 _SUPPORTED = "bool, int8/16/32/64, uint8/16/32/64, float16/32/64"
 _GRAPH_KEYS = (("arch", str), ("form", str), ("input_shape", list), ("layers", list))
 _LAYER_KEYS = ("name", "kind", "inputs", "attrs", "params")
+#: Deepest JSON nesting accepted in the graph (a graph nests 4 levels; metadata a few more).
+MAX_GRAPH_DEPTH = 32
 
 
 # --------------------------------------------------------------------------------------
@@ -188,11 +190,28 @@ def _read_tensor(f, name: str, key: str, layer: str) -> np.ndarray:
     return array if array.flags.writeable and array.flags.c_contiguous else np.array(array, copy=True)
 
 
+def _json_depth(value) -> int:
+    """Nesting depth of a parsed JSON value (a scalar is 0), without recursion."""
+    deepest, todo = 0, [(value, 0)]
+    while todo:
+        item, depth = todo.pop()
+        if isinstance(item, (dict, list)):
+            deepest = max(deepest, depth + 1)
+            todo.extend((x, depth + 1) for x in (item.values() if isinstance(item, dict) else item))
+    return deepest
+
+
 def _graph_from_json(name: str, text: str) -> dict:
     try:
         graph = json.loads(text)
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # JSONDecodeError, or an integer of more than 4300 digits
         raise CheckpointError(f"{name}: metadata key 'graph' is not valid JSON ({exc})") from None
+    except RecursionError:
+        raise CheckpointError(f"{name}: metadata key 'graph' nests too deeply (JSON arrays or objects more than "
+                              f"{MAX_GRAPH_DEPTH} levels deep)") from None
+    if _json_depth(graph) > MAX_GRAPH_DEPTH:
+        raise CheckpointError(f"{name}: metadata key 'graph' nests JSON arrays or objects more than "
+                              f"{MAX_GRAPH_DEPTH} levels deep")
     if not isinstance(graph, dict):
         raise CheckpointError(f"{name}: metadata key 'graph' must be a JSON object")
     for key, kind in _GRAPH_KEYS:
@@ -237,17 +256,32 @@ def _tensor_names(name: str, graph: dict, available: set[str]) -> list[tuple[dic
     return wanted
 
 
-def _model_from_graph(name: str, graph: dict, layers: list[Layer]) -> Model:
+def _short(exc: Exception, limit: int = 200) -> str:
     try:
-        model = Model(graph["arch"], tuple(graph["input_shape"]), layers, graph["form"],
-                      dict(graph.get("metadata") or {}))
+        text = str(exc)
+    except Exception:  # noqa: BLE001 - a message that cannot be made is not worth a traceback
+        text = ""
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _model_from_graph(name: str, graph: dict, layers: list[tuple[dict, dict[str, np.ndarray]]]) -> Model:
+    """The Model of ``graph`` with the tensors read for each layer entry; what the graph code
+    raises on the file's values (a ModelError, or a KeyError/TypeError/... from a value of
+    the wrong kind) is a CheckpointError naming the file."""
+    try:
+        model = Model(graph["arch"], tuple(graph["input_shape"]),
+                      [Layer(entry["name"], entry["kind"], list(entry["inputs"]), dict(entry["attrs"]), params)
+                       for entry, params in layers],
+                      graph["form"], dict(graph.get("metadata") or {}))
         infer_shapes(model)
     except (ModelError, ShapeError) as exc:
         raise CheckpointError(f"{name}: {exc}") from None
-    except (KeyError, TypeError, ValueError) as exc:  # e.g. a conv layer without its 'stride' attribute
+    except (KeyError, TypeError, ValueError, IndexError, ArithmeticError, RecursionError) as exc:
+        # the file's values reach the graph code: e.g. a conv layer without its 'stride' attribute
         raise CheckpointError(
             f"{name}: graph is malformed (a layer attribute, the input_shape or the metadata is missing or "
-            f"of the wrong type: {type(exc).__name__} {exc})") from None
+            f"of the wrong type: {type(exc).__name__} {_short(exc)})") from None
     return model
 
 
@@ -266,7 +300,6 @@ def load_own_format(path) -> Model:
                                   f"(this sttn_sim reads {SCHEMA_VERSION})")
         graph = _graph_from_json(name, meta.get("graph", ""))
         wanted = _tensor_names(name, graph, set(f.keys()))
-        layers = [Layer(entry["name"], entry["kind"], list(entry["inputs"]), dict(entry["attrs"]),
-                        {pname: _read_tensor(f, name, key, entry["name"]) for pname, key in keys.items()})
+        layers = [(entry, {pname: _read_tensor(f, name, key, entry["name"]) for pname, key in keys.items()})
                   for entry, keys in wanted]
     return _model_from_graph(name, graph, layers)

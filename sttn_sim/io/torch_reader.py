@@ -4,11 +4,14 @@ Reading never runs code from the file.  ``pickle.load`` and ``torch.load`` are n
 called; instead
 
 1. every pickle in the file is first *scanned* opcode by opcode
-   (:func:`pickletools.genops`, which reads declared lengths from an in-memory buffer
-   and so never allocates more than the file holds): opcodes that build arbitrary
-   objects (``INST``, ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, ``EXT*``, text ``PERSID``,
-   out-of-band buffers) are refused, every ``GLOBAL`` must be on the allow-list below,
-   and memo indices are bounded by the pickle's length;
+   (:func:`sttn_sim.io.pickle_scan.scan_pickle`: one compiled linear pass that
+   simulates the unpickler's stack, so nothing is built yet): opcodes that build
+   arbitrary objects (``INST``, ``OBJ``, ``NEWOBJ``, ``NEWOBJ_EX``, ``EXT*``, text
+   ``PERSID``, out-of-band buffers) are refused, every ``GLOBAL`` must be on the
+   allow-list below, memo indices and declared lengths are bounded, the nesting depth
+   of every container is measured and bounded (``MAX_DEPTH``: a deeply nested tuple
+   would crash the interpreter when hashed), and so is the number of objects the
+   unpickler would create (:data:`OBJECTS_PER_FILE_BYTE`);
 2. the pickle is then unpickled by :class:`RestrictedUnpickler`, a
    :class:`pickle.Unpickler` whose :meth:`~RestrictedUnpickler.find_class` maps the
    allow-listed globals to this module's own harmless functions (they build small
@@ -22,12 +25,31 @@ called; instead
    from the storage type, the location (``'cpu'``, ``'cuda:0'``, ...) is only recorded
    (all data goes to host memory), and the declared size is checked against the real
    data before anything is read;
-4. finally every tensor record is turned into a NumPy array: size, stride and storage
-   offset are validated against the storage (the largest element index must lie
-   inside it), the strided view is taken with ``as_strided`` on that bounds-checked
-   buffer and copied out in native byte order.  Tensors that share a storage (views)
-   read the same bytes.  The total of materialised bytes is capped at
-   ``4 x file size + 16 MiB`` (no amplification through many views of one storage).
+4. every tensor record is checked against its storage (size, stride and storage offset:
+   the largest element index must lie inside it) and the bytes every tensor will
+   produce are counted, all before any storage data is read; then each storage is
+   read once, only the element range its tensors use (a deflated zip entry is inflated
+   in 1 MiB steps up to the last byte used, never whole);
+5. finally every tensor is turned into a NumPy array: the strided view is taken with
+   ``as_strided`` on that bounds-checked buffer and copied out in native byte order.
+   Tensors that share a storage (views) read the same bytes.
+
+Resource bounds, all proportional to the file's size ``S`` (a real checkpoint stays far
+below each; every one is checked before the memory is spent):
+
+* ``data.pkl`` may expand to at most ``PICKLE_RATIO x S + PICKLE_SLACK`` bytes
+  (8 x S + 1 MiB: a checkpoint's pickle is small next to its tensors, and deflates
+  about 4:1) and never beyond :data:`MAX_PICKLE_BYTES`; the scan runs at tens of MB/s
+  on adversarial streams and over 100 MB/s on a real ``data.pkl``;
+* a pickle may create at most ``S // OBJECTS_PER_FILE_BYTE + OBJECTS_SLACK`` objects
+  (S/16 + 32768: PyTorch writes ~15 pickle bytes per object into a file at least as
+  large), which bounds the unpickler's memory (up to ~250 bytes per object, an empty
+  set) and the time spent on them;
+* the bytes inflated from deflated storage entries, *counting every byte inflated*
+  (used by a tensor or not), total at most ``INFLATE_RATIO x S + INFLATE_SLACK``
+  (8 x S + 16 MiB); each storage may inflate what is left of that;
+* the arrays produced (views of one storage included) total at most
+  ``MATERIALISE_RATIO x S + MATERIALISE_SLACK`` (4 x S + 16 MiB).
 
 Allow-list (module.name → what it becomes here):
 
@@ -63,17 +85,17 @@ import io
 import math
 import os
 import pickle
-import pickletools
 import struct
-import warnings
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 from ..errors import CheckpointError, SttnError
 from .atomic import file_name
+from .pickle_scan import MAX_DEPTH, ScanRefused
+from .pickle_scan import scan_pickle as _scan_opcodes
 
 __all__ = [
     "LEGACY_MAGIC_NUMBER",
@@ -106,11 +128,18 @@ STORAGE_TYPES: dict[str, str] = {
 }
 
 MAX_NDIM = 64
-MAX_DEPTH = 100
 _MAX_DIM = 1 << 48  # no real dimension or stride comes near this; keeps NumPy's index arithmetic in range
 MAX_PICKLE_BYTES = 1 << 30
+#: data.pkl may expand to PICKLE_RATIO x file size + PICKLE_SLACK bytes
+PICKLE_RATIO, PICKLE_SLACK = 8, 1 << 20
+#: a pickle may create file size // OBJECTS_PER_FILE_BYTE + OBJECTS_SLACK objects
+OBJECTS_PER_FILE_BYTE, OBJECTS_SLACK = 16, 1 << 15
+#: bytes inflated from deflated storage entries: INFLATE_RATIO x file size + INFLATE_SLACK in total
+INFLATE_RATIO, INFLATE_SLACK = 8, 16 << 20
+#: bytes of the arrays produced: MATERIALISE_RATIO x file size + MATERIALISE_SLACK in total
+MATERIALISE_RATIO, MATERIALISE_SLACK = 4, 16 << 20
 _DEFLATE_MAX_RATIO = 1100  # deflate cannot expand more than ~1032:1
-_BUDGET_SLACK = 16 << 20
+_INFLATE_CHUNK = 1 << 20  # deflated entries are inflated in steps of this size
 
 
 class _Refused(Exception):
@@ -349,21 +378,9 @@ def _build_allow_list() -> dict[tuple[str, str], object]:
 
 
 _ALLOW = _build_allow_list()
+_ALLOWED_PAIRS = frozenset(_ALLOW)
 #: The globals a checkpoint pickle may name, as ``"module.name"`` strings.
 ALLOWED_GLOBALS: tuple[str, ...] = tuple(sorted(f"{m}.{n}" for m, n in _ALLOW))
-
-_ALLOWED_OPCODES = frozenset(
-    """PROTO FRAME STOP MARK POP POP_MARK DUP
-    INT BININT BININT1 BININT2 LONG LONG1 LONG4 NONE NEWTRUE NEWFALSE FLOAT BINFLOAT
-    STRING BINSTRING SHORT_BINSTRING UNICODE BINUNICODE SHORT_BINUNICODE BINUNICODE8
-    BINBYTES SHORT_BINBYTES BINBYTES8 BYTEARRAY8
-    EMPTY_TUPLE TUPLE TUPLE1 TUPLE2 TUPLE3 EMPTY_LIST LIST APPEND APPENDS
-    EMPTY_DICT DICT SETITEM SETITEMS EMPTY_SET ADDITEMS FROZENSET
-    GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT MEMOIZE
-    GLOBAL STACK_GLOBAL REDUCE BUILD BINPERSID""".split()
-)
-_MEMO_OPCODES = frozenset("GET BINGET LONG_BINGET PUT BINPUT LONG_BINPUT".split())
-
 
 def _short(value, limit: int = 80) -> str:
     try:
@@ -383,36 +400,16 @@ def _refuse_global(module: str, name: str) -> _Refused:
 # scanning and unpickling
 
 
-def scan_pickle(data: bytes, start: int = 0) -> int:
-    """Check the pickle starting at ``data[start]`` opcode by opcode; return its end offset.
-
-    Raises ``_Refused`` for a disallowed opcode or global, an out-of-range memo index,
-    or a malformed / truncated pickle.  Nothing is unpickled.
-    """
-    stream = io.BytesIO(data)
-    stream.seek(start)
-    memo_limit = len(data) - start + 16
+def scan_pickle(data: bytes, start: int = 0, max_objects: int = 1 << 62) -> int:
+    """Check the pickle starting at ``data[start]`` opcode by opcode against this
+    module's allow-list (:func:`sttn_sim.io.pickle_scan.scan_pickle`); return its end
+    offset.  Raises ``_Refused`` for a disallowed opcode or global, an out-of-range memo
+    index, nesting deeper than ``MAX_DEPTH``, more than ``max_objects`` objects, or a
+    malformed / truncated pickle.  Nothing is unpickled."""
     try:
-        with warnings.catch_warnings():  # pickletools warns about odd escapes in STRING opcodes
-            warnings.simplefilter("ignore")
-            for op, arg, pos in pickletools.genops(stream):  # lazily: the first bad opcode is reported
-                name = op.name
-                if name not in _ALLOWED_OPCODES:
-                    raise _Refused(f"pickle opcode {name} at byte {pos} is not allowed (it builds arbitrary objects)")
-                if name == "GLOBAL":
-                    module, _, gname = str(arg).partition(" ")
-                    if (module, gname) not in _ALLOW:
-                        raise _refuse_global(module, gname)
-                elif name in _MEMO_OPCODES:
-                    if not _is_int(arg) or not 0 <= arg <= memo_limit:
-                        raise _Refused(f"pickle memo index {arg!r} at byte {pos} is out of range")
-                elif name == "PROTO" and not 0 <= arg <= 5:
-                    raise _Refused(f"pickle protocol {arg} is not supported")
-    except _Refused:
-        raise
-    except (ValueError, EOFError, struct.error, UnicodeDecodeError, OverflowError, MemoryError) as exc:
-        raise _Refused(f"the pickle at byte {start} is corrupt or truncated ({exc})") from None
-    return stream.tell()
+        return _scan_opcodes(data, start, _ALLOWED_PAIRS, max_objects)
+    except ScanRefused as exc:
+        raise _Refused(str(exc)) from None
 
 
 class RestrictedUnpickler(pickle.Unpickler):
@@ -439,9 +436,9 @@ class RestrictedUnpickler(pickle.Unpickler):
         return self._persistent(pid)
 
 
-def _unpickle(data: bytes, start: int, persistent=None) -> tuple[Any, int]:
+def _unpickle(data: bytes, start: int, max_objects: int, persistent=None) -> tuple[Any, int]:
     """Scan, then unpickle the pickle at ``data[start:]``; return (object, end offset)."""
-    end = scan_pickle(data, start)
+    end = scan_pickle(data, start, max_objects)
     try:
         obj = RestrictedUnpickler(io.BytesIO(data[start:end]), persistent).load()
     except _Refused:
@@ -532,67 +529,155 @@ class _StorageTable:
         return existing
 
 
-@dataclass
+class _Budget:
+    """What reading one file may still cost: bytes of arrays to produce and bytes to
+    inflate from deflated entries, both proportional to the file size (module docstring)."""
+
+    def __init__(self, file_size: int):
+        self.materialise = MATERIALISE_RATIO * file_size + MATERIALISE_SLACK
+        self.inflate = INFLATE_RATIO * file_size + INFLATE_SLACK
+
+    def spend_materialise(self, nbytes: int, what: str) -> None:
+        if nbytes > self.materialise:
+            raise _Refused(f"{what} needs {nbytes} bytes, more than the file can justify ({self.materialise} bytes "
+                           f"left of the budget of {MATERIALISE_RATIO} x file size + "
+                           f"{MATERIALISE_SLACK >> 20} MiB)")
+        self.materialise -= nbytes
+
+    def inflate_step(self, wanted: int, what: str) -> int:
+        """How many more bytes may be inflated now (at most ``wanted``); refuses when none."""
+        if self.inflate <= 0:
+            raise _Refused(f"{what}: inflating more than {INFLATE_RATIO} x file size + {INFLATE_SLACK >> 20} MiB "
+                           f"in total, more than the file can justify")
+        return min(wanted, self.inflate)
+
+    def spend_inflate(self, nbytes: int) -> None:
+        self.inflate -= nbytes
+
+
+#: the scalar types an unpickled object can have (exact: the unpickler makes no subclasses)
+_PLAIN_TYPES = frozenset({type(None), bool, int, float, complex, str, bytes})
+
+
+def _root(ref: _StorageRef) -> tuple[_StorageRef, int]:
+    """The storage that holds ``ref``'s data and ``ref``'s first element in it."""
+    base = 0
+    while ref.parent is not None:
+        base += ref.elem_offset
+        ref = ref.parent
+    return ref, base
+
+
 class _Materialiser:
-    """Turns the unpickled tree into plain Python + NumPy, within a byte budget."""
+    """Turns the unpickled tree into plain Python + NumPy, within a byte budget.
 
-    budget: int
-    cache: dict = field(default_factory=dict)
-    tensors: int = 0
+    Three steps: :meth:`plan` checks every tensor against its storage, counts the bytes
+    the arrays will take (refused beyond the budget) and notes the element range each
+    root storage must supply; :meth:`load` reads those ranges (nothing else); then
+    :meth:`convert` builds the result.
+    """
 
-    def storage_array(self, ref: _StorageRef) -> np.ndarray:
-        if ref.parent is not None:
-            root = self.storage_array(ref.parent)
-            return root[ref.elem_offset: ref.elem_offset + ref.numel]
-        flat = ref.loader()
-        if flat.size != ref.numel:  # the loaders check this; a second line of defence
-            raise _Refused(f"storage {ref.key!r} holds {flat.size} elements, expected {ref.numel}")
-        return flat
+    def __init__(self, budget: _Budget):
+        self.budget = budget
+        self.cache: dict = {}
+        self.tensors = 0
+        self.needed: dict[int, tuple[_StorageRef, int, int]] = {}  # id(root) -> (root, first, end) elements
+        self.loaded: dict[int, tuple[np.ndarray, int]] = {}  # id(root) -> (elements first..end-1, first)
 
-    def _spend(self, nbytes: int, what: str) -> None:
-        if nbytes > self.budget:
-            raise _Refused(f"{what} needs {nbytes} bytes, more than the file can justify "
-                           f"({self.budget} bytes left of the budget of 4 x file size + 16 MiB)")
-        self.budget -= nbytes
+    def _need(self, ref: _StorageRef, first: int, end: int) -> None:
+        root, base = _root(ref)
+        lo, hi = base + first, base + end
+        known = self.needed.get(id(root))
+        if known is not None:
+            lo, hi = min(lo, known[1]), max(hi, known[2])
+        self.needed[id(root)] = (root, lo, hi)
+
+    def plan(self, obj) -> None:
+        """Check and count every tensor and storage in ``obj`` (walked iteratively, each
+        object once, no deeper than ``MAX_DEPTH``); read nothing."""
+        seen: set[int] = set()
+        counted: set = set()
+        todo = [(obj, 0)]
+        while todo:
+            item, depth = todo.pop()
+            kind = type(item)
+            if kind in _PLAIN_TYPES or id(item) in seen:
+                continue
+            seen.add(id(item))
+            if depth > MAX_DEPTH:
+                raise _Refused(f"containers nest deeper than {MAX_DEPTH} levels")
+            if kind is _TensorRecord:
+                self._plan_tensor(item, counted)
+            elif kind is _StorageRef:
+                if item.numel:
+                    self.budget.spend_materialise(item.numel * item.itemsize, f"storage {item.key!r}")
+                    self._need(item, 0, item.numel)
+            elif isinstance(item, dict):
+                todo.extend((x, depth + 1) for kv in item.items() for x in kv)
+            elif kind in (list, tuple, set, frozenset):
+                todo.extend((x, depth + 1) for x in item)
+
+    def _plan_tensor(self, rec: _TensorRecord, counted: set) -> None:
+        st, size, stride, offset = rec.storage, rec.size, rec.stride, rec.offset
+        key = (id(st), offset, size, stride)
+        numel = math.prod(size)
+        if key in counted or numel == 0:
+            return
+        counted.add(key)
+        what = f"tensor of shape {list(size)} on storage {st.key!r}"
+        last = offset + sum((d - 1) * s for d, s in zip(size, stride))
+        if last >= st.numel:
+            raise _Refused(f"{what} with stride {list(stride)} and offset {offset} reaches element {last}, "
+                           f"but the storage holds {st.numel} elements ({st.tag!r})")
+        self.budget.spend_materialise(numel * _native_dtype(st).itemsize, what)
+        self._need(st, offset, last + 1)
+
+    def load(self) -> None:
+        """Read, per root storage, the element range the tensors use."""
+        for key, (root, lo, hi) in self.needed.items():
+            data = root.loader(lo * root.itemsize, hi * root.itemsize)
+            flat = np.frombuffer(data, dtype=root.dtype)
+            if flat.size != hi - lo:  # the loaders check this; a second line of defence
+                raise _Refused(f"storage {root.key!r} gave {flat.size} elements, expected {hi - lo}")
+            self.loaded[key] = (flat, lo)
+
+    def elements(self, ref: _StorageRef, first: int) -> np.ndarray:
+        """The elements of ``ref`` from element ``first`` on, as far as :meth:`load` read
+        them (a view; :meth:`plan` made sure they cover what the caller uses)."""
+        root, base = _root(ref)
+        flat, lo = self.loaded[id(root)]
+        return flat[base + first - lo:]
 
     def tensor(self, rec: _TensorRecord) -> np.ndarray:
         st, size, stride, offset = rec.storage, rec.size, rec.stride, rec.offset
-        what = f"tensor of shape {list(size)} on storage {st.key!r}"
         key = (id(st), offset, size, stride)
         if key in self.cache:
             return self.cache[key]
-        native = _native_dtype(st)
-        numel = math.prod(size)
-        if numel == 0:
-            out = np.zeros(size, native)
+        if math.prod(size) == 0:
+            out = np.zeros(size, _native_dtype(st))
         else:
-            last = offset + sum((d - 1) * s for d, s in zip(size, stride))
-            if last >= st.numel:
-                raise _Refused(f"{what} with stride {list(stride)} and offset {offset} reaches element {last}, "
-                               f"but the storage holds {st.numel} elements ({st.tag!r})")
-            self._spend(numel * native.itemsize, what)
-            flat = self.storage_array(st)
+            flat = self.elements(st, offset)
             strides = tuple(0 if d == 1 else s * flat.itemsize for d, s in zip(size, stride))
-            view = np.lib.stride_tricks.as_strided(flat[offset:], shape=size, strides=strides, writeable=False)
+            view = np.lib.stride_tricks.as_strided(flat, shape=size, strides=strides, writeable=False)
             out = _to_native(view, st)
         self.tensors += 1
         self.cache[key] = out
         return out
 
     def convert(self, obj, depth: int = 0, memo: dict | None = None):
+        if type(obj) in _PLAIN_TYPES:
+            return obj
         memo = {} if memo is None else memo
         oid = id(obj)
         if oid in memo:
             return memo[oid]
         if depth > MAX_DEPTH:
             raise _Refused(f"containers nest deeper than {MAX_DEPTH} levels")
-        if obj is None or isinstance(obj, (bool, int, float, complex, str, bytes)):
-            return obj
         if isinstance(obj, _TensorRecord):
             result = self.tensor(obj)
         elif isinstance(obj, _StorageRef):
-            self._spend(obj.numel * obj.itemsize, f"storage {obj.key!r}")
-            result = _to_native(self.storage_array(obj), obj)
+            flat = self.elements(obj, 0)[: obj.numel] if obj.numel else np.zeros(0, obj.dtype)
+            result = _to_native(flat, obj)
         elif isinstance(obj, dict):  # _PickledDict or a plain dict
             result = {}
             memo[oid] = result
@@ -674,8 +759,16 @@ def _file_size(filename: str) -> int:
         raise CheckpointError(f"{filename}: cannot be read ({exc.strerror or exc})") from None
 
 
+def _pickle_limits(size: int) -> tuple[int, int]:
+    """(largest data.pkl, most objects per pickle) for a file of ``size`` bytes."""
+    return (min(MAX_PICKLE_BYTES, PICKLE_RATIO * size + PICKLE_SLACK),
+            size // OBJECTS_PER_FILE_BYTE + OBJECTS_SLACK)
+
+
 def _read_zip(filename: str) -> TorchFile:
     size = _file_size(filename)
+    budget = _Budget(size)
+    pickle_limit, max_objects = _pickle_limits(size)
     try:
         zf = zipfile.ZipFile(filename)
     except OSError as exc:
@@ -697,7 +790,7 @@ def _read_zip(filename: str) -> TorchFile:
             raise _Refused(f"zip archive holds several checkpoints ({', '.join(tops)})")
         prefix = tops[0]
 
-        def read_entry(name: str, limit: int) -> bytes:
+        def checked_info(name: str, limit: int | None) -> zipfile.ZipInfo:
             info = infos[name]
             if info.compress_type == zipfile.ZIP_STORED:
                 if info.compress_size != info.file_size or info.file_size > size:
@@ -707,8 +800,12 @@ def _read_zip(filename: str) -> TorchFile:
                     raise _Refused(f"entry {name!r} declares an impossible size of {info.file_size} bytes")
             else:
                 raise _Refused(f"entry {name!r} uses unsupported zip compression method {info.compress_type}")
-            if info.file_size > limit:
+            if limit is not None and info.file_size > limit:
                 raise _Refused(f"entry {name!r} is {info.file_size} bytes, more than the limit of {limit}")
+            return info
+
+        def read_entry(name: str, limit: int) -> bytes:
+            info = checked_info(name, limit)
             try:
                 data = zf.read(info)
             except Exception as exc:  # BadZipFile (CRC, header mismatch), zlib.error, EOFError ...
@@ -716,6 +813,42 @@ def _read_zip(filename: str) -> TorchFile:
             if len(data) != info.file_size:
                 raise _Refused(f"entry {name!r} holds {len(data)} bytes, its header says {info.file_size}")
             return data
+
+        def read_range(name: str, lo: int, hi: int) -> bytearray:
+            """Bytes ``lo`` .. ``hi - 1`` of an entry, streamed in steps of 1 MiB.  A stored
+            entry is read to its end (its bytes are in the file; the CRC gets checked); a
+            deflated one is inflated only up to ``hi``, every byte counted against the
+            budget (its CRC is checked when ``hi`` is its end)."""
+            info = checked_info(name, None)  # (its size was checked against the pickle's declaration)
+            deflated = info.compress_type == zipfile.ZIP_DEFLATED
+            if deflated and hi > budget.inflate:  # refused before anything is inflated or allocated
+                raise _Refused(f"entry {name!r}: tensors use its bytes up to {hi}, but inflating them would exceed "
+                               f"{INFLATE_RATIO} x file size + {INFLATE_SLACK >> 20} MiB in total "
+                               f"({budget.inflate} bytes left), more than the file can justify")
+            stop = hi if deflated else info.file_size
+            out = bytearray(hi - lo)
+            view = memoryview(out)
+            pos = 0
+            try:
+                with zf.open(info) as f:
+                    while pos < stop:
+                        step = min(_INFLATE_CHUNK, stop - pos)
+                        if deflated:
+                            step = budget.inflate_step(step, f"entry {name!r}")
+                        chunk = f.read(step)
+                        if deflated:
+                            budget.spend_inflate(len(chunk))
+                        if not chunk:
+                            raise _Refused(f"entry {name!r} ends after {pos} bytes, its header says {info.file_size}")
+                        a, b = max(pos, lo), min(pos + len(chunk), hi)
+                        if a < b:
+                            view[a - lo: b - lo] = chunk[a - pos: b - pos]
+                        pos += len(chunk)
+            except _Refused:
+                raise
+            except Exception as exc:  # BadZipFile (CRC, header mismatch), zlib.error, EOFError ...
+                raise _Refused(f"entry {name!r} cannot be read ({type(exc).__name__}: {exc})") from None
+            return out
 
         byteorder = "little"
         if f"{prefix}/byteorder" in infos:
@@ -740,30 +873,31 @@ def _read_zip(filename: str) -> TorchFile:
             if info.file_size != nbytes:
                 raise _Refused(f"storage {key!r}: entry {name!r} holds {info.file_size} bytes but the pickle "
                                f"declares {tag!r} of {nbytes} bytes")
-            cache: list[np.ndarray] = []
-
-            def load() -> np.ndarray:
-                if not cache:
-                    data = read_entry(name, max(nbytes, 1))
-                    dtype = table._dtype(tag)
-                    cache.append(np.frombuffer(data, dtype=dtype))
-                return cache[0]
-
-            return load
+            return lambda lo, hi: read_range(name, lo, hi)
 
         table = _StorageTable(declare, byteorder)
-        pkl = read_entry(f"{prefix}/data.pkl", MAX_PICKLE_BYTES)
-        obj, end = _unpickle(pkl, 0, table)
+        pkl = read_entry(f"{prefix}/data.pkl", pickle_limit)
+        obj, end = _unpickle(pkl, 0, max_objects, table)
         if end != len(pkl):
             raise _Refused(f"'{prefix}/data.pkl' has {len(pkl) - end} bytes after the end of the pickle")
-        mat = _Materialiser(budget=4 * size + _BUDGET_SLACK)
-        result = mat.convert(obj)
+        del pkl
+        result, tensors = _materialised(obj, budget)
         return TorchFile(filename, result, "pytorch-zip", prefix, version, byteorder, tuple(table.devices),
-                         len(table.refs), mat.tensors)
+                         len(table.refs), tensors)
+
+
+def _materialised(obj, budget: _Budget) -> tuple[Any, int]:
+    """``obj`` with NumPy arrays for its tensors, and the number of tensors."""
+    mat = _Materialiser(budget)
+    mat.plan(obj)
+    mat.load()
+    return mat.convert(obj), mat.tensors
 
 
 def _read_legacy(filename: str) -> TorchFile:
     size = _file_size(filename)
+    budget = _Budget(size)
+    _, max_objects = _pickle_limits(size)
     try:
         with open(filename, "rb") as f:
             data = f.read()
@@ -772,14 +906,14 @@ def _read_legacy(filename: str) -> TorchFile:
     if len(data) >= 262 and data[257:262] == b"ustar":
         raise _Refused("this is the very old tar-based PyTorch format, which is not supported; "
                        "re-save it with a current PyTorch")
-    magic, pos = _unpickle(data, 0)
+    magic, pos = _unpickle(data, 0, max_objects)
     if not _is_int(magic) or magic != LEGACY_MAGIC_NUMBER:
         raise _Refused(f"not a PyTorch legacy checkpoint: the first pickle is {_short(magic)}, "
                        f"expected the magic number {LEGACY_MAGIC_NUMBER:#x}")
-    proto, pos = _unpickle(data, pos)
+    proto, pos = _unpickle(data, pos, max_objects)
     if not _is_int(proto) or proto != LEGACY_PROTOCOL_VERSION:
         raise _Refused(f"legacy protocol version {_short(proto)} is not supported (expected {LEGACY_PROTOCOL_VERSION})")
-    sys_info, pos = _unpickle(data, pos)
+    sys_info, pos = _unpickle(data, pos, max_objects)
     if not isinstance(sys_info, dict):
         raise _Refused("the legacy system-info record is not a dict")
 
@@ -788,20 +922,17 @@ def _read_legacy(filename: str) -> TorchFile:
 
     def declare(key, tag, location, nbytes):
         declared[key] = (tag, nbytes)
-        cache: list[np.ndarray] = []
 
-        def load() -> np.ndarray:
-            if not cache:
-                if key not in views:
-                    raise _Refused(f"storage {key!r} is used by a tensor but has no data in the file")
-                cache.append(np.frombuffer(views[key], dtype=table._dtype(tag)))
-            return cache[0]
+        def load(lo: int, hi: int) -> memoryview:
+            if key not in views:
+                raise _Refused(f"storage {key!r} is used by a tensor but has no data in the file")
+            return views[key][lo:hi]
 
         return load
 
     table = _StorageTable(declare, "little")  # the legacy writer always stores little-endian data
-    obj, pos = _unpickle(data, pos, table)
-    keys, pos = _unpickle(data, pos)
+    obj, pos = _unpickle(data, pos, max_objects, table)
+    keys, pos = _unpickle(data, pos, max_objects)
     if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
         raise _Refused("the legacy storage key list is not a list of strings")
     for key in keys:
@@ -821,10 +952,9 @@ def _read_legacy(filename: str) -> TorchFile:
                            f"{len(data) - start} left (truncated)")
         views[key] = memoryview(data)[start: start + nbytes]
         pos = start + nbytes
-    mat = _Materialiser(budget=4 * size + _BUDGET_SLACK)
-    result = mat.convert(obj)
+    result, tensors = _materialised(obj, budget)
     return TorchFile(filename, result, "pytorch-legacy", None, str(LEGACY_PROTOCOL_VERSION), "little",
-                     tuple(table.devices), len(table.refs), mat.tensors)
+                     tuple(table.devices), len(table.refs), tensors)
 
 
 def read_torch_file(path) -> TorchFile:

@@ -25,7 +25,8 @@ import torch
 
 from sttn_sim import fold, load_checkpoint, reference_forward, save_model, sttn_resnet18, synthetic_model
 from sttn_sim.errors import CheckpointError, FoldError, ModelError
-from sttn_sim.io.official import load_official, model_from_official, official_state_dict, save_official
+from sttn_sim.io.official import (load_official, model_from_official, official_layout, official_state_dict,
+                                  save_official)
 from sttn_sim.io.torch_reader import read_torch_file
 from sttn_sim.io.torch_writer import write_torch_legacy, write_torch_zip
 
@@ -107,6 +108,27 @@ def test_default_input_size_is_imagenet():
     model = load_checkpoint(ZIP)
     assert model.input_shape == (3, 224, 224)
     assert model["avgpool"].attrs["kernel"] == 7  # the official AvgPool2d(7)
+
+
+@pytest.mark.parametrize("base, in_channels, classes", [(1, 3, 10), (3, 1, 7), (64, 3, 1000)])
+@pytest.mark.parametrize("form", ["bwx2", "ter"])
+def test_official_layout_is_the_builders(base, in_channels, classes, form):
+    """The layout the keys are checked against (before building anything) names exactly the
+    builder's parameters, with their shapes, in the builder's order (the stem bias is the
+    one optional extra)."""
+    template = sttn_resnet18(width=base / 64, num_classes=classes, in_channels=in_channels, input_size=224)
+    expected = {}
+    for layer in template.layers:
+        for param, value in layer.params.items():
+            if layer.kind == "sttn_conv":
+                suffix = "_" + param[-1] if form == "bwx2" else ""
+                key = f"{layer.name}{suffix}.{param[:-1]}"
+            else:
+                key = f"{layer.name}.{param}"
+            expected[key] = (layer.name, layer.kind, value.shape)
+    layout = official_layout(base, in_channels, classes, form)
+    assert layout.pop("features.0.bias") == ("features.0", "conv", (base,))
+    assert list(layout.items()) == list(expected.items())
 
 
 def test_file_name_does_not_decide(tmp_path, models):
