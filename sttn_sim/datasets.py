@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from .errors import ShapeError, SttnError
+from .io import load_checkpoint
 
 __all__ = ["digits", "load_npz", "check_dataset", "split_arrays", "default_model", "data_path",
            "DIGITS_CLASSES", "DatasetError"]
@@ -186,7 +187,6 @@ def default_model():
     Returns the latent-form :class:`~sttn_sim.graph.Model`; ``model.metadata`` holds the
     training method, seed, test accuracy, epochs and the command that produced it.
     """
-    from .io import load_checkpoint
 
     path = data_path("default_model.safetensors")
     if not path.is_file():

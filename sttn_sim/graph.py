@@ -23,6 +23,8 @@ import copy
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+import pandas as pd
+
 from .errors import ModelError
 from .kinds import REGISTRY, get_kind
 
@@ -192,7 +194,6 @@ class Model:
 
     def summary(self) -> "pd.DataFrame":  # noqa: F821 - pandas imported lazily
         """One row per layer: name, kind, inputs, parameter shapes and count."""
-        import pandas as pd
 
         rows = []
         for layer in self.layers:

@@ -54,13 +54,16 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from tqdm import tqdm
 
 from ..errors import ModelError, SttnError
-from ..rules import activation_bounds, batchnorm_affine, folded_activation_bounds, thresholds_from_affine
 from ..graph import Layer, Model
-from ..recording import LayerEvent, Recorder
-from ..shapes import infer_shapes
 from ..kernels.quantizer_stats import QuantizerAccumulator, accumulate, accumulate_reference
+from ..recording import LayerEvent, Recorder
+from ..reference import run_reference
+from ..rules import activation_bounds, batchnorm_affine, folded_activation_bounds, thresholds_from_affine
+from ..shapes import infer_shapes
+from .weights import layer_ternary_weights
 
 #: 160 bins of width 1/20 on [-4, 4): every edge k/20 is exact enough that ±0.5 are edges.
 DEFAULT_BINS = np.arange(-80, 81) / 20.0
@@ -256,7 +259,6 @@ def mac_maps(nonzero: np.ndarray, input_shape: tuple, stride: int = 1, padding: 
 
 
 def _consumers(model: Model, quantizer: Layer, shape: tuple) -> list[_Consumer]:
-    from .weights import layer_ternary_weights
 
     found = []
     for layer in model.consumers(quantizer.name):
@@ -605,7 +607,6 @@ class ActivationRecorder(Recorder):
 
 def reference_executor(model: Model, x: np.ndarray, recorder: Recorder) -> None:
     """The default executor: the float64 reference path with a recorder and no full record."""
-    from ..reference import run_reference
 
     run_reference(model, x, record=False, recorder=recorder)
 
@@ -621,7 +622,6 @@ def collect_activations(model: Model, batches, *, recorder: ActivationRecorder |
     ``executor=lambda m, x, rec: Engine(m).run(x, recorder=rec)``. A tqdm progress bar
     is shown unless ``progress=False``.
     """
-    from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipywidgets
 
     rec = recorder if recorder is not None else ActivationRecorder(bins, tie_eps=tie_eps)
     run = executor or reference_executor

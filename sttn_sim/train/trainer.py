@@ -38,6 +38,8 @@ from tqdm import tqdm  # plain text bar: tqdm.auto warns in Jupyter without ipyw
 from ..datasets import check_dataset
 from ..errors import ModelError, SttnError
 from ..graph import Model
+from ..io import save_model
+from ..reference import reference_forward
 from ..stats.intervals import interval_statistics
 from . import losses as L
 from .network import Network, prepare_model
@@ -213,7 +215,6 @@ def _teacher_logits(teacher, x) -> np.ndarray:
     if isinstance(teacher, Network):
         return teacher.predict(x).astype(np.float64)
     if isinstance(teacher, Model):
-        from ..reference import reference_forward
         return reference_forward(teacher, np.asarray(x, np.float64))
     raise ModelError(f"teacher: expected a Model, Network or TrainResult, got {type(teacher).__name__}")
 
@@ -317,7 +318,6 @@ def train(model: Model, data, config: TrainConfig | None = None, *, teacher=None
             layer_rows += [dict(r, epoch=epoch) for r in layer_records(net)]
         last_good, last_epoch = net.copy_state(), epoch
         if cfg.checkpoint:
-            from ..io import save_model
             save_model(net.export(dict(base_meta, epochs_completed=epoch, test_accuracy_float32=test_acc)),
                        cfg.checkpoint)
         bar.set_postfix(loss=f"{rec['train_loss']:.3f}", train=f"{rec['train_acc']:.3f}", test=f"{test_acc:.3f}")
