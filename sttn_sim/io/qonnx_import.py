@@ -32,12 +32,15 @@ channel), after an optional     ``hi = T₁``; a preceding ``Mul`` by a per-chan
 ``Add``                         ``add`` of two values; with a constant, a bias of the
                                 weighted layer before it
 ``Concat`` (channels)           ``concat``
+``Pad`` (zeros after the        ``channel_pad`` (the downsampling shortcut)
+channels)
 ``Flatten`` / ``Reshape``       ``flatten`` (a reshape to ``[N, features]`` only)
 ``Identity``, ``Constant``      dropped / constants
 ==============================  =============================================================
 
 Anything else — another operator, another bit width, a ``Quant`` with a zero point, a
-per-channel activation scale, a float-weight layer on ternary codes — is refused with a
+per-channel activation scale, a float operation on ternary codes of a scale other
+than 1 — is refused with a
 :class:`~sttn_sim.errors.CheckpointError` naming the file, the node, its op type and what
 is supported.  So are a truncated or malformed file, an ONNX graph without QONNX
 quantizers ("not QONNX"), shape mismatches (the model's validation, naming the node)
@@ -64,7 +67,7 @@ _MODEL_TAGS = {0x12, 0x1A, 0x22, 0x28, 0x32, 0x3A, 0x42, 0x72, 0x7A}
 #: QONNX quantizer operators (any domain spelling Brevitas and FINN use)
 QONNX_OPS = ("Quant", "MultiThreshold")
 SUPPORTED_OPS = ("Conv", "Gemm", "MatMul", "BatchNormalization", "Relu", "PRelu", "MaxPool", "AveragePool",
-                 "GlobalAveragePool", "Add", "Concat", "Flatten", "Reshape", "Identity", "Constant", "Mul",
+                 "GlobalAveragePool", "Add", "Concat", "Pad", "Flatten", "Reshape", "Identity", "Constant", "Mul",
                  "Quant", "MultiThreshold")
 TERNARY_QUANT = "Quant with bit width 2, signed=1, narrow=1, zero point 0, rounding ROUND (ternary)"
 #: largest ONNX file read (bytes): far beyond any ternary model this toolkit analyses
@@ -306,11 +309,8 @@ class _Importer:
                 kind = "ter_conv" if family == "conv" else "ter_linear"
             else:
                 kernel, kind = s.reshape(per) * codes, family
-        elif w.const is not None:
-            if x.act_scale is not None:
-                raise self.fail(node, "float weights on a ternary activation: supported there are ternary "
-                                      f"weights ({TERNARY_QUANT} on the weight)")
-            kernel, kind = weight_t(np.asarray(w.const, np.float64)), family
+        elif w.const is not None:  # float weights (on codes of scale a: conv(a·q, W) = conv(q, a·W))
+            kernel, kind = weight_t(np.asarray(w.const, np.float64)) * (x.act_scale or 1.0), family
         else:
             raise self.fail(node, "the weight must be a constant or a Quant of a constant")
         if kind in ("conv", "ter_conv") and kernel.ndim != 4:
@@ -350,8 +350,17 @@ class _Importer:
 
     # -- float and shape layers -------------------------------------------------------
     def _float_input(self, node, name: str) -> _Value:
+        """A value a float operation reads: a float value, or ternary codes of scale 1
+        (their values are the codes)."""
         x = self.value(node, name)
-        self._dynamic_input(node, x)
+        if x.act_scale is not None and x.act_scale != 1.0 and x.direction is None and x.layer is not None:
+            raise self.fail(node, f"reads a ternary activation of scale {x.act_scale:g}: supported are ternary "
+                                  f"activations into ternary-weight layers, MaxPool, Concat and Flatten/Reshape (or "
+                                  f"of scale 1)")
+        if x.act_scale is None:
+            self._dynamic_input(node, x)
+        elif x.direction is not None:
+            raise self.fail(node, "a Mul by ±1/0 is supported only right before a MultiThreshold")
         return x
 
     def op_BatchNormalization(self, node, index):
@@ -438,8 +447,8 @@ class _Importer:
                                                                                                  (channels,))
             self.values[node.output[0]] = _Value(layer=last.name)
             return
-        for v in (a, b):
-            self._dynamic_input(node, v)
+        for name in node.input:
+            self._float_input(node, name)
         self.add(node, index, "add", [a.layer, b.layer])
 
     def op_Concat(self, node, index):
@@ -455,6 +464,23 @@ class _Importer:
             if p.layer is None or p.direction is not None:
                 raise self.fail(node, "supported are concatenations of computed values")
         self.add(node, index, "concat", [p.layer for p in parts], act_scale=scales.pop())
+
+    def op_Pad(self, node, index):
+        a = self.attrs(node)
+        mode = a.get("mode", b"constant")
+        x = self._float_input(node, node.input[0])
+        pads = np.asarray(self.constant(node, node.input[1]), np.int64).reshape(-1)
+        value = self.constant(node, node.input[2]) if len(node.input) > 2 and node.input[2] else np.zeros(1)
+        shape = self._shape_of(node, x.layer)
+        ndim = len(shape) + 1
+        expected = np.zeros(2 * ndim, np.int64)
+        if pads.size == 2 * ndim:
+            expected[ndim + 1] = pads[ndim + 1]
+        if mode not in (b"constant", "constant") or pads.size != 2 * ndim or not np.array_equal(pads, expected) \
+                or pads[ndim + 1] < 0 or np.any(np.asarray(value) != 0):
+            raise self.fail(node, f"pads {pads.tolist()}, mode {mode!r}: supported are zeros appended after the "
+                                  f"channels (the downsampling shortcut)")
+        self.add(node, index, "channel_pad", [x.layer], {"out_channels": int(shape[0] + pads[ndim + 1])})
 
     def op_Flatten(self, node, index):
         if self.attrs(node).get("axis", 1) != 1:
