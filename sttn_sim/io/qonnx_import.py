@@ -93,6 +93,33 @@ class _Value:
     source: str | None = None         # (with direction) the value it multiplies
 
 
+#: module classes of an exporter's own machinery (not a user's layer)
+_MACHINERY = ("brevitas.proxy", "brevitas.export", "brevitas.core")
+
+
+def _module_name(node) -> str | None:
+    """The innermost user module in a node's ``namespace`` metadata (PyTorch's exporter:
+    ``": Net/conv1: brevitas.nn.QuantConv2d/conv2d: aten.conv2d.default"`` → ``conv1``)."""
+    namespace = next((p.value for p in node.metadata_props if p.key == "namespace"), "")
+    names = []
+    for segment in namespace.split("/")[1:-1]:  # without the root model and the final operation
+        name, _, cls = segment.partition(":")
+        if name.strip() and not cls.strip().startswith(_MACHINERY):
+            names.append(name.strip())
+    return names[-1] if names else None
+
+
+def _narrowest(a: np.ndarray) -> np.ndarray:
+    """float32 when that is exact (the file's own float32 values, dequantized ``s·t``),
+    float64 otherwise (products of two float32 scales)."""
+    if a.dtype == np.float64:
+        with np.errstate(over="ignore"):
+            a32 = a.astype(np.float32)
+        if np.array_equal(a32.astype(np.float64), a):
+            return a32
+    return a
+
+
 class _Importer:
     def __init__(self, path: Path, proto, onnx):
         self.path, self.proto, self.onnx = path, proto, onnx
@@ -113,7 +140,9 @@ class _Importer:
         return {a.name: self.onnx.helper.get_attribute_value(a) for a in node.attribute}
 
     def layer_name(self, node, index: int) -> str:
-        base = re.sub(r"\s+", "_", node.name) if node.name else f"{node.op_type}_{index}"
+        """The node's module name when the exporter recorded one (PyTorch's ``namespace``
+        metadata: ``conv1``, ``layer1.0.bn2``), else its node name, made unique."""
+        base = _module_name(node) or (re.sub(r"\s+", "_", node.name) if node.name else f"{node.op_type}_{index}")
         name, k = base, 1
         while name in self.names:
             name, k = f"{base}_{k}", k + 1
@@ -144,7 +173,7 @@ class _Importer:
             act_scale: float | None = None) -> str:
         name = self.layer_name(node, index)
         self.layers.append(Layer(name, kind, inputs, dict(attrs or {}),
-                                 {k: np.asarray(v) for k, v in (params or {}).items()}))
+                                 {k: _narrowest(np.asarray(v)) for k, v in (params or {}).items()}))
         self.values[node.output[0]] = _Value(layer=name, act_scale=act_scale)
         return name
 
