@@ -90,7 +90,6 @@ class _Value:
     scale: np.ndarray | None = None   # ... and its per-channel scale
     act_scale: float | None = None    # a ternary activation: value = act_scale · codes
     direction: np.ndarray | None = None  # a Mul by ±1/0 awaiting its MultiThreshold
-    source: str | None = None         # (with direction) the value it multiplies
 
 
 #: module classes of an exporter's own machinery (not a user's layer)
@@ -290,7 +289,7 @@ class _Importer:
         if not users or any(u.op_type != "MultiThreshold" for u in users):
             raise self.fail(node, "supported only right before a MultiThreshold (a threshold direction)")
         self._dynamic_input(node, data)
-        self.values[node.output[0]] = _Value(layer=data.layer, direction=d, source=data.layer)
+        self.values[node.output[0]] = _Value(layer=data.layer, direction=d)
 
     def op_MultiThreshold(self, node, index):
         a = self.attrs(node)
