@@ -20,8 +20,9 @@ Written to ``--out`` (each file atomically: nothing half-written):
   latent kernels, ``figure1_<layer>``, ``learned_intervals``, ``sparsity_vs_baselines``,
   ``l2_vs_baselines``, ``delta_sweep``.
 
-A merged or folded checkpoint has no latent kernels: the learned-interval, baseline and
-sweep outputs are skipped with a printed note (listed under ``skipped`` in ``--json``).
+A merged or folded checkpoint, or a QONNX model (``.onnx``, e.g. a Brevitas export), has
+no latent kernels: the learned-interval, baseline and sweep outputs are skipped with a
+printed note naming each of them and why (listed under ``skipped`` in ``--json``).
 Exit codes: 0 success, 2 bad input (unknown layer, unreadable data, unwritable folder).
 """
 
@@ -62,6 +63,11 @@ from .style import save_figure, use_file_backend
 from .sweeps import delta_sweep, sttn_sweep_points
 
 
+#: what needs latent kernels W1, W2 (skipped, with a note, for merged, folded and imported models)
+LATENT_FIGURES = ("figure1_<layer>", "learned_intervals", "sparsity_vs_baselines", "l2_vs_baselines", "delta_sweep")
+LATENT_TABLES = ("learned_intervals.csv", "learned_interval_classes.csv", "baselines.csv", "delta_sweep.csv",
+                 "delta_sweep_sttn.csv")
+
 DESCRIPTION = ("Write every statistic table (CSV) and paper-style figure (PNG + PDF) of a ternary model: "
                "weight sparsity, learned intervals of STTN, hard-threshold baselines, delta sweeps, "
                "activation distributions and BN-implied thresholds. Without --checkpoint the embedded "
@@ -70,8 +76,9 @@ DESCRIPTION = ("Write every statistic table (CSV) and paper-style figure (PNG + 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--checkpoint",
-                   help="model file: the project's .safetensors, or an official STTN PyTorch checkpoint "
-                        "(.pth / .pth.tar, read without unpickling); default: the embedded model")
+                   help="model file: the project's .safetensors, an official STTN PyTorch checkpoint "
+                        "(.pth / .pth.tar, read without unpickling) or a QONNX ternary model (.onnx); "
+                        "default: the embedded model")
     p.add_argument("--out", default="sttn_figures", help="output folder (default sttn_figures)")
     p.add_argument("--input-size", type=bounded_int(1, MAX_INPUT_SIZE), default=None,
                    help="input resolution of an official PyTorch checkpoint (it does not record it; default 224)")
@@ -183,8 +190,12 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
         summary["mean_overlap"] = float(intervals["overlap"].mean())
         summary["mean_eq_delta_rel"] = float(intervals["eq_delta_rel"].mean())
     else:
-        note = (f"model form {model.form!r} has no latent kernels W1, W2: learned intervals, baselines, delta sweeps "
-                f"and Figure 1 are not available and were skipped (load the training checkpoint to get them)")
+        source = model.metadata.get("source")
+        why = (f"it was imported from {source.upper()} ({model.metadata.get('file', 'the file')}), which holds the "
+               f"quantized weights, not STTN's two latent kernels W1, W2" if source == "qonnx" else
+               f"model form {model.form!r} has no latent kernels W1, W2 (load the training checkpoint to get them)")
+        note = (f"skipped {', '.join(LATENT_FIGURES)} (figures) and {', '.join(LATENT_TABLES)} (tables): they need "
+                f"latent weights, and {why}")
         skipped.append(note)
         log(f"note: {note}")
     # --- figures ---------------------------------------------------------------------

@@ -20,6 +20,12 @@ codes are learned rather than inherited from the initial draw):
   (STTN: w = (W1 + W2)/2 and ŵ = α·t; baselines: the latent kernel and its ternary
   version), cosine similarity, and for STTN the overlap (fraction of codes no hard
   threshold on w reproduces);
+* every ternary method's exported model folded and run through the packed engine
+  (:class:`sttn_sim.Engine`: STTN, the Δ methods, and TTQ in its asymmetric folded form
+  with two exact partial sums): its test accuracy (``test_accuracy_engine``, float32,
+  next to the float64 ``test_accuracy``) and its cost table
+  (:func:`sttn_sim.stats.layer_costs`: ternary MACs, MACs with a non-zero weight,
+  packed bytes); the float model has no ternary layer to run packed (NaN there);
 * a figure: accuracy per method (mean with its 95 % CI, every seed as a dot) and the
   per-layer sparsity and L2 error.
 
@@ -50,7 +56,10 @@ from tqdm import tqdm
 from sttn_sim.builders import sttn_resnet18
 from sttn_sim.cli import module_main
 from sttn_sim.datasets import digits
+from sttn_sim.engine import Engine
 from sttn_sim.errors import SttnError
+from sttn_sim.fold import fold
+from sttn_sim.stats import layer_costs
 from sttn_sim.io.atomic import atomic_path, atomic_write_text, ensure_output_dir
 from sttn_sim.train import TrainConfig, train
 from sttn_sim.train.quant import TRAIN_METHODS
@@ -116,15 +125,34 @@ def run_one(method: str, seed: int, settings: dict) -> dict:
     cfg = TrainConfig(method=base, epochs=s.epochs, lr=s.lr, batch_size=s.batch_size, seed=seed,
                       fixed_delta=s.fixed_delta, granularity=s.granularity, latent_init=s.latent_init,
                       progress=False, **extra)
-    res = train(model, digits(), cfg)
+    data = digits()
+    res = train(model, data, cfg)
     lh = res.layer_history
     final = lh[lh.epoch == lh.epoch.max()] if len(lh) else lh
     return {"method": method, "seed": seed, "test_accuracy": res.test_accuracy,
-            "test_accuracy_float32": res.test_accuracy_float32,
+            "test_accuracy_float32": res.test_accuracy_float32, **packed_evaluation(res.model, data[2], data[3]),
             "train_accuracy": float(res.history.train_acc.iloc[-1]), "seconds": res.seconds,
             "history": res.history.assign(method=method, seed=seed).to_dict("records"),
             "layers": final.assign(method=method, seed=seed).to_dict("records"),
             "layer_history": lh.assign(method=method, seed=seed).to_dict("records")}
+
+
+#: the engine columns of a method without ternary layers (the float model)
+NO_ENGINE = {"test_accuracy_engine": float("nan"), "ternary_macs": 0, "macs_nonzero_weight": 0, "packed_bytes": 0}
+
+
+def packed_evaluation(model, x_test, y_test) -> dict:
+    """Fold a trained model, run it through the packed engine on the test split, and
+    total its cost table: ``test_accuracy_engine``, ``ternary_macs``,
+    ``macs_nonzero_weight`` and ``packed_bytes`` (per image)."""
+    if not model.ternary_layers():
+        return dict(NO_ENGINE)
+    folded = fold(model)
+    logits = Engine(folded).run(np.ascontiguousarray(x_test, np.float32))
+    costs = layer_costs(folded)
+    return {"test_accuracy_engine": float(np.mean(logits.argmax(1) == y_test)),
+            "ternary_macs": int(costs["macs"].sum()), "macs_nonzero_weight": int(costs["macs_nonzero_weight"].sum()),
+            "packed_bytes": int(costs["packed_bytes"].sum())}
 
 
 def _init_worker():
@@ -272,10 +300,20 @@ def significance(runs: pd.DataFrame, reference: str = REFERENCE, level: float = 
     return pd.DataFrame(rows)
 
 
+def _engine_summary(runs: pd.DataFrame) -> dict:
+    """Mean packed-engine accuracy and mean cost totals of one method's runs."""
+    acc = runs.test_accuracy_engine.to_numpy(np.float64)
+    return {"acc_engine_mean": float(acc.mean()) if len(acc) and np.isfinite(acc).all() else np.nan,
+            "nonzero_weight_mac_fraction": float((runs.macs_nonzero_weight / runs.ternary_macs).mean())
+            if len(runs) and (runs.ternary_macs > 0).all() else np.nan,
+            "packed_bytes": float(runs.packed_bytes.mean()) if len(runs) else np.nan}
+
+
 def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -> Comparison:
     order = {m: i for i, m in enumerate(methods)}
-    runs = pd.DataFrame([{k: r[k] for k in ("method", "seed", "test_accuracy", "test_accuracy_float32",
-                                             "train_accuracy", "seconds")} for r in results])
+    columns = ("method", "seed", "test_accuracy", "test_accuracy_float32", "test_accuracy_engine", "ternary_macs",
+               "macs_nonzero_weight", "packed_bytes", "train_accuracy", "seconds")
+    runs = pd.DataFrame([{k: r.get(k, NO_ENGINE.get(k)) for k in columns} for r in results])
     runs = runs.sort_values(["method", "seed"], key=lambda c: c.map(order) if c.name == "method" else c)
     runs = runs.reset_index(drop=True)
     layers_all = pd.DataFrame([row for r in results for row in r["layers"]])
@@ -291,7 +329,8 @@ def tabulate(results: list[dict], methods, seeds, settings: dict, wall: float) -
                      "acc_mean": float(acc.mean()), "acc_std": float(acc.std(ddof=1)) if len(acc) > 1 else 0.0,
                      "acc_min": float(acc.min()), "acc_max": float(acc.max()),
                      "sparsity_mean": float(lm.sparsity.mean()) if len(lm) else np.nan,
-                     "l2_rel_mean": float(lm.l2_rel.mean()) if len(lm) else np.nan})
+                     "l2_rel_mean": float(lm.l2_rel.mean()) if len(lm) else np.nan,
+                     **_engine_summary(runs[runs.method == m])})
     summary = pd.DataFrame(rows)
     ref = summary.set_index("method").acc_mean
     if "float" in ref:
@@ -326,8 +365,9 @@ def format_table(comp: Comparison) -> str:
              f"interval of the mean (Student t), two-sided p-values against {ref}: paired t-test over the seeds "
              f"and Welch's t-test.", "",
              f"| method | test accuracy % | {100 * CI_LEVEL:.0f} % CI % | min–max % | Δ vs float (pts) | "
-             f"Δ vs {ref} (pts) | p paired | p Welch | mean sparsity | mean rel. L2 error |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             f"Δ vs {ref} (pts) | p paired | p Welch | mean sparsity | mean rel. L2 error | packed engine % | "
+             f"non-zero-weight MACs | packed bytes |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def number(value, fmt, scale=1.0):
         return "—" if value is None or not np.isfinite(value) else format(scale * value, fmt)
@@ -341,7 +381,9 @@ def format_table(comp: Comparison) -> str:
                      f"{100 * r.acc_min:.2f}–{100 * r.acc_max:.2f} | {gap} | {gap_ref} | "
                      f"{number(r.get(f'p_paired_vs_{REFERENCE}'), '.3f')} | "
                      f"{number(r.get(f'p_welch_vs_{REFERENCE}'), '.3f')} | "
-                     f"{number(r.sparsity_mean, '.3f')} | {number(r.l2_rel_mean, '.3f')} |")
+                     f"{number(r.sparsity_mean, '.3f')} | {number(r.l2_rel_mean, '.3f')} | "
+                     f"{number(r.get('acc_engine_mean'), '.2f', 100)} | "
+                     f"{number(r.get('nonzero_weight_mac_fraction'), '.3f')} | {number(r.get('packed_bytes'), '.0f')} |")
     if len(comp.layers):
         methods = list(dict.fromkeys(comp.layers.method))
         lines += ["", "Per ternary layer (mean over seeds): sparsity / relative L2 error", "",

@@ -64,3 +64,10 @@ __all__ += ["load_official", "save_official"]
 from .datasets import default_model  # noqa: E402  (the embedded trained default model)
 
 __all__ += ["default_model"]
+
+# ONNX / QONNX (the interop extra: the onnx package is imported only when they run)
+from .io.onnx_export import export_onnx  # noqa: E402
+from .io.qonnx_export import export_qonnx  # noqa: E402
+from .io.qonnx_import import load_qonnx  # noqa: E402
+
+__all__ += ["export_onnx", "export_qonnx", "load_qonnx"]

@@ -40,6 +40,7 @@ LIBRARY_COMMANDS = (
     Command("verify", "sttn_sim.verify", "check that a folded model is exactly the trained one"),
     Command("info", "sttn_sim.info", "show what a checkpoint holds"),
     Command("bench", "sttn_sim.bench.cli", "time packed ternary inference against float baselines"),
+    Command("export", "sttn_sim.export", "write a folded model as ONNX or QONNX (FINN)"),
 )
 
 

@@ -13,8 +13,17 @@ streamline transformations); each is a :class:`~sttn_sim.graph.Transformation`,
 3. :class:`FoldBatchNormThreshold` — ``batchnorm → ternary_act`` → one ``threshold``
    on the pre-BN value (float64 thresholds).
 4. :class:`FoldBareThreshold` — any remaining ``ternary_act`` → ``threshold``.
+5. :class:`FoldAffineThreshold` — ``ternary_* → threshold`` (a float threshold on the
+   affine output, as an imported FINN ``MultiThreshold`` gives) → integer accumulator +
+   integer ``threshold``, like pass 2.
 
-:func:`fold` applies all four (:data:`FOLD_PASSES`).  The ``threshold`` layer takes the
+The activation's tie rule (``attrs["tie"]``, :data:`sttn_sim.rules.TIE_RULES`) goes into
+the thresholds and the ``threshold`` layer.  TTQ layers (merged ``ter_*`` with
+``attrs["ternary_method"] == "ttq"``) fold into the asymmetric form (``scale_neg``);
+their two partial sums are no single integer accumulator, so passes 2 and 5 leave them
+alone and their BN + activation becomes a float threshold (pass 3).
+
+:func:`fold` applies all five (:data:`FOLD_PASSES`).  The ``threshold`` layer takes the
 name of the activation it replaces, so statistics keyed by layer name line up across
 forms.  The algebra (BN as an affine map, thresholds through it, exact integer
 ceilings) is :mod:`sttn_sim.rules`.
@@ -43,7 +52,9 @@ class FoldTernaryWeights(Transformation):
     ``s_o = 2 α_o`` with ``α_o = (Σ|W1_o| + Σ|W2_o|) / (2n)``, bias ``b1 + b2``.
     Because ``α(B1 + B2) = 2α·t = s·t``, the training-time output
     ``conv(x, αB1) + b1 + conv(x, αB2) + b2 = s·conv(x, t) + (b1 + b2)``.
-    Merged: ``t`` and ``s`` recovered per channel from α(B1 + B2).
+    Merged: ``t`` and ``s`` recovered per channel from α(B1 + B2); a TTQ layer
+    (``attrs["ternary_method"] == "ttq"``) holds ``W_p·[t=+1] − W_n·[t=−1]`` and keeps
+    both magnitudes (``scale = W_p``, ``scale_neg = W_n``).
     """
 
     def __init__(self, zero_policy: str = "error", merged_rtol: float = 1e-5):
@@ -64,7 +75,8 @@ class FoldTernaryWeights(Transformation):
                                 bias = bias + np.asarray(layer.params[key], np.float64)
                     else:
                         q = recover_merged_ternary(layer.params["weight"], rtol=self.merged_rtol,
-                                                   name=f"layer {layer.name!r}")
+                                                   name=f"layer {layer.name!r}",
+                                                   asymmetric=layer.attrs.get("ternary_method") == "ttq")
                         b = layer.params.get("bias")
                         bias = np.zeros(q.codes.shape[0]) if b is None else np.asarray(b, np.float64)
                 except QuantizationError as exc:
@@ -72,6 +84,8 @@ class FoldTernaryWeights(Transformation):
                 kind = weighted_kind(layer.spec.family, "folded")
                 attrs = dict(layer.attrs, epilogue="affine", folded_from=layer.kind)
                 params = {"codes": q.codes.astype(np.int8), "scale": np.asarray(q.scale, np.float64), "bias": bias}
+                if q.scale_neg is not None:
+                    params["scale_neg"] = np.asarray(q.scale_neg, np.float64)
                 layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
                 changed = True
             else:
@@ -91,8 +105,8 @@ class FoldAccumulatorThreshold(Transformation):
 
     def apply(self, model: Model) -> tuple[Model, bool]:
         layers, changed = list(model.layers), False
-        for i, conv in enumerate(model.layers):
-            if conv.ternary_form != "folded" or conv.attrs.get("epilogue") != "affine":
+        for conv in model.layers:
+            if not _is_integer_affine(conv):
                 continue
             bn = model.single_consumer(conv.name)
             act = model.single_consumer(bn.name) if bn is not None and bn.kind == "batchnorm" else None
@@ -102,11 +116,13 @@ class FoldAccumulatorThreshold(Transformation):
             s = np.asarray(conv.params["scale"], np.float64)
             b = np.asarray(conv.params["bias"], np.float64)
             lo_act, hi_act = activation_bounds(act.attrs)
-            direction, lo, hi, constant = thresholds_from_affine(g * s, g * b + h, lo_act, hi_act, integer=True)
+            tie = _tie(act)
+            direction, lo, hi, constant = thresholds_from_affine(g * s, g * b + h, lo_act, hi_act, integer=True,
+                                                                 tie=tie)
             new_conv = Layer(conv.name, conv.kind, list(conv.inputs), dict(conv.attrs, epilogue="none"), dict(conv.params))
             threshold = Layer(act.name, "threshold", [conv.name],
                               {"integer": True, "folded_from": [conv.name, bn.name, act.name],
-                               "activation_lo": lo_act, "activation_hi": hi_act},
+                               "activation_lo": lo_act, "activation_hi": hi_act, "tie": tie},
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant,
                                "gain": g * s, "offset": g * b + h})
             layers = [new_conv if l is conv else threshold if l is act else l for l in layers if l is not bn]
@@ -132,10 +148,11 @@ class FoldBatchNormThreshold(Transformation):
                 continue
             g, h = batchnorm_affine(bn)
             lo_act, hi_act = activation_bounds(act.attrs)
-            direction, lo, hi, constant = thresholds_from_affine(g, h, lo_act, hi_act, integer=False)
+            tie = _tie(act)
+            direction, lo, hi, constant = thresholds_from_affine(g, h, lo_act, hi_act, integer=False, tie=tie)
             threshold = Layer(act.name, "threshold", list(bn.inputs),
                               {"integer": False, "folded_from": [bn.name, act.name],
-                               "activation_lo": lo_act, "activation_hi": hi_act},
+                               "activation_lo": lo_act, "activation_hi": hi_act, "tie": tie},
                               {"direction": direction, "lo": lo, "hi": hi, "constant": constant, "gain": g, "offset": h})
             layers = [threshold if l is act else l for l in layers if l is not bn]
             changed = True
@@ -153,13 +170,67 @@ class FoldBareThreshold(Transformation):
                 continue
             channels = _input_channels(model, layer)
             lo, hi = activation_bounds(layer.attrs)
-            direction, t_lo, t_hi, constant = thresholds_from_affine(np.ones(channels), np.zeros(channels), lo, hi)
+            tie = _tie(layer)
+            direction, t_lo, t_hi, constant = thresholds_from_affine(np.ones(channels), np.zeros(channels), lo, hi,
+                                                                     tie=tie)
             changed = True
             layers.append(Layer(layer.name, "threshold", list(layer.inputs),
-                                {"integer": False, "folded_from": [layer.name], "activation_lo": lo, "activation_hi": hi},
+                                {"integer": False, "folded_from": [layer.name], "activation_lo": lo, "activation_hi": hi,
+                                 "tie": tie},
                                 {"direction": direction, "lo": t_lo, "hi": t_hi, "constant": constant,
                                  "gain": np.ones(channels), "offset": np.zeros(channels)}))
         return model.replace_layers(layers), changed
+
+
+class FoldAffineThreshold(Transformation):
+    """``ternary_* → threshold`` (float thresholds on the affine output ``x = s·acc + b``,
+    the threshold its only reader) → ``ternary_*`` with epilogue ``"none"`` + an integer
+    ``threshold`` on ``acc``.
+
+    The threshold compares ``z = d·x = (d·s)·acc + d·b`` with per-channel ``lo``/``hi``
+    under its tie rule: :func:`thresholds_from_affine` with gain ``d·s``, offset ``d·b``
+    and those thresholds gives exact integer thresholds on ``sign(d·s)·acc``.  Layers
+    with two scales (TTQ) have no single accumulator and are left alone.
+    """
+
+    def apply(self, model: Model) -> tuple[Model, bool]:
+        layers, changed = list(model.layers), False
+        for conv in model.layers:
+            if not _is_integer_affine(conv):
+                continue
+            th = model.single_consumer(conv.name)
+            if th is None or th.kind != "threshold" or th.attrs.get("integer"):
+                continue
+            p = th.params
+            d = np.asarray(p["direction"], np.float64)
+            s = np.asarray(conv.params["scale"], np.float64)
+            b = np.asarray(conv.params["bias"], np.float64)
+            tie = _tie(th)
+            lo_t, hi_t = np.asarray(p["lo"], np.float64), np.asarray(p["hi"], np.float64)
+            direction, lo, hi, constant = thresholds_from_affine(d * s, d * b, lo_t, hi_t, integer=True, tie=tie)
+            # a channel the threshold already held constant stays that constant
+            constant = np.where(d == 0, np.asarray(p["constant"], np.int8), constant).astype(np.int8)
+            attrs = {k: v for k, v in th.attrs.items() if k not in ("integer", "folded_from")}
+            attrs.update(integer=True, folded_from=[conv.name] + list(th.attrs.get("folded_from") or [th.name]))
+            new_conv = Layer(conv.name, conv.kind, list(conv.inputs), dict(conv.attrs, epilogue="none"), dict(conv.params))
+            threshold = Layer(th.name, "threshold", [conv.name], attrs,
+                              {"direction": direction, "lo": lo, "hi": hi, "constant": constant,
+                               "gain": d * s, "offset": d * b})
+            layers = [new_conv if l is conv else threshold if l is th else l for l in layers]
+            changed = True
+        return model.replace_layers(layers), changed
+
+
+def _is_integer_affine(layer: Layer) -> bool:
+    """A folded ternary layer with one scale, an affine epilogue and one input: its output
+    ``s·acc + b`` can hand an integer accumulator to a threshold instead."""
+    return (layer.ternary_form == "folded" and layer.attrs.get("epilogue", "affine") == "affine"
+            and "scale_neg" not in layer.params and len(layer.inputs) == 1 and "slope" not in layer.params)
+
+
+def _tie(layer: Layer) -> str:
+    """The tie rule of an activation or threshold layer (default ``"sttn"``)."""
+    return layer.attrs.get("tie", "sttn")
 
 
 def _input_channels(model: Model, layer: Layer) -> int:
@@ -170,7 +241,8 @@ def _input_channels(model: Model, layer: Layer) -> int:
     return int(shape[0])
 
 
-FOLD_PASSES = (FoldTernaryWeights, FoldAccumulatorThreshold, FoldBatchNormThreshold, FoldBareThreshold)
+FOLD_PASSES = (FoldTernaryWeights, FoldAccumulatorThreshold, FoldBatchNormThreshold, FoldBareThreshold,
+               FoldAffineThreshold)
 
 
 def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5) -> Model:
@@ -192,7 +264,7 @@ def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5)
         if layer.kind == "batchnorm":
             batchnorm_affine(layer)  # raises on a negative variance
     passes = [FoldTernaryWeights(zero_policy, merged_rtol), FoldAccumulatorThreshold(),
-              FoldBatchNormThreshold(), FoldBareThreshold()]
+              FoldBatchNormThreshold(), FoldBareThreshold(), FoldAffineThreshold()]
     folded = model
     for rewrite in passes:
         folded, _ = rewrite.apply(folded)
@@ -203,5 +275,5 @@ def fold(model: Model, *, zero_policy: str = "error", merged_rtol: float = 1e-5)
 
 __all__ = [
     "fold", "FoldTernaryWeights",
-    "FoldAccumulatorThreshold", "FoldBatchNormThreshold", "FoldBareThreshold", "FOLD_PASSES",
+    "FoldAccumulatorThreshold", "FoldBatchNormThreshold", "FoldBareThreshold", "FoldAffineThreshold", "FOLD_PASSES",
 ]

@@ -15,7 +15,8 @@ read keep their names) and records the chain in ``attrs["fused_from"]``
 * :class:`FuseConvBatchNorm` — ``conv → batchnorm``:
   :math:`g(W*x + b) + h = (gW)*x + (gb + h)` per output channel.
 * :class:`FuseTernaryBatchNorm` — ``ternary_* → batchnorm``:
-  :math:`g(s\,acc + b) + h = (gs)\,acc + (gb + h)`.
+  :math:`g(s\,acc + b) + h = (gs)\,acc + (gb + h)`; with two scales (TTQ)
+  :math:`g(W_p acc_+ - W_n acc_- + b) + h = (gW_p) acc_+ - (gW_n) acc_- + (gb + h)`.
 * :class:`FuseResidualAdd` — ``ternary_* → add(·, r)`` with ``r`` computed earlier:
   the residual becomes the layer's second input; a ``channel_pad`` shortcut read only
   by this add is absorbed (its zero channels are added implicitly).
@@ -89,7 +90,10 @@ class FuseTernaryBatchNorm(Transformation):
                 continue
             g, h = batchnorm_affine(bn)
             s, b = np.asarray(layer.params["scale"], np.float64), np.asarray(layer.params["bias"], np.float64)
-            return _fuse(model, layer, [bn], params=dict(layer.params, scale=g * s, bias=g * b + h)), True
+            params = dict(layer.params, scale=g * s, bias=g * b + h)
+            if "scale_neg" in layer.params:
+                params["scale_neg"] = g * np.asarray(layer.params["scale_neg"], np.float64)
+            return _fuse(model, layer, [bn], params=params), True
         return model, False
 
 

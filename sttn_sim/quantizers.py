@@ -703,7 +703,7 @@ def sttn_ternarize(
 
 
 def recover_merged_ternary(
-    weight: np.ndarray, *, rtol: float = 1e-5, atol: float = 0.0, name: str = "weights"
+    weight: np.ndarray, *, rtol: float = 1e-5, atol: float = 0.0, name: str = "weights", asymmetric: bool = False
 ) -> TernaryWeights:
     r"""Recover codes and scales from a merged ("ter") STTN checkpoint tensor.
 
@@ -722,12 +722,19 @@ def recover_merged_ternary(
     of an exactly-zero latent weight) and :class:`QuantizationError` names ``name``, the
     channel index and its distinct magnitudes.
 
+    ``asymmetric=True`` recovers a TTQ kernel :math:`W_p [t = +1] - W_n [t = -1]`
+    instead: the positive and the negative entries of a channel each hold one magnitude,
+    :math:`W_{p,o}` = the mean of the positive entries and :math:`W_{n,o}` = the mean
+    magnitude of the negative ones (0 where there are none), each checked as above.
+
     Args:
         weight: merged float kernel ``[C_out, ...]`` (ndim >= 2).
         rtol, atol: float tolerance on the magnitudes, finite and >= 0.
+        asymmetric: one magnitude per sign (TTQ) instead of one per channel.
 
     Returns:
-        :class:`TernaryWeights` with ``method="sttn"``, ``granularity="channel"``,
+        :class:`TernaryWeights` with ``method="sttn"`` (``"ttq"`` with ``scale = W_p``,
+        ``scale_neg = W_n`` when ``asymmetric``), ``granularity="channel"``,
         ``delta=None``.
     """
     name = _check_name(name)
@@ -737,26 +744,13 @@ def recover_merged_ternary(
         raise QuantizationError(f"{name}: rtol and atol must be >= 0, got rtol={rt}, atol={at}")
     w64 = _as_float64(weight, name, min_ndim=2)
     rows = w64.reshape(w64.shape[0], -1)
-    mag = np.abs(rows)
-    nz = mag != 0.0
-    count = np.count_nonzero(nz, axis=1)
-    total = np.where(nz, mag, 0.0).sum(axis=1)
-    scale = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
-    hi = np.where(nz, mag, -np.inf).max(axis=1)
-    lo = np.where(nz, mag, np.inf).min(axis=1)
-    tol = at + rt * scale
-    bad = (count > 0) & ((hi - scale > tol) | (scale - lo > tol))
-    if bad.any():
-        bad_idx = np.flatnonzero(bad)
-        o = int(bad_idx[0])
-        distinct = np.unique(mag[o][nz[o]])
-        shown = ", ".join(f"{v:.9g}" for v in distinct[:6]) + (", ..." if distinct.size > 6 else "")
-        more = f" ({bad_idx.size} channels in total)" if bad_idx.size > 1 else ""
-        raise QuantizationError(
-            f"{name}: channel {o} is not ternary: expected one non-zero magnitude per output "
-            f"channel (within rtol={rt}, atol={at}), found {distinct.size} distinct: [{shown}]{more}"
-        )
     codes = np.sign(rows).astype(np.int8)
+    if asymmetric:
+        w_p = _one_magnitude(rows, rows > 0, rt, at, name, "positive ")
+        w_n = _one_magnitude(rows, rows < 0, rt, at, name, "negative ")
+        return TernaryWeights(codes=codes.reshape(w64.shape), scale=w_p, method="ttq", granularity="channel",
+                              delta=None, scale_neg=w_n)
+    scale = _one_magnitude(rows, rows != 0.0, rt, at, name, "")
     return TernaryWeights(
         codes=codes.reshape(w64.shape),
         scale=scale,
@@ -764,6 +758,30 @@ def recover_merged_ternary(
         granularity="channel",
         delta=None,
     )
+
+
+def _one_magnitude(rows: np.ndarray, selected: np.ndarray, rt: float, at: float, name: str, which: str) -> np.ndarray:
+    """Per row, the mean magnitude of the ``selected`` entries (0 where none), checked to
+    be their only magnitude within ``at + rt·mean`` (QuantizationError naming the row)."""
+    mag = np.abs(rows)
+    count = np.count_nonzero(selected, axis=1)
+    total = np.where(selected, mag, 0.0).sum(axis=1)
+    scale = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    hi = np.where(selected, mag, -np.inf).max(axis=1)
+    lo = np.where(selected, mag, np.inf).min(axis=1)
+    tol = at + rt * scale
+    bad = (count > 0) & ((hi - scale > tol) | (scale - lo > tol))
+    if bad.any():
+        bad_idx = np.flatnonzero(bad)
+        o = int(bad_idx[0])
+        distinct = np.unique(mag[o][selected[o]])
+        shown = ", ".join(f"{v:.9g}" for v in distinct[:6]) + (", ..." if distinct.size > 6 else "")
+        more = f" ({bad_idx.size} channels in total)" if bad_idx.size > 1 else ""
+        raise QuantizationError(
+            f"{name}: channel {o} is not ternary: expected one {which}non-zero magnitude per output "
+            f"channel (within rtol={rt}, atol={at}), found {distinct.size} distinct: [{shown}]{more}"
+        )
+    return scale
 
 
 # --------------------------------------------------------------------------------------

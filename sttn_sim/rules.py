@@ -15,11 +15,24 @@ Ternary activation (docs/design.md §2.2)
     both ties on zero: ``-1`` iff ``x < lo``, ``+1`` iff ``x > hi`` (``tie="half_even"``).
     Both rules are strict on the ``lo`` side; they differ only at ``x == hi``.
 
+    QONNX ``Quant`` of a ternary tensor with scale ``s > 0`` (bit width 2, signed, narrow
+    range, zero point 0, rounding ``ROUND``) is ``q = clip(round_half_even(x/s), -1, 1)``:
+    ``x/s > 1/2 -> +1``, ``x/s < -1/2 -> -1``, ``|x/s| <= 1/2 -> 0`` (round half to even
+    sends ±1/2 to 0), i.e. the ``half_even`` rule with ``lo = -s/2``, ``hi = +s/2``
+    (:func:`quant_ternary_bounds`; ``s/2`` is exact in binary floating point).
+
 Folded thresholds (§2.2)
     A BN (or any per-channel affine map ``y = g·x + h``) before the activation becomes
     per-channel thresholds on ``x``: with ``d = sign(g)``, ``z = d·x``:
-    ``+1 iff z >= T_hi``, ``-1 iff z < T_lo`` (``constant`` where ``d = 0``).  For an
-    integer ``x`` the thresholds are exact integer ceilings of the rational values.
+    ``+1 iff z >= T_hi`` (``z > T_hi`` under ``half_even``), ``-1 iff z < T_lo``
+    (``constant`` where ``d = 0``).  For an integer ``x`` the thresholds are exact
+    integer ceilings (floors for a strict ``hi``) of the rational values.
+
+Comparison thresholds (what the engine and the exports compare with)
+    Every executor compares in the canonical form ``-1 iff z < lo'``, ``+1 iff z >= hi'``
+    (the packed kernels, FINN ``MultiThreshold``, ONNX ``Less``/``GreaterOrEqual``).
+    :func:`comparison_thresholds` gives ``(lo', hi')`` for either tie rule, exactly, in
+    the executor's type (int32 for integer accumulators, float32 otherwise).
 
 STTN weights (§2.1)
     ``α_o = (Σ|W1_o| + Σ|W2_o|) / (2n)`` after clamping to [-1, 1], ``B_k = sign W_k``,
@@ -81,15 +94,33 @@ def _per_channel(v, ndim: int) -> np.ndarray:
     return np.asarray(v).reshape((1, -1) + (1,) * (ndim - 2))
 
 
-def apply_threshold(x: np.ndarray, direction, lo, hi, constant) -> np.ndarray:
+def check_tie(tie: str, where: str = "tie") -> str:
+    """``tie`` if it is one of :data:`TIE_RULES`, else a ValueError naming ``where``."""
+    if tie not in TIE_RULES:
+        raise ValueError(f"{where}: tie rule {tie!r} is not one of {list(TIE_RULES)}")
+    return tie
+
+
+def apply_threshold(x: np.ndarray, direction, lo, hi, constant, tie: str = "sttn") -> np.ndarray:
     """Folded per-channel thresholds (channel axis 1): ``z = direction·x``;
-    +1 if ``z >= hi``, -1 if ``z < lo``, 0 otherwise; ``constant`` where direction == 0.
+    +1 if ``z >= hi`` (``tie="sttn"``) or ``z > hi`` (``tie="half_even"``), -1 if
+    ``z < lo``, 0 otherwise; ``constant`` where direction == 0.
 
     Integer ``x`` is compared as integers, anything else in float64."""
+    check_tie(tie)
     d = _per_channel(direction, x.ndim)
     z = x * d if x.dtype.kind in "iu" else np.asarray(x, np.float64) * d
-    codes = (z >= _per_channel(hi, x.ndim)).astype(np.int8) - (z < _per_channel(lo, x.ndim)).astype(np.int8)
+    t_hi = _per_channel(hi, x.ndim)
+    plus = (z > t_hi) if tie == "half_even" else (z >= t_hi)
+    codes = plus.astype(np.int8) - (z < _per_channel(lo, x.ndim)).astype(np.int8)
     return np.where(d == 0, _per_channel(np.asarray(constant, np.int8), x.ndim), codes).astype(np.int8)
+
+
+def quant_ternary_bounds(scale) -> tuple:
+    """``(lo, hi) = (-s/2, +s/2)``: the thresholds of a QONNX ternary ``Quant`` with scale
+    ``s`` under the ``half_even`` rule (see the module note); float64, exact."""
+    s = np.asarray(scale, np.float64)
+    return s * ACTIVATION_LO, s * ACTIVATION_HI
 
 
 def near_threshold(value: np.ndarray, lo, hi, eps: float) -> np.ndarray:
@@ -127,7 +158,7 @@ def batchnorm_affine(bn) -> tuple[np.ndarray, np.ndarray]:
 
 
 def thresholds_from_affine(gain, offset, lo: float = ACTIVATION_LO, hi: float = ACTIVATION_HI, *,
-                           integer: bool = False):
+                           integer: bool = False, tie: str = "sttn"):
     """Per-channel thresholds on x for the ternary activation of ``y = gain·x + offset``.
 
     The activation is ``+1 iff y >= hi``, ``-1 iff y < lo``.  With ``d = sign(gain)`` and
@@ -146,6 +177,13 @@ def thresholds_from_affine(gain, offset, lo: float = ACTIVATION_LO, hi: float = 
     ``ceil`` of the real ones (computed exactly, :func:`exact_ceil`) and the strict /
     non-strict forms are kept.
 
+    ``tie="half_even"`` (``+1 iff y > hi``): the same division gives
+    ``y > hi ⟺ z > (hi - offset)/|gain|`` (strictness kept); for an integer z,
+    ``z > t ⟺ z > floor(t)``, so ``hi`` becomes the exact floor (:func:`exact_floor`)
+    and is compared strictly (:func:`comparison_thresholds` turns it into
+    ``z >= floor(t) + 1``).  ``lo`` is strict under both rules.  ``lo``/``hi`` may be
+    per-channel arrays.
+
     All arithmetic is float64.  Returns ``(direction int8, lo_t, hi_t, constant int8)``
     with ``lo_t``/``hi_t`` float64, or int64 when ``integer``.
     """
@@ -153,10 +191,11 @@ def thresholds_from_affine(gain, offset, lo: float = ACTIVATION_LO, hi: float = 
     offset = np.broadcast_to(np.asarray(offset, np.float64), gain.shape)
     direction = np.sign(gain).astype(np.int8)
     magnitude = np.where(gain == 0, 1.0, np.abs(gain))  # placeholder 1 where unused
-    constant = ternary_activation(offset, lo, hi)
+    constant = ternary_activation(offset, lo, hi, tie=check_tie(tie))
     if integer:
+        hi_int = exact_floor if tie == "half_even" else exact_ceil
         return direction, exact_ceil(lo, offset, magnitude, direction), \
-            exact_ceil(hi, offset, magnitude, direction), constant
+            hi_int(hi, offset, magnitude, direction), constant
     with np.errstate(over="ignore"):  # a tiny |gain| may give ±inf: a threshold no value reaches
         t_hi = (hi - offset) / magnitude
         t_lo = (lo - offset) / magnitude
@@ -175,6 +214,16 @@ def exact_ceil(bound, offset, magnitude, direction) -> np.ndarray:
     integer accumulator.  Non-finite inputs (``fold`` refuses them) fall back to the
     clipped float quotient.
     """
+    return _exact_integer(bound, offset, magnitude, direction, math.ceil)
+
+
+def exact_floor(bound, offset, magnitude, direction) -> np.ndarray:
+    """``floor((bound - offset) / magnitude)``, exactly, like :func:`exact_ceil` (the
+    integer threshold of a strict comparison: ``z > t ⟺ z > floor(t)`` for integer z)."""
+    return _exact_integer(bound, offset, magnitude, direction, math.floor)
+
+
+def _exact_integer(bound, offset, magnitude, direction, rounding) -> np.ndarray:
     limit = INTEGER_THRESHOLD_LIMIT
     bound, offset, magnitude, direction = np.broadcast_arrays(
         np.asarray(bound, np.float64), offset, magnitude, direction)
@@ -183,31 +232,84 @@ def exact_ceil(bound, offset, magnitude, direction) -> np.ndarray:
         if direction[i] == 0:
             continue
         if np.isfinite(bound[i]) and np.isfinite(offset[i]) and np.isfinite(magnitude[i]):
-            q = math.ceil((Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i])))
+            q = rounding((Fraction(float(bound[i])) - Fraction(float(offset[i]))) / Fraction(float(magnitude[i])))
         else:
             with np.errstate(invalid="ignore", over="ignore"):
                 f = (bound[i] - offset[i]) / magnitude[i]
-            q = 0 if np.isnan(f) else (limit if f > 0 else -limit) if np.isinf(f) else math.ceil(f)
+            q = 0 if np.isnan(f) else (limit if f > 0 else -limit) if np.isinf(f) else rounding(f)
         out[i] = min(max(q, -limit), limit)
     return out
 
 
-def float32_thresholds(t64) -> np.ndarray:
-    """Round float64 thresholds UP to the smallest float32 >= t.
+def float32_thresholds(t64, *, strict: bool = False) -> np.ndarray:
+    """Round float64 thresholds UP to the smallest float32 >= t (``strict=True``: the
+    smallest float32 > t).
 
     For a float32 z and a real t, ``z >= t ⟺ z >= ⌈t⌉₃₂`` and ``z < t ⟺ z < ⌈t⌉₃₂``,
     so a float32 comparison with ``⌈t⌉₃₂`` is exactly the float64 rule applied to the
-    float32 value."""
+    float32 value.  A strict ``z > t`` becomes ``z >= t⁺`` with ``t⁺`` the smallest
+    float32 strictly above t: if ``z > t`` then z, a float32 above t, is ``>= t⁺``;
+    conversely ``z >= t⁺ > t``.  (±inf stay ±inf: no value reaches them.)"""
     t64 = np.asarray(t64, np.float64)
-    t32 = t64.astype(np.float32)
-    below = t32.astype(np.float64) < t64
+    shape = t64.shape
+    t64 = t64.reshape(-1)
+    with np.errstate(over="ignore"):
+        t32 = t64.astype(np.float32)
+    below = (t32.astype(np.float64) <= t64) if strict else (t32.astype(np.float64) < t64)
+    below &= np.isfinite(t64)
     t32[below] = np.nextafter(t32[below], np.float32(np.inf))
-    return t32
+    return t32.reshape(shape)
 
 
 def int32_thresholds(t) -> np.ndarray:
     """Integer thresholds clipped to the int32 range (no int32 accumulator lies beyond)."""
     return np.clip(np.asarray(t, np.int64), -(2**31), 2**31 - 1).astype(np.int32)
+
+
+def comparison_thresholds(lo, hi, *, integer: bool, tie: str = "sttn") -> tuple[np.ndarray, np.ndarray]:
+    """``(lo', hi')`` for the canonical comparison ``-1 iff z < lo'``, ``+1 iff z >= hi'``
+    that reproduces a ``threshold`` layer's rule exactly on the executor's values:
+
+    * integer z (int32 accumulators): ``lo' = lo``; ``hi' = hi`` (``sttn``) or
+      ``hi + 1`` (``half_even``: ``z > h ⟺ z >= h + 1`` for integers, ``h`` being the
+      exact floor of the real threshold), clipped to int32;
+    * float32 z: ``lo' = ⌈lo⌉₃₂``; ``hi' = ⌈hi⌉₃₂`` (``sttn``) or the smallest float32
+      strictly above ``hi`` (``half_even``), see :func:`float32_thresholds`.
+    """
+    strict = check_tie(tie) == "half_even"
+    if integer:
+        hi64 = np.asarray(hi, np.int64)
+        return int32_thresholds(lo), int32_thresholds(hi64 + 1 if strict else hi64)
+    return float32_thresholds(lo), float32_thresholds(hi, strict=strict)
+
+
+def constant_thresholds(constant) -> tuple[np.ndarray, np.ndarray]:
+    """Canonical thresholds ``(lo', hi')`` that give the code ``constant`` (per channel)
+    at ``z = 0``: ``(0, 0) -> +1`` (0 >= 0), ``(0, 1) -> 0``, ``(1, 1) -> -1`` (0 < 1).
+    The exports use them for the channels whose direction is 0 (``z = 0·x``)."""
+    c = np.asarray(constant, np.int64)
+    return (c < 0).astype(np.float64), (c <= 0).astype(np.float64)
+
+
+def midpoint_thresholds(t_int, scale, offset) -> np.ndarray:
+    """Float thresholds on ``y = scale·z + offset`` equivalent to the canonical integer
+    thresholds ``t_int`` on an integer ``z`` (``scale > 0``), at the midpoints:
+
+        z >= t  ⟺  z >= t - 1/2  ⟺  y >= scale·(t - 1/2) + offset,
+        z <  t  ⟺  z <  t - 1/2  ⟺  y <  scale·(t - 1/2) + offset,
+
+    so a value of y computed with any error below ``scale/2`` still gives the exact code
+    (see :func:`float32_sum_error_bound`).  float64."""
+    s = np.asarray(scale, np.float64)
+    return s * (np.asarray(t_int, np.float64) + ACTIVATION_LO) + np.asarray(offset, np.float64)
+
+
+def float32_sum_error_bound(n_terms, abs_sum) -> np.ndarray:
+    """A bound on ``|fl32(Σ a_i) - Σ a_i|`` for a float32 sum of ``n`` terms (any order,
+    FMA or not) with ``Σ|a_i| = abs_sum``: ``γ_n·abs_sum``, ``γ_n = n·u/(1 - n·u)``,
+    ``u = 2⁻²⁴`` (Higham, *Accuracy and Stability of Numerical Algorithms*, §4.2)."""
+    nu = np.asarray(n_terms, np.float64) * 2.0**-24
+    return nu / (1.0 - nu) * np.asarray(abs_sum, np.float64)
 
 
 # --------------------------------------------------------------------------------------
@@ -240,6 +342,7 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 __all__ = [
     "ACTIVATION_LO", "ACTIVATION_HI", "TIE_RULES", "BN_EPS", "FLOAT32_REL_ROUNDING", "INTEGER_THRESHOLD_LIMIT",
     "activation_bounds", "folded_activation_bounds", "ternary_activation", "apply_threshold", "near_threshold",
-    "float32_near_threshold", "batchnorm_affine", "thresholds_from_affine", "exact_ceil", "float32_thresholds",
-    "int32_thresholds", "sttn_alpha", "sttn_codes", "conv_output_size",
+    "float32_near_threshold", "batchnorm_affine", "thresholds_from_affine", "exact_ceil", "exact_floor",
+    "float32_thresholds", "int32_thresholds", "comparison_thresholds", "constant_thresholds", "midpoint_thresholds",
+    "float32_sum_error_bound", "quant_ternary_bounds", "check_tie", "sttn_alpha", "sttn_codes", "conv_output_size",
 ]

@@ -33,7 +33,8 @@ MAX_INPUT_SIZE = 2048
 
 
 def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
-    p.add_argument("--checkpoint", help="the training-time model file (the project's .safetensors format)")
+    p.add_argument("--checkpoint", help="the training-time model file (the project's .safetensors, an official "
+                                        "PyTorch checkpoint, or a QONNX ternary model .onnx)")
     p.add_argument("--folded", help="a folded model file to check against the checkpoint (default: fold the "
                                     "checkpoint here); use it to verify a deployed model")
     p.add_argument("--model", default="sttn_resnet18",

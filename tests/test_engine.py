@@ -128,3 +128,52 @@ def test_engine_check_fails_on_a_wrong_constant_code():
     row = report.table[report.table["step"] == layer.name].iloc[0]
     assert row["status"] == "FAIL" and row["near_ties"] == 0 and not report.passed
     assert report.first_failure["layer"] == layer.name and report.first_failure["channel"] == c
+
+
+@pytest.mark.parametrize("ttq", [False, True])
+@pytest.mark.parametrize("tie", ["sttn", "half_even"])
+def test_tie_rules_and_asymmetric_scales_run_packed_exactly(tie_model, tie, ttq):
+    """Exact ties (dyadic values) under both tie rules, and TTQ layers (two partial sums,
+    BN and the residual fused into the asymmetric epilogue): every accumulator and every
+    code equal to the reference's, no near-tie needed to explain anything."""
+    folded = fold(tie_model(tie, ttq))
+    x = tie_model.input(folded, 5).astype(np.float32)
+    engine = Engine(folded)
+    if ttq:
+        fused = {s.layer.name: s.fused for s in engine.steps}
+        assert fused["conv2"] == ["bn2", "add"]  # BN and residual in the TTQ epilogue
+        assert "scale_neg" in engine.graph["add"].params
+    report = check_engine(folded, x)
+    assert report.passed, report.to_text()
+    table = report.table
+    ternary = table[table["kind"].str.startswith("ternary")]
+    assert len(ternary) == 3 and (ternary["acc_mismatches"] == 0).all()
+    thresholds = table[table["kind"].str.startswith("threshold")]
+    assert (thresholds["code_mismatches"] == 0).all()
+    assert report.end_to_end_code_differences == 0
+    # recorded accumulators of the asymmetric layers are conv(x, t) = acc+ - acc-
+    events = []
+
+    class Capture:
+        def on_batch_start(self, model, n):
+            pass
+
+        def on_layer(self, event):
+            events.append(event)
+
+    engine.run(x, recorder=Capture())
+    ref = run_reference(folded, x.astype(np.float64))
+    for ev in events:
+        if ev.layer.ternary_form == "folded":
+            assert np.array_equal(ev.accumulator, ref.accumulators[ev.layer.name]["acc"])
+
+
+def test_verify_passes_on_ties_and_ttq(tie_model):
+    from sttn_sim.check import verify_model
+
+    for tie in ("sttn", "half_even"):
+        for ttq in (False, True):
+            model = tie_model(tie, ttq)
+            report = verify_model(model, x=tie_model.input(model, 4), engine=True)
+            assert report.passed, report.to_text()
+            assert (report.table["code_mismatches"].dropna() == 0).all()

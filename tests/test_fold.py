@@ -537,3 +537,55 @@ def test_fold_checks_every_batchnorm_not_only_those_before_activations():
     bad["features.6.bn_add1"].params["running_var"][0] = -1.0
     with pytest.raises(FoldError, match=r"features\.6\.bn_add1.*negative"):
         fold(bad)
+
+
+# --------------------------------------------------------------------------------------
+# tie rules and asymmetric (TTQ) scales
+
+
+@pytest.mark.parametrize("ttq", [False, True])
+@pytest.mark.parametrize("tie", ["sttn", "half_even"])
+def test_fold_keeps_the_tie_rule_on_exact_ties(tie_model, tie, ttq):
+    model = tie_model(tie, ttq)
+    x = tie_model.input(model, 6)
+    folded = fold(model)
+    assert {l.attrs.get("tie") for l in folded.layers if l.kind == "threshold"} == {tie}
+    want = run_reference(model, x)
+    got = run_reference(folded, x)
+    ties = sum(int(np.sum(np.abs(v) == 0.5)) for k, v in want.pre_activations.items())
+    assert ties > 50  # the quarter grid puts many pre-activations exactly on ±0.5
+    for name in ("act0", "act1", "act3"):
+        assert np.array_equal(want.outputs[name], got.outputs[name]), name
+    # same float64 terms in another order (docs/design.md §2.6)
+    assert np.max(np.abs(want.logits - got.logits)) <= 1e-9 * max(1.0, np.max(np.abs(want.logits)))
+    integer = [l for l in folded.layers if l.kind == "threshold" and l.attrs["integer"]]
+    assert [l.name for l in integer] == ([] if ttq else ["act1"])  # TTQ: two partial sums, no integer threshold
+    if ttq:
+        assert all("scale_neg" in l.params for l in folded.ternary_layers())
+
+
+def test_the_two_tie_rules_differ_on_ties(tie_model):
+    sttn, half = tie_model("sttn"), tie_model("half_even")
+    x = tie_model.input(sttn, 6)
+    a, b = run_reference(fold(sttn), x), run_reference(fold(half), x)
+    assert not np.array_equal(a.outputs["act0"], b.outputs["act0"])
+    pre = a.pre_activations["act0"]
+    # exactly at +0.5: sttn says +1, half_even says 0; elsewhere the same
+    assert (a.outputs["act0"][pre == 0.5] == 1).all() and (b.outputs["act0"][pre == 0.5] == 0).all()
+    assert np.array_equal(a.outputs["act0"][pre != 0.5], b.outputs["act0"][pre != 0.5])
+
+
+def test_ttq_fold_recovers_both_scales(tie_model):
+    folded = fold(tie_model("sttn", ttq=True))
+    conv1 = folded["conv1"]
+    assert np.all(conv1.params["scale"] == 0.25) and np.all(conv1.params["scale_neg"] == 0.5)
+    tw = conv1.spec.ternary_weights(conv1)
+    assert tw.method == "ttq" and np.array_equal(tw.dequantize(), tie_model("sttn", ttq=True)["conv1"].params["weight"])
+
+
+def test_ttq_merged_layer_with_three_magnitudes_is_refused(tie_model):
+    model = tie_model("sttn", ttq=True)
+    model["conv1"].params["weight"][0, 0, 0, 0] = 0.3  # a second positive magnitude, if positive
+    model["conv1"].params["weight"][0, 0, 0, 1] = -0.7
+    with pytest.raises(FoldError, match=r"layer 'conv1'.*channel 0.*(positive|negative)"):
+        fold(model)

@@ -9,6 +9,8 @@ from sttn_sim.kernels.fused import (
     affine_epilogue,
     affine_epilogue_reference,
     apply_threshold_reference,
+    asymmetric_epilogue,
+    asymmetric_epilogue_reference,
     bias_prelu_to_nchw,
     bias_prelu_to_nchw_reference,
     float32_thresholds,
@@ -96,6 +98,41 @@ def test_affine_epilogue_matches_reference_exactly(c, res_c, slope, ndim):
     fast = affine_epilogue(acc, a, b, residual, sl)
     ref = affine_epilogue_reference(acc, a, b, residual, sl)
     assert fast.dtype == np.float32 and np.array_equal(fast, ref)
+
+
+@pytest.mark.parametrize("c, res_c", [(1, None), (64, 32), (65, 65), (130, None)])
+@pytest.mark.parametrize("slope", ["channel", "shared", None])
+@pytest.mark.parametrize("ndim", [2, 4])
+def test_asymmetric_epilogue_matches_reference_and_float64(c, res_c, slope, ndim):
+    rng = np.random.default_rng(c + 7)
+    shape = (3, c) if ndim == 2 else (3, c, 4, 5)
+    acc_pos = rng.integers(0, 500, shape).astype(np.int32)
+    acc_neg = rng.integers(0, 500, shape).astype(np.int32)
+    a_pos = rng.uniform(0, 0.2, c).astype(np.float32)
+    a_neg = rng.uniform(0, 0.2, c).astype(np.float32)
+    a_neg[0] = -a_neg[0]  # a negative folded BN gain scales both
+    b = rng.normal(0, 1, c).astype(np.float32)
+    residual = None if res_c is None else rng.normal(0, 1, (3, res_c) + shape[2:]).astype(np.float32)
+    sl = {"channel": rng.uniform(0, 0.5, c).astype(np.float32), "shared": np.array([0.25], np.float32),
+          None: None}[slope]
+    fast = asymmetric_epilogue(acc_pos, acc_neg, a_pos, a_neg, b, residual, sl)
+    ref = asymmetric_epilogue_reference(acc_pos, acc_neg, a_pos, a_neg, b, residual, sl)
+    assert fast.dtype == np.float32 and np.array_equal(fast, ref)
+    # independent float64 check of the formula: float32 rounding of three terms of order <= 100
+    per = (1, -1) + (1,) * (ndim - 2)
+    y = acc_pos * a_pos.astype(np.float64).reshape(per) - acc_neg * a_neg.astype(np.float64).reshape(per) \
+        + b.astype(np.float64).reshape(per)
+    if residual is not None:
+        y[:, :res_c] += residual
+    if sl is not None:
+        s64 = sl.astype(np.float64).reshape(per) if sl.size > 1 else float(sl[0])
+        y = np.where(y < 0, y * s64, y)
+    assert np.max(np.abs(fast - y)) <= 1e-4 * max(1.0, np.max(np.abs(y)))
+
+
+def test_asymmetric_epilogue_refuses_mismatched_partial_sums():
+    with pytest.raises(Exception, match="acc_neg"):
+        asymmetric_epilogue(np.zeros((2, 3), np.int32), np.zeros((2, 4), np.int32), *(np.ones(3, np.float32),) * 3)
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)])

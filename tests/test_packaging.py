@@ -17,7 +17,7 @@ def _split(spec: str) -> tuple[str, str]:
 def test_environment_yml_matches_pyproject():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     wanted = dict(_split(s) for s in project["dependencies"])
-    for extra in ("test", "notebooks"):
+    for extra in ("test", "notebooks", "interop"):
         wanted.update(_split(s) for s in project["optional-dependencies"][extra])
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     conda = dict(_split(s) for s in env["dependencies"] if isinstance(s, str))
@@ -31,6 +31,9 @@ def test_environment_yml_matches_pyproject():
     assert not set(conda) & set(pip), "a package is listed both for conda and for pip"
     assert {**conda, **pip} == wanted
     assert wanted["torch"] == "==2.13.0"  # the CPU build installed for the interop tests
+    interop = dict(_split(s) for s in project["optional-dependencies"]["interop"])
+    test = dict(_split(s) for s in project["optional-dependencies"]["test"])
+    assert set(interop) == {"onnx", "onnxruntime", "qonnx"} and interop.items() <= test.items()  # tests install it
     assert python == project["requires-python"]
 
 

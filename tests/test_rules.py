@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sttn_sim import rules
 
@@ -104,3 +106,102 @@ def test_float32_thresholds_round_up():
     assert np.all(t32.astype(np.float64) >= t)
     below = np.nextafter(t32, np.float32(-np.inf)).astype(np.float64)
     assert np.all(below < t)  # the smallest float32 >= t
+
+
+# --------------------------------------------------------------------------------------
+# the half_even tie rule (QONNX Quant) in folded and comparison thresholds
+
+
+def _fractions_rule(z, lo, hi, tie):
+    """The rule on exact rationals: independent of numpy's comparisons."""
+    from fractions import Fraction
+
+    z, lo, hi = Fraction(z), Fraction(lo), Fraction(hi)
+    plus = z > hi if tie == "half_even" else z >= hi
+    return int(plus) - int(z < lo)
+
+
+@pytest.mark.parametrize("tie", rules.TIE_RULES)
+@pytest.mark.parametrize("gain, offset", [(0.4, 0.1), (-0.25, 0.125), (1 / 3, -0.2), (2.0, 0.5), (0.5, 0.0)])
+def test_integer_thresholds_under_both_tie_rules_on_every_integer(tie, gain, offset):
+    """Integer thresholds (ceil for lo, ceil / exact floor for a strict hi), turned into the
+    canonical >= form, give the rule of y = gain·z + offset on every integer accumulator,
+    checked with exact rationals (dyadic gains hit the thresholds exactly: the ties)."""
+    from fractions import Fraction
+
+    direction, lo, hi, constant = rules.thresholds_from_affine(np.array([gain]), np.array([offset]),
+                                                               integer=True, tie=tie)
+    lo_c, hi_c = rules.comparison_thresholds(lo, hi, integer=True, tie=tie)
+    acc = np.arange(-40, 41, dtype=np.int64)
+    got = rules.apply_threshold(acc.reshape(-1, 1), direction, lo, hi, constant, tie=tie).reshape(-1)
+    z = acc * int(direction[0])
+    canonical = (z >= int(hi_c[0])).astype(int) - (z < int(lo_c[0])).astype(int)
+    want = [_fractions_rule(Fraction(gain) * int(a) + Fraction(offset), rules.ACTIVATION_LO, rules.ACTIVATION_HI, tie)
+            for a in acc]
+    assert got.tolist() == want
+    assert canonical.tolist() == want
+
+
+def test_half_even_ties_at_integer_accumulators():
+    # y = 0.25·acc: y = 0.5 exactly at acc = 2: sttn gives +1, half_even gives 0
+    for tie, at_two in (("sttn", 1), ("half_even", 0)):
+        d, lo, hi, c = rules.thresholds_from_affine(np.array([0.25]), np.array([0.0]), integer=True, tie=tie)
+        codes = rules.apply_threshold(np.array([[1], [2], [3]], np.int64), d, lo, hi, c, tie=tie)
+        assert codes.reshape(-1).tolist() == [0, at_two, 1]
+
+
+@given(st.floats(-1e6, 1e6, allow_nan=False), st.integers(-3, 3))
+@settings(max_examples=200, deadline=None)
+def test_strict_float32_threshold_is_the_next_float32_above(t, ulps):
+    """``z > t ⟺ z >= t⁺`` for float32 z near t (t⁺: smallest float32 > t)."""
+    t_plus = rules.float32_thresholds(np.array([t]), strict=True)[0]
+    assert float(t_plus) > t and float(np.nextafter(t_plus, np.float32(-np.inf))) <= t
+    z = np.float32(t)
+    for _ in range(abs(ulps)):
+        z = np.nextafter(z, np.float32(np.inf if ulps > 0 else -np.inf))
+    assert (float(z) > t) == bool(z >= t_plus)
+
+
+def test_comparison_thresholds_keep_sttn_and_shift_half_even():
+    lo, hi = np.array([-3, 0]), np.array([2, 7])
+    assert [a.tolist() for a in rules.comparison_thresholds(lo, hi, integer=True)] == [[-3, 0], [2, 7]]
+    assert [a.tolist() for a in rules.comparison_thresholds(lo, hi, integer=True, tie="half_even")] == [[-3, 0],
+                                                                                                       [3, 8]]
+    lo32, hi32 = rules.comparison_thresholds(np.array([0.1]), np.array([0.5]), integer=False, tie="half_even")
+    assert float(hi32[0]) == float(np.nextafter(np.float32(0.5), np.float32(1)))
+    assert float(lo32[0]) == float(np.float32(0.1))  # float32(0.1) > 0.1 already
+    with pytest.raises(ValueError, match="tie rule 'round'"):
+        rules.comparison_thresholds(lo, hi, integer=True, tie="round")
+
+
+def test_constant_thresholds_give_the_constant_at_zero():
+    lo, hi = rules.constant_thresholds(np.array([-1, 0, 1]))
+    codes = (0.0 >= hi).astype(int) - (0.0 < lo).astype(int)
+    assert codes.tolist() == [-1, 0, 1]
+
+
+def test_midpoint_thresholds_are_exact_with_errors_below_half_a_scale():
+    s, b = 0.37, -1.25
+    t = np.array([-2, 0, 3])
+    m = rules.midpoint_thresholds(t, s, b)
+    for acc in range(-6, 7):
+        for err in (-0.49 * s, 0.0, 0.49 * s):  # any error below s/2
+            y = s * acc + b + err
+            assert ((y >= m) == (acc >= t)).all() and ((y < m) == (acc < t)).all()
+
+
+def test_quant_ternary_bounds_are_half_the_scale():
+    lo, hi = rules.quant_ternary_bounds(np.float32(0.3))
+    assert lo == -float(np.float32(0.3)) / 2 and hi == float(np.float32(0.3)) / 2
+    # q = clip(round_half_even(x/s), -1, 1) at the ties x = ±s/2 and around them
+    s = 0.75
+    x = np.array([-0.376, -0.375, 0.0, 0.375, 0.376]) * 1.0
+    codes = rules.ternary_activation(x, *rules.quant_ternary_bounds(s), tie="half_even")
+    assert codes.tolist() == np.clip(np.round(x / s), -1, 1).astype(int).tolist() == [-1, 0, 0, 0, 1]
+
+
+def test_float32_sum_error_bound_covers_a_float32_sum():
+    rng = np.random.default_rng(0)
+    a = rng.normal(size=5000).astype(np.float32)
+    exact = float(np.sum(a.astype(np.float64)))
+    assert abs(float(np.sum(a, dtype=np.float32)) - exact) <= rules.float32_sum_error_bound(a.size, np.abs(a).sum())

@@ -123,7 +123,9 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
             codes_ref = ref.outputs[layer.name]
             mismatch = event.codes != codes_ref
             shape = (1, -1) + (1,) * (codes_ref.ndim - 2)
-            z = np.asarray(ref.outputs[step.inputs[0]], np.float64) * layer.params["direction"].reshape(shape)
+            src = step.inputs[0]
+            z = np.asarray(x if src == "input" else ref.outputs[src], np.float64) * \
+                layer.params["direction"].reshape(shape)
             near = np.zeros(z.shape, bool)
             for key in ("lo", "hi"):
                 t = np.asarray(layer.params[key], np.float64).reshape(shape)

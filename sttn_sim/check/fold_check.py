@@ -174,11 +174,8 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
     tie_flip = False
     for layer in folded.layers:
         if layer.ternary_form == "folded":
-            acc = layer.spec.accumulate(layer, train.outputs[layer.inputs[0]])
+            acc, y_fold, _ = layer.spec.affine_output(layer, train.outputs[layer.inputs[0]])
             local_acc[layer.name] = acc
-            shape = (1, -1) + (1,) * (acc.ndim - 2)
-            y_fold = acc * np.asarray(layer.params["scale"], np.float64).reshape(shape) + \
-                np.asarray(layer.params["bias"], np.float64).reshape(shape)
             y_train = train.outputs[layer.name]
             branches = train.accumulators.get(layer.name)
             if branches is not None:
@@ -204,9 +201,11 @@ def verify_model(model: Model, folded: Model | None = None, x: np.ndarray | None
                          "code_mismatches": None, "near_ties": None, "exact_ties": None, "status": status})
         elif layer.kind == "threshold":
             src_name = layer.inputs[0]
-            value = local_acc[src_name] if layer.attrs.get("integer") else train.outputs[src_name]
+            value = local_acc[src_name] if layer.attrs.get("integer") else \
+                np.asarray(x, np.float64) if src_name == "input" else train.outputs[src_name]
             p = layer.params
-            codes_fold = apply_threshold(value, p["direction"], p["lo"], p["hi"], p["constant"])
+            codes_fold = apply_threshold(value, p["direction"], p["lo"], p["hi"], p["constant"],
+                                         tie=layer.attrs.get("tie", "sttn"))
             codes_train = train.outputs[layer.name]
             pre = train.pre_activations[layer.name]
             lo, hi = folded_activation_bounds(layer.attrs)

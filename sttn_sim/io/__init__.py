@@ -10,6 +10,9 @@ Layers, bottom up (each module imports only those below it):
   checkpoint files (zip and legacy) read without unpickling anything, and written;
 * :mod:`~sttn_sim.io.official` — official STTN state_dict keys ↔ the builder graph
   (:func:`load_official`, :func:`save_official`);
+* :mod:`~sttn_sim.io.onnx_export` / :mod:`~sttn_sim.io.qonnx_export` /
+  :mod:`~sttn_sim.io.qonnx_import` — ONNX (standard operators) and QONNX (FINN dialect)
+  writers, and the QONNX reader (the ``onnx`` package is imported only there, on use);
 * this module — :func:`load_checkpoint`, which picks the reader by the file's content
   (:func:`sniff_format`), never by its name.
 """
@@ -20,14 +23,16 @@ from ..errors import CheckpointError
 from ..graph import Model
 from .official import load_official, save_official
 from .own_format import load_own_format, save_model
+from .qonnx_import import load_qonnx, looks_like_onnx
 
-__all__ = ["load_checkpoint", "load_official", "save_model", "save_official", "sniff_format"]
+__all__ = ["load_checkpoint", "load_official", "load_qonnx", "save_model", "save_official", "sniff_format"]
 
 
 def sniff_format(path) -> str:
     """Identify a checkpoint by its first bytes (never by its name): ``"safetensors"``,
     ``"pytorch-zip"``, ``"pytorch-legacy"`` (a pickle stream, protocol 2-5),
-    ``"pytorch-tar"`` (the very old tar-based PyTorch format) or ``"unknown"``."""
+    ``"pytorch-tar"`` (the very old tar-based PyTorch format), ``"onnx"`` (a serialized
+    ONNX ModelProto) or ``"unknown"``."""
     try:
         with open(path, "rb") as f:
             head = f.read(512)
@@ -42,6 +47,8 @@ def sniff_format(path) -> str:
         return "pytorch-legacy"
     if len(head) >= 262 and head[257:262] == b"ustar":
         return "pytorch-tar"
+    if looks_like_onnx(head):
+        return "onnx"
     return "unknown"
 
 
@@ -55,15 +62,20 @@ def load_checkpoint(path, *, input_size: int | None = None) -> Model:
       :mod:`sttn_sim.io.torch_reader` (nothing in the file is ever executed) and mapped
       by :func:`~sttn_sim.io.official.load_official`.  ``input_size`` (official files
       only; default 224) sets the model's input resolution, which the checkpoint does
-      not record.
+      not record;
+    * QONNX ternary models (``.onnx``, e.g. Brevitas exports), parsed with the ``onnx``
+      package (the ``interop`` extra) and mapped by :func:`~sttn_sim.io.qonnx_import.load_qonnx`
+      to a merged model.
     """
     kind = sniff_format(path)
     if kind == "safetensors":
         return load_own_format(path)
     if kind in ("pytorch-zip", "pytorch-legacy"):
         return load_official(path, input_size=input_size)
+    if kind == "onnx":
+        return load_qonnx(path)
     if kind == "pytorch-tar":
         raise CheckpointError(
             f"{path}: PyTorch checkpoint (pytorch-tar): the very old tar-based PyTorch format is not supported; "
             f"re-save it with a current PyTorch (torch.save) first. Nothing was unpickled.")
-    raise CheckpointError(f"{path}: not a recognised checkpoint (neither safetensors nor a PyTorch archive)")
+    raise CheckpointError(f"{path}: not a recognised checkpoint (neither safetensors, a PyTorch archive nor ONNX)")

@@ -8,6 +8,8 @@
 * :func:`affine_epilogue` — ``y = acc·a_c + b_c`` (+ residual, zero-extended over
   channels) then optional PReLU, from int32 accumulators in one pass.  The engine folds
   the ternary layer's scale and bias and the following BN into (a, b).
+* :func:`asymmetric_epilogue` — the same for a layer with two scales (TTQ):
+  ``y = acc₊·p_c − acc₋·n_c + b_c`` from the two exact partial sums.
 * :func:`maxpool2d` — max pooling with -inf padding.
 * :func:`direct_conv2d` — float convolution for few input channels (the stem) through
   the register-tiled FMA micro-kernel of :mod:`._llvm`; :func:`linear_f32` — the head.
@@ -28,6 +30,7 @@ import numba
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..errors import ShapeError
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
 from ._llvm import make_float_microkernel
@@ -220,6 +223,55 @@ def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarra
     y = acc.astype(np.float32) * a.reshape(shape) + b.reshape(shape)
     if residual is not None:
         pad = [(0, 0), (0, acc.shape[1] - residual.shape[1])] + [(0, 0)] * (acc.ndim - 2)
+        y = y + np.pad(residual.astype(np.float32), pad)
+    return _prelu_reference(y, slope).astype(np.float32)
+
+
+@numba.njit(cache=True, parallel=True)
+def _asymmetric_epilogue_kernel(acc_pos, acc_neg, a_pos, a_neg, b, residual, res_channels, slope, out):
+    n_img, c_count, hw = acc_pos.shape
+    for t in numba.prange(n_img * c_count):
+        n = t // c_count
+        c = t - n * c_count
+        pc = a_pos[c]
+        nc = a_neg[c]
+        bc = b[c]
+        sc = _channel_slope(slope, c)
+        has_res = c < res_channels
+        for i in range(hw):
+            y = (np.float32(acc_pos[n, c, i]) * pc - np.float32(acc_neg[n, c, i]) * nc) + bc
+            if has_res:
+                y = y + residual[n, c, i]
+            out[n, c, i] = y * sc if y < 0 else y
+
+
+def asymmetric_epilogue(acc_pos: np.ndarray, acc_neg: np.ndarray, a_pos: np.ndarray, a_neg: np.ndarray,
+                        b: np.ndarray, residual: np.ndarray | None = None,
+                        slope: np.ndarray | None = None) -> np.ndarray:
+    """float32 ``y = (acc₊·p_c − acc₋·n_c) + b_c [+ residual] [→ PReLU(slope)]`` for NCHW
+    or N×C partial sums of the same shape (``residual`` and ``slope`` as in
+    :func:`affine_epilogue`)."""
+    if acc_pos.shape != acc_neg.shape:
+        raise ShapeError(f"acc_neg: shape {acc_neg.shape} differs from acc_pos {acc_pos.shape}")
+    n, c = acc_pos.shape[:2]
+    pos3, neg3 = acc_pos.reshape(n, c, -1), acc_neg.reshape(n, c, -1)
+    if residual is None:
+        res3, res_channels = np.zeros((1, 1, 1), np.float32), 0
+    else:
+        res3 = np.ascontiguousarray(residual, np.float32).reshape(n, residual.shape[1], -1)
+        res_channels = residual.shape[1]
+    out = np.empty(pos3.shape, np.float32)
+    _asymmetric_epilogue_kernel(pos3, neg3, a_pos, a_neg, b, res3, res_channels, _slope_array(slope), out)
+    return out.reshape(acc_pos.shape)
+
+
+def asymmetric_epilogue_reference(acc_pos, acc_neg, a_pos, a_neg, b, residual=None, slope=None) -> np.ndarray:
+    """Pure numpy float32, same operation order as the kernel."""
+    shape = (1, -1) + (1,) * (acc_pos.ndim - 2)
+    y = (acc_pos.astype(np.float32) * a_pos.reshape(shape) - acc_neg.astype(np.float32) * a_neg.reshape(shape)) \
+        + b.reshape(shape)
+    if residual is not None:
+        pad = [(0, 0), (0, acc_pos.shape[1] - residual.shape[1])] + [(0, 0)] * (acc_pos.ndim - 2)
         y = y + np.pad(residual.astype(np.float32), pad)
     return _prelu_reference(y, slope).astype(np.float32)
 

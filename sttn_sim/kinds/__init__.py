@@ -17,19 +17,20 @@ kind                   params                                 attrs
 ``ter_conv``           weight [O,I,kh,kw] = α(B1+B2), bias?   stride, padding   (merged form)
 ``ter_linear``         weight [O,I], bias?
 ``ternary_conv``       codes int8 [O,I,kh,kw], scale [O],     stride, padding, epilogue
-                       bias [O]                               (folded form)
+                       bias [O], scale_neg [O]? (TTQ: W_n)    (folded form)
 ``ternary_linear``     codes int8 [O,I], scale [O], bias [O]  epilogue
 ``batchnorm``          weight, bias, running_mean,            eps
                        running_var [C]
 ``prelu``              weight [C] or [1]
 ``relu``               -
-``ternary_act``        -                                      lo, hi (default -0.5, 0.5)
+``ternary_act``        -                                      lo, hi (default -0.5, 0.5), tie
 ``threshold``          direction int8 [C], lo [C], hi [C],    integer (bool), folded_from,
                        constant int8 [C], gain [C]?,          activation_lo, activation_hi
-                       offset [C]?
+                       offset [C]?                            tie ("sttn" | "half_even")
 ``maxpool``            -                                      kernel, stride, padding
 ``avgpool``            -                                      kernel, stride
 ``add``                - (two inputs)
+``concat``             - (two or more inputs, channel axis)
 ``channel_pad``        -                                      out_channels (zeros appended)
 ``flatten``            -
 =====================  =====================================  ==============================

@@ -1,10 +1,11 @@
 """Activation quantizer kinds: the ternary activation and its folded form, the threshold.
 
 * ``ternary_act`` — :func:`sttn_sim.rules.ternary_activation` with attributes ``lo``,
-  ``hi`` (the STTN ±0.5 by default); its output is int8 codes.
+  ``hi`` (the STTN ±0.5 by default) and ``tie`` (``"sttn"``: ``+1 if x >= hi``;
+  ``"half_even"``: ``+1 if x > hi``, QONNX ``Quant``); its output is int8 codes.
 * ``threshold`` — the folded BN + activation, :func:`sttn_sim.rules.apply_threshold`:
-  ``z = direction·x``, ``+1 if z >= hi``, ``-1 if z < lo``, ``constant`` where the
-  direction is 0.  ``integer`` thresholds compare an integer accumulator; float ones a
+  ``z = direction·x``, ``+1 if z >= hi`` (``z > hi`` with ``tie="half_even"``),
+  ``-1 if z < lo``, ``constant`` where the direction is 0.  ``integer`` thresholds compare an integer accumulator; float ones a
   float.  ``gain``/``offset`` (optional) give ``y = gain·x + offset``, the value the
   original activation saw (for statistics); ``activation_lo``/``activation_hi`` its
   thresholds.
@@ -22,9 +23,9 @@ from ..recording import LayerEvent
 from ..rules import (
     ACTIVATION_HI,
     ACTIVATION_LO,
+    TIE_RULES,
     apply_threshold,
-    float32_thresholds,
-    int32_thresholds,
+    comparison_thresholds,
     ternary_activation,
 )
 from .base import Attr, LayerKind, Param, check_channel_params, register_kind
@@ -32,11 +33,13 @@ from .base import Attr, LayerKind, Param, check_channel_params, register_kind
 
 @register_kind
 class TernaryAct(LayerKind):
-    """``-1 if x < lo``, ``0 if lo <= x < hi``, ``+1 if x >= hi`` (int8 codes)."""
+    """``-1 if x < lo``, ``0 if lo <= x < hi``, ``+1 if x >= hi`` (int8 codes; ``x > hi``
+    with ``tie="half_even"``)."""
 
     name = "ternary_act"
     summary = "ternary activation with fixed thresholds"
-    attrs = (Attr("lo", float, default=ACTIVATION_LO), Attr("hi", float, default=ACTIVATION_HI))
+    attrs = (Attr("lo", float, default=ACTIVATION_LO), Attr("hi", float, default=ACTIVATION_HI),
+             Attr("tie", str, default="sttn", choices=TIE_RULES, doc="which side the value hi belongs to"))
     quantizer = True
     trainable = True
 
@@ -52,14 +55,14 @@ class TernaryAct(LayerKind):
         x = np.asarray(inputs[0], np.float64)
         if run is not None:
             run.pre_activations[layer.name] = x
-        return ternary_activation(x, *self.bounds(layer))
+        return ternary_activation(x, *self.bounds(layer), tie=self.attr(layer, "tie"))
 
     def engine_step(self, layer, ctx):
         raise ModelError(f"layer {layer.name!r}: the engine runs folded thresholds, not {self.name!r} "
                          f"(fold the model first)")
 
     def train_forward(self, layer, inputs, net):
-        return G.ternary_act_forward(inputs[0], *self.bounds(layer), net.ste_clip)
+        return G.ternary_act_forward(inputs[0], *self.bounds(layer), net.ste_clip, tie=self.attr(layer, "tie"))
 
     def train_backward(self, layer, dy, cache, net, grads):
         return [G.ternary_act_backward(dy, cache)]
@@ -74,7 +77,8 @@ class Threshold(LayerKind):
     params = (Param("direction", "codes"), Param("lo", "number"), Param("hi", "number"), Param("constant", "codes"),
               Param("gain", optional=True), Param("offset", optional=True))
     attrs = (Attr("integer", bool, default=False), Attr("folded_from", list, default=None),
-             Attr("activation_lo", float, default=ACTIVATION_LO), Attr("activation_hi", float, default=ACTIVATION_HI))
+             Attr("activation_lo", float, default=ACTIVATION_LO), Attr("activation_hi", float, default=ACTIVATION_HI),
+             Attr("tie", str, default="sttn", choices=TIE_RULES, doc="sttn: +1 iff z >= hi; half_even: z > hi"))
     quantizer = True
 
     def output_shape(self, layer, in_shapes, where):
@@ -103,21 +107,21 @@ class Threshold(LayerKind):
         if run is not None:
             run.pre_activations[layer.name] = x
         p = layer.params
-        return apply_threshold(x, p["direction"], p["lo"], p["hi"], p["constant"])
+        return apply_threshold(x, p["direction"], p["lo"], p["hi"], p["constant"], tie=self.attr(layer, "tie"))
 
     def engine_step(self, layer, ctx):
         """Threshold and bit-pack in one pass into the NHWC planes the packed
         convolution reads (when every consumer is a ternary convolution), else int8
         codes.  A recorder that offers an accumulator
         (:meth:`~sttn_sim.recording.Recorder.threshold_accumulator`) gets its statistics
-        computed in the same pass, without the codes being written out.  Float
-        thresholds are rounded up to float32 (:func:`sttn_sim.rules.float32_thresholds`),
-        so the float32 comparison is the float64 rule on the float32 value."""
+        computed in the same pass, without the codes being written out.  The kernels
+        compare ``z < lo'``, ``z >= hi'`` with :func:`sttn_sim.rules.comparison_thresholds`
+        (float thresholds rounded up to float32, a strict ``hi`` to the next float32 or
+        integer above), so the comparison is the float64 rule on the engine's value."""
         p = layer.params
         integer = bool(self.attr(layer, "integer"))
-        to_type = int32_thresholds if integer else float32_thresholds
         direction = np.ascontiguousarray(p["direction"], np.int8)
-        lo, hi = to_type(p["lo"]), to_type(p["hi"])
+        lo, hi = comparison_thresholds(p["lo"], p["hi"], integer=integer, tie=self.attr(layer, "tie"))
         constant = np.ascontiguousarray(p["constant"], np.int8)
         consumers = ctx.consumers(layer.name)
         packed_out = bool(consumers) and all(c.kind == "ternary_conv" for c in consumers) and \

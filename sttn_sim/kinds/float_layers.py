@@ -1,4 +1,4 @@
-"""Float layer kinds: convolution, linear, BatchNorm, PReLU, ReLU, pooling, add, channel pad, flatten.
+"""Float layer kinds: convolution, linear, BatchNorm, PReLU, ReLU, pooling, add, concat, channel pad, flatten.
 
 Each class is one kind (see :mod:`sttn_sim.kinds.base`): declaration, shape rule,
 float64 reference, float32 engine operation and training forward/backward.
@@ -407,6 +407,42 @@ class Add(LayerKind):
 
     def train_backward(self, layer, dy, cache, net, grads):
         return [dy, dy]
+
+
+@register_kind
+class Concat(LayerKind):
+    """Inputs concatenated along the channel axis (axis 1); integer codes stay codes."""
+
+    name = "concat"
+    summary = "concatenation of channels"
+    inputs = (2, 64)
+    trainable = True
+
+    def output_shape(self, layer, in_shapes, where):
+        first = in_shapes[0]
+        for src, shape in zip(layer.inputs, in_shapes):
+            if len(shape) != len(first) or tuple(shape[1:]) != tuple(first[1:]):
+                raise ShapeError(f"{where}: cannot concatenate {list(shape)} ({src}) with {list(first)} "
+                                 f"({layer.inputs[0]}) along the channels")
+        return (sum(s[0] for s in in_shapes),) + tuple(first[1:])
+
+    def reference(self, layer, inputs, run=None):
+        if all(np.asarray(x).dtype.kind in "iu" for x in inputs):
+            return np.concatenate(inputs, axis=1)
+        return np.concatenate([np.asarray(x, np.float64) for x in inputs], axis=1)
+
+    def engine_forward(self, layer):
+        def op(*xs):
+            if all(x.dtype.kind in "iu" for x in xs):
+                return np.ascontiguousarray(np.concatenate(xs, axis=1))
+            return np.concatenate([f32(x) for x in xs], axis=1)
+        return op
+
+    def train_forward(self, layer, inputs, net):
+        return np.concatenate(inputs, axis=1), [x.shape[1] for x in inputs]
+
+    def train_backward(self, layer, dy, cache, net, grads):
+        return np.split(dy, np.cumsum(cache)[:-1], axis=1)
 
 
 @register_kind

@@ -11,6 +11,13 @@
   follows).  The engine's rewrites (:mod:`sttn_sim.fusions`) may give a folded layer a
   second input, a residual added after the affine epilogue (zero-extended over
   channels), and a PReLU ``slope`` applied last.
+
+  Asymmetric scales (TTQ, docs/design.md §2.4): with the optional ``scale_neg`` the
+  kernel is ``W_p·[t = +1] − W_n·[t = −1]`` (``scale = W_p``, ``scale_neg = W_n``, per
+  channel), and the layer computes the two exact partial sums
+  ``acc₊ = conv(x, [t = +1])``, ``acc₋ = conv(x, [t = −1])`` (masks in {0, 1}):
+  ``y = W_p·acc₊ − W_n·acc₋ + b``.  Its accumulator (for statistics and checks) is
+  ``acc = acc₊ − acc₋ = conv(x, t)``; the epilogue is always ``"affine"``.
 """
 
 from __future__ import annotations
@@ -20,7 +27,7 @@ import numpy as np
 from ..errors import ModelError, ShapeError
 from ..kernels import prepack_conv_weights, prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
 from ..kernels.conv import ternary_conv2d
-from ..kernels.fused import affine_epilogue
+from ..kernels.fused import affine_epilogue, asymmetric_epilogue
 from ..ops.reference import conv2d, integer_conv2d, integer_linear, is_ternary
 from ..quantizers import TernaryWeights, recover_merged_ternary, sttn_ternarize
 from ..recording import LayerEvent
@@ -141,7 +148,10 @@ class MergedTernary(LayerKind):
         return weight_shape(self, layer, in_shapes, where, "weight")
 
     def ternary_weights(self, layer) -> TernaryWeights:
-        return recover_merged_ternary(layer.params["weight"], name=f"layer {layer.name!r}")
+        """Codes and scale(s) recovered per channel; a TTQ layer
+        (``attrs["ternary_method"] == "ttq"``) has one magnitude per sign."""
+        asymmetric = layer.attrs.get("ternary_method") == "ttq"
+        return recover_merged_ternary(layer.params["weight"], name=f"layer {layer.name!r}", asymmetric=asymmetric)
 
     def reference(self, layer, inputs, run=None):
         x = inputs[0]
@@ -177,12 +187,24 @@ class FoldedTernary(LayerKind):
     ternary_form = "folded"
     inputs = (1, 2)
     params = (Param("codes", "codes", "weight"), Param("scale", "real", "channel"), Param("bias", "real", "channel"),
+              Param("scale_neg", "real", "channel", optional=True,
+                    doc="TTQ: W_n, the magnitude of the -1 codes (then scale = W_p)"),
               FUSED_SLOPE)
     common_attrs = (Attr("epilogue", str, default="affine", choices=EPILOGUES),
                     Attr("folded_from", str, default=None))
 
     def affine(self, layer) -> bool:
         return self.attr(layer, "epilogue") == "affine"
+
+    @staticmethod
+    def asymmetric(layer) -> bool:
+        """True for a layer with separate positive and negative scales (TTQ)."""
+        return "scale_neg" in layer.params
+
+    def check_consistency(self, layer, where):
+        if self.asymmetric(layer) and not self.affine(layer):
+            raise ModelError(f"{where}: a layer with 'scale_neg' (two scales) needs epilogue 'affine'; its two "
+                             f"partial sums are not one integer accumulator")
 
     def output_shape(self, layer, in_shapes, where):
         out = weight_shape(self, layer, in_shapes, where, "codes")
@@ -197,27 +219,55 @@ class FoldedTernary(LayerKind):
 
     def ternary_weights(self, layer) -> TernaryWeights:
         p = layer.params
+        if self.asymmetric(layer):
+            return TernaryWeights(p["codes"], np.asarray(p["scale"], np.float64), "ttq", "channel", None,
+                                  scale_neg=np.asarray(p["scale_neg"], np.float64))
         return TernaryWeights(p["codes"], np.asarray(p["scale"], np.float64), "sttn", "channel", None)
 
-    def accumulate(self, layer, x: np.ndarray) -> np.ndarray:
-        """Exact int64 ``conv(x_codes, t)`` or ``x_codes @ tᵀ``."""
-        codes = layer.params["codes"]
+    def accumulate(self, layer, x: np.ndarray, codes: np.ndarray | None = None) -> np.ndarray:
+        """Exact int64 ``conv(x_codes, t)`` or ``x_codes @ tᵀ`` (``codes``: other codes
+        of the same shape, e.g. a sign mask)."""
+        codes = layer.params["codes"] if codes is None else codes
         if self.family == "conv":
             return integer_conv2d(x, codes, self.attr(layer, "stride"), self.attr(layer, "padding"))
         return integer_linear(x, codes)
+
+    def partial_sums(self, layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The exact int64 partial sums ``acc₊ = conv(x, [t = +1])``, ``acc₋ = conv(x, [t = −1])``."""
+        codes = layer.params["codes"]
+        return (self.accumulate(layer, x, (codes > 0).astype(np.int8)),
+                self.accumulate(layer, x, (codes < 0).astype(np.int8)))
+
+    def affine_output(self, layer, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+        """``(acc, y, accumulators)`` for ternary codes ``x``: the int64 accumulator, the
+        float64 affine output ``s·acc + b`` (asymmetric: ``W_p·acc₊ − W_n·acc₋ + b``),
+        whatever the epilogue, and the accumulators a reference run records."""
+        p = layer.params
+        if self.asymmetric(layer):
+            acc_pos, acc_neg = self.partial_sums(layer, x)
+            acc = acc_pos - acc_neg
+            y = acc_pos * per_channel(np.asarray(p["scale"], np.float64), acc.ndim) - \
+                acc_neg * per_channel(np.asarray(p["scale_neg"], np.float64), acc.ndim)
+            recorded = {"acc": acc, "acc_pos": acc_pos, "acc_neg": acc_neg}
+        else:
+            acc = self.accumulate(layer, x)
+            y = acc * per_channel(np.asarray(p["scale"], np.float64), acc.ndim)
+            recorded = {"acc": acc}
+        return acc, y + per_channel(np.asarray(p["bias"], np.float64), acc.ndim), recorded
 
     def reference(self, layer, inputs, run=None):
         x = inputs[0]
         check_in_channels(layer, x, layer.params["codes"])
         require_ternary_input(layer, x)
-        acc = self.accumulate(layer, x)
-        if run is not None:
-            run.accumulators[layer.name] = {"acc": acc}
         if not self.affine(layer):
+            acc = self.accumulate(layer, x)
+            if run is not None:
+                run.accumulators[layer.name] = {"acc": acc}
             return acc
         p = layer.params
-        y = acc * per_channel(np.asarray(p["scale"], np.float64), acc.ndim) + \
-            per_channel(np.asarray(p["bias"], np.float64), acc.ndim)
+        acc, y, recorded = self.affine_output(layer, x)
+        if run is not None:
+            run.accumulators[layer.name] = recorded
         if len(inputs) == 2:  # residual, zero-extended over channels
             res = np.asarray(inputs[1], np.float64)
             y[:, : res.shape[1]] += res
@@ -226,7 +276,9 @@ class FoldedTernary(LayerKind):
     def engine_step(self, layer, ctx):
         """Packed popcount convolution (or GEMM) with exact int32 accumulators, then one
         fused float32 epilogue ``acc·s + b [+ residual] [→ PReLU]`` (scale and bias
-        rounded once to float32)."""
+        rounded once to float32).  Asymmetric layers: :meth:`asymmetric_engine_step`."""
+        if self.asymmetric(layer):
+            return self.asymmetric_engine_step(layer, ctx)
         p = layer.params
         where = f"layer {layer.name!r} codes"
         conv = self.family == "conv"
@@ -249,6 +301,35 @@ class FoldedTernary(LayerKind):
             residual = args[1] if len(args) == 2 else None
             y = affine_epilogue(acc, mult32, shift32, residual, slope)
             return y, LayerEvent(first, y, accumulator=acc)
+        return run
+
+    def asymmetric_engine_step(self, layer, ctx):
+        """TTQ layers: the packed popcount convolution (or GEMM) run twice, on the masks
+        ``[t = +1]`` and ``[t = −1]`` (both exact int32 partial sums), then one fused
+        float32 epilogue ``W_p·acc₊ − W_n·acc₋ + b [+ residual] [→ PReLU]``
+        (:func:`~sttn_sim.kernels.fused.asymmetric_epilogue`).  The event's accumulator
+        is ``acc₊ − acc₋ = conv(x, t)``."""
+        p = layer.params
+        conv = self.family == "conv"
+        prepack = prepack_conv_weights if conv else prepack_gemm_weights
+        masks = [(p["codes"] > 0).astype(np.int8), (p["codes"] < 0).astype(np.int8)]
+        w_pos, w_neg = (prepack(m, name=f"layer {layer.name!r} {sign} mask") for m, sign in zip(masks, "+-"))
+        a_pos, a_neg, b32 = f32(p["scale"]), f32(p["scale_neg"]), f32(p["bias"])
+        slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
+        stride = self.attr(layer, "stride") if conv else 1
+        padding = self.attr(layer, "padding") if conv else 0
+        first = ctx.first_layer(layer)
+
+        def run(args, recorder=None):
+            x = args[0]
+            if conv:
+                acc_pos, acc_neg = (ternary_conv2d(x, w, stride, padding) for w in (w_pos, w_neg))
+            else:
+                cols = prepack_gemm_columns(x)
+                acc_pos, acc_neg = (np.ascontiguousarray(ternary_gemm(w, cols).T) for w in (w_pos, w_neg))
+            residual = args[1] if len(args) == 2 else None
+            y = asymmetric_epilogue(acc_pos, acc_neg, a_pos, a_neg, b32, residual, slope)
+            return y, LayerEvent(first, y, accumulator=acc_pos - acc_neg)
         return run
 
 

@@ -177,10 +177,10 @@ def relu_backward(dy, cache):
     return dy * cache
 
 
-def ternary_act_forward(x, lo: float, hi: float, clip: float = 1.0):
+def ternary_act_forward(x, lo: float, hi: float, clip: float = 1.0, tie: str = "sttn"):
     """Codes of :func:`sttn_sim.rules.ternary_activation` (in the dtype of x) and the
     straight-through mask ``|x| <= clip``."""
-    return ternary_activation(x, lo, hi).astype(x.dtype), np.abs(x) <= clip
+    return ternary_activation(x, lo, hi, tie=tie).astype(x.dtype), np.abs(x) <= clip
 
 
 def ternary_act_backward(dy, mask):

@@ -131,7 +131,8 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
         c = _channels_of(model, layer, shapes)
         gain, offset = np.ones(c), np.zeros(c)
         domain = "input"
-    direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi)
+    direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi,
+                                                         tie=layer.attrs.get("tie", "sttn"))
     return {"gain": gain, "offset": offset, "direction": direction, "lo": lo, "hi": hi, "constant": constant,
             "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False}
 

@@ -27,10 +27,11 @@ Export (:meth:`Network.export`):
 * ``twn`` / ``fixed`` → ``ter_conv``/``ter_linear`` holding ``α·t`` (one magnitude per
   output channel, so it is the merged form ``α(B1 + B2)`` with scale 2·(α/2)); form
   ``"merged"``: folds (codes and scale recovered per channel) and verifies.
-* ``ttq`` → ``conv``/``linear`` holding ``W_p·[t=+1] - W_n·[t=-1]``: two magnitudes per
-  channel are not representable by the project's single-scale ternary kinds, so the
-  layers stay float layers with ternary *values* (``attrs["ternary_method"] = "ttq"``);
-  the reference evaluates them exactly but ``fold`` keeps them as float convolutions.
+* ``ttq`` → ``ter_conv``/``ter_linear`` holding ``W_p·[t=+1] - W_n·[t=-1]`` with
+  ``attrs["ternary_method"] = "ttq"`` (two magnitudes per channel); form ``"merged"``:
+  ``fold`` recovers the codes and both scales per channel into the asymmetric folded
+  form (``scale = W_p``, ``scale_neg = W_n``), which the packed engine runs as two exact
+  partial sums.
 * ``float`` → form ``"float"``.
 """
 
@@ -297,11 +298,8 @@ class Network:
                 params = {"weight": w_eff.astype(np.float32)}
                 if b is not None:
                     params["bias"] = b.astype(np.float32)
-                if q.method == "ttq":
-                    attrs["ternary_method"] = "ttq"
-                else:
-                    kind = weighted_kind(layer.spec.family, "merged")
-                    attrs["ternary_method"] = q.method
+                kind = weighted_kind(layer.spec.family, "merged")
+                attrs["ternary_method"] = q.method
             layers.append(Layer(layer.name, kind, list(layer.inputs), attrs, params))
         form = {"sttn": "latent", "float": "float"}.get(self.method, "merged")
         meta = dict(self.model.metadata)

@@ -109,10 +109,28 @@ def test_official_form_fixtures(tmp_path, capsys):
     assert main(["--checkpoint", str(FIXTURES / "sttn_ter_zip.pth"), "--input-size", "32", "--out", str(out),
                  "--data", str(tmp_path / "d.npz"), "--batch", "2"]) == 0
     printed = capsys.readouterr().out
-    assert "note: model form 'merged' has no latent kernels" in printed and "skipped" in printed
+    assert "note: skipped figure1_<layer>, learned_intervals" in printed
+    assert "model form 'merged' has no latent kernels" in printed
     assert ", 3 images;" in printed  # batches of 2 + 1 from the .npz
     check_outputs(out, ALWAYS_CSV, ALWAYS_FIG)
     latent = load_checkpoint(FIXTURES / "sttn_bwx2_zip.pth.tar", input_size=32)
     intervals = learned_intervals(latent)
     assert len(intervals) == 16 and (intervals["best_errors"] <= intervals["overlap_count"]).all()
     assert set(baseline_table(latent)["method"]) >= {"sttn", "twn", "ttq", "optimal", "absmean", "sparsity"}
+
+
+def test_qonnx_model_writes_every_figure_without_latent_weights(tmp_path, capsys):
+    """A Brevitas QONNX export: every table and figure that needs no latent kernels is
+    written; the others are named in the note with the reason."""
+    out = tmp_path / "brevitas"
+    assert main(["--checkpoint", str(FIXTURES / "brevitas_ternary_cnn.onnx"), "--out", str(out), "--batch", "4",
+                 "--batches", "2", "--json"]) == 0
+    captured = capsys.readouterr()
+    summary = json.loads(captured.out)
+    check_outputs(out, ALWAYS_CSV, ALWAYS_FIG)
+    assert summary["ternary_layers"] == 3 and summary["images"] == 8
+    (note,) = summary["skipped"]
+    for name in LATENT_FIG + LATENT_CSV:
+        assert name in note
+    assert "imported from QONNX (brevitas_ternary_cnn.onnx)" in note and "latent kernels W1, W2" in note
+    assert "note: skipped" in captured.err

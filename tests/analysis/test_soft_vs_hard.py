@@ -36,6 +36,16 @@ def test_cli_tiny_run_writes_table_json_and_figure(tmp_path, capsys):
     # epoch 0 (initial weights) and epoch 1, for each of the 2 seeds and 6 ternary layers
     assert sorted(set(sttn.epoch)) == [0, 1] and len(sttn) == 2 * 2 * 6
     assert "| STTN |" in (out / "soft_vs_hard.md").read_text()  # the registry label
+    # every ternary method (TTQ too, in its asymmetric folded form) ran through the packed
+    # engine; float32 against float64 may flip a near-tie, at most an image or two here
+    ternary = runs[runs.method != "float"]
+    assert np.isfinite(ternary.test_accuracy_engine).all()
+    assert (np.abs(ternary.test_accuracy_engine - ternary.test_accuracy) <= 2 / 360).all()
+    assert np.isnan(runs[runs.method == "float"].test_accuracy_engine).all()
+    # the cost table covers every ternary method: the same architecture, the same dense MACs
+    assert ternary.ternary_macs.nunique() == 1 and (ternary.ternary_macs > 0).all()
+    assert (ternary.macs_nonzero_weight <= ternary.ternary_macs).all() and (ternary.packed_bytes > 0).all()
+    assert s.loc["ttq", "acc_engine_mean"] == pytest.approx(runs[runs.method == "ttq"].test_accuracy_engine.mean())
 
 
 def test_results_do_not_depend_on_the_number_of_workers():

@@ -27,10 +27,10 @@ def mlp():
 
 
 def test_public_entry_points_are_re_exported():
-    for name in ("load_checkpoint", "save_model", "load_official", "save_official"):
+    for name in ("load_checkpoint", "save_model", "load_official", "save_official", "load_qonnx"):
         assert getattr(sttn_sim, name) is getattr(sttn_sim.io, name)
     assert set(sttn_sim.io.__all__) == {"load_checkpoint", "save_model", "sniff_format", "load_official",
-                                        "save_official"}
+                                        "save_official", "load_qonnx"}
     assert load_official is sttn_sim.io.official.load_official and save_official is sttn_sim.io.official.save_official
 
 
