@@ -61,7 +61,7 @@ except ImportError as exc:
 
 from ..errors import ModelError
 from ..graph import Layer, Model
-from ..rules import batchnorm_affine, float32_thresholds
+from ..rules import batchnorm_affine, comparison_thresholds
 from ..walk import walk
 
 #: a torch operation of one layer: its input tensors -> its output tensor
@@ -113,8 +113,14 @@ def _folded_ternary(layer: Layer) -> TorchOperation:
     codes = np.asarray(p["codes"], np.float32)
     if layer.spec.attr(layer, "epilogue") == "none":
         return _weighted(layer, codes, None)  # the exact integer accumulator
-    scale = np.asarray(p["scale"], np.float32).reshape((-1,) + (1,) * (codes.ndim - 1))
-    weighted = _weighted(layer, codes * scale, p["bias"])
+    shape = (-1,) + (1,) * (codes.ndim - 1)
+    scale = np.asarray(p["scale"], np.float32).reshape(shape)
+    if "scale_neg" in p:  # TTQ: W_p on the +1 codes, W_n on the -1 codes
+        scale_neg = np.asarray(p["scale_neg"], np.float32).reshape(shape)
+        kernel = np.where(codes > 0, scale, np.float32(0)) - np.where(codes < 0, scale_neg, np.float32(0))
+    else:
+        kernel = codes * scale
+    weighted = _weighted(layer, kernel, p["bias"])
 
     def op(x, residual=None):
         y = weighted(x)
@@ -128,10 +134,14 @@ def _batchnorm(layer: Layer) -> TorchOperation:
 
 
 def _threshold(layer: Layer) -> TorchOperation:
-    """:func:`sttn_sim.rules.apply_threshold` in torch (thresholds rounded up to float32)."""
+    """:func:`sttn_sim.rules.apply_threshold` in torch, with the canonical comparison
+    thresholds of :func:`sttn_sim.rules.comparison_thresholds` (either tie rule; float
+    thresholds rounded to float32 so the float32 comparison is the exact rule)."""
     p = layer.params
     direction, constant = _tensor(p["direction"]), _tensor(p["constant"])
-    lo, hi = torch.from_numpy(float32_thresholds(p["lo"])), torch.from_numpy(float32_thresholds(p["hi"]))
+    lo, hi = comparison_thresholds(p["lo"], p["hi"], integer=bool(layer.spec.attr(layer, "integer")),
+                                   tie=layer.spec.attr(layer, "tie"))
+    lo, hi = torch.from_numpy(np.asarray(lo, np.float32)), torch.from_numpy(np.asarray(hi, np.float32))
 
     def op(x):
         d = _per_channel(direction, x.dim())

@@ -290,3 +290,20 @@ def test_without_torch_the_import_error_says_what_to_install(monkeypatch):
     monkeypatch.delitem(sys.modules, "sttn_sim.bench.torch_baseline")
     with pytest.raises(ImportError, match=r"needs PyTorch.*torch==2\.13\.0"):
         importlib.import_module("sttn_sim.bench.torch_baseline")
+
+
+@pytest.mark.parametrize("tie, ttq", [("sttn", False), ("half_even", False), ("sttn", True), ("half_even", True)])
+def test_both_tie_rules_and_ttq_scales_match_the_reference(tie_model, tie, ttq):
+    """Dyadic values land exactly on ±0.5 (the ties both rules decide differently); the
+    baseline's codes equal the reference's with ==, TTQ's two scales included."""
+    model = fold(tie_model(tie, ttq=ttq))
+    x = tie_model.input(model, 6).astype(np.float32)
+    ref = run_reference(model, x)
+    with torch.no_grad():
+        values = TorchBaseline(model).values(as_tensor(x), keep=True)
+    for layer in model.layers:
+        if layer.kind == "threshold":
+            assert np.array_equal(values[layer.name].numpy().astype(np.int8), ref.outputs[layer.name]), layer.name
+    logits = values[model.output].numpy().astype(np.float64)
+    # tolerance: float32 arithmetic against float64 on dyadic values of magnitude < 100
+    assert np.max(np.abs(logits - ref.logits)) <= 1e-4 * max(1.0, float(np.max(np.abs(ref.logits))))
