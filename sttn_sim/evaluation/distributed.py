@@ -17,7 +17,10 @@ Failures:
 
 * a worker that dies (killed, out of memory) loses its task; the scheduler runs it
   again elsewhere (up to the scheduler's ``distributed.scheduler.allowed-failures``,
-  3 by default; the nanny restarts the worker);
+  3 by default; the nanny restarts the worker).  The LocalCluster's scheduler gives a
+  worker only the task it runs (``worker-saturation`` 1.0), so a death counts against
+  that shard alone; on another cluster the tasks queued on a dying worker are counted
+  too (its own ``worker-saturation`` setting);
 * an exception inside a task is retried :data:`TASK_RETRIES` times;
 * a shard that still fails is reported by name (:class:`~sttn_sim.evaluation.report.FailedShard`)
   with its images listed as not evaluated; the other shards are merged as usual;
@@ -33,8 +36,10 @@ import logging
 import operator
 import os
 import secrets
+import time
 from contextlib import contextmanager
 
+import dask
 import numpy as np
 from distributed import Client, KilledWorker, LocalCluster, as_completed
 
@@ -84,8 +89,9 @@ def dask_client(workers: int | None, scheduler: str | None, connect_timeout: flo
             client.close()
         return
     threads = max(1, (os.cpu_count() or 1) // workers)
-    cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
-                           silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": str(threads)})
+    with dask.config.set({"distributed.scheduler.worker-saturation": 1.0}):
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
+                               silence_logs=logging.ERROR, env={"NUMBA_NUM_THREADS": str(threads)})
     try:
         with Client(cluster) as client:
             yield client
@@ -101,10 +107,13 @@ def _reason(exc: BaseException) -> str:
 
 def evaluate_on_dask(spec: ModelSpec, source: ImageSource, n_images: int, check: np.ndarray, options: RunOptions, *,
                      workers: int | None, scheduler: str | None, shard_size: int | None, connect_timeout: float,
-                     progress) -> tuple[PartResult, list[FailedShard], str, int]:
+                     progress) -> tuple[PartResult, list[FailedShard], str, int, float]:
     """Run the first ``n_images`` of ``source`` as shards on Dask (see the module
-    docstring).  Returns ``(merged result, failed shards, mode, worker threads)``."""
+    docstring).  Returns ``(merged result, failed shards, mode, worker threads, seconds
+    to start or reach the cluster)``."""
+    start = time.perf_counter()
     with dask_client(workers, scheduler, connect_timeout) as client:
+        setup = time.perf_counter() - start
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()) or 1
         shards = plan_shards(n_images, shard_size or default_shard_size(n_images, options.batch_size, threads))
         token = secrets.token_hex(4)
@@ -136,4 +145,4 @@ def evaluate_on_dask(spec: ModelSpec, source: ImageSource, n_images: int, check:
                 else f"Dask scheduler {scheduler} ({threads} worker thread(s))")
     parts = [results[s.index] for s in shards if s.index in results] or \
         [PartResult(Tally(len(source.classes), options.k), ActivationRecorder() if options.record else None)]
-    return functools.reduce(operator.add, parts), [failed[i] for i in sorted(failed)], mode, threads
+    return functools.reduce(operator.add, parts), [failed[i] for i in sorted(failed)], mode, threads, setup

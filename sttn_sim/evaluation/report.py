@@ -57,6 +57,7 @@ class Evaluation:
     mode: str = ""
     threads: int = 1
     wall_seconds: float = 0.0
+    setup_seconds: float = 0.0  # of wall_seconds: starting (or reaching) the Dask cluster
 
     # -- numbers --------------------------------------------------------------------
     @property
@@ -91,14 +92,21 @@ class Evaluation:
 
     @property
     def images_per_second(self) -> float:
+        """Images evaluated per second of the whole run."""
         return self.evaluated / self.wall_seconds if self.wall_seconds > 0 else float("nan")
 
     @property
+    def steady_images_per_second(self) -> float:
+        """Images per second once the cluster is up (what a long run approaches)."""
+        busy = self.wall_seconds - self.setup_seconds
+        return self.evaluated / busy if busy > 0 else float("nan")
+
+    @property
     def outside_engine_share(self) -> float:
-        """1 - (engine seconds / (wall seconds × engine threads)): the share of the
-        run's capacity spent outside :meth:`Engine.run` (decoding waits, checks,
-        counting, distribution)."""
-        capacity = self.wall_seconds * max(1, self.threads)
+        """1 - engine seconds / ((wall - setup seconds) × worker threads): the share of
+        the run's capacity spent outside :meth:`Engine.run` (decoding or waiting for it,
+        checks, counting, distribution)."""
+        capacity = (self.wall_seconds - self.setup_seconds) * max(1, self.threads)
         return 1.0 - self.result.engine_seconds / capacity if capacity > 0 else float("nan")
 
     def per_class_table(self) -> pd.DataFrame:
@@ -125,6 +133,7 @@ class Evaluation:
                       "codes_identical": t.codes_identical, "near_ties": t.near_ties,
                       "failures": t.check_failures},
             "mode": self.mode, "threads": self.threads, "wall_seconds": self.wall_seconds,
+            "setup_seconds": self.setup_seconds, "steady_images_per_second": self.steady_images_per_second,
             "engine_seconds": r.engine_seconds, "check_seconds": r.check_seconds,
             "images_per_second": self.images_per_second, "outside_engine_share": self.outside_engine_share,
             "skipped": [{"index": s.index, "id": s.id, "reason": s.reason} for s in t.skipped],
@@ -148,7 +157,9 @@ class Evaluation:
                             f"check FAIL on {len(t.check_failures)} group(s): {t.check_failures[0]}"))
         else:
             lines.append("no image checked against the float64 reference (check = 0)")
-        lines.append(f"{self.images_per_second:.2f} images/s ({self.wall_seconds:.1f} s; engine "
+        setup = (f", {self.steady_images_per_second:.2f} images/s after {self.setup_seconds:.1f} s of cluster "
+                 f"start-up" if self.setup_seconds else "")
+        lines.append(f"{self.images_per_second:.2f} images/s{setup} ({self.wall_seconds:.1f} s; engine "
                      f"{r.engine_seconds:.1f} s, reference check {r.check_seconds:.1f} s; "
                      f"{100 * self.outside_engine_share:.1f} % outside the engine) — {self.mode}")
         if t.skipped:

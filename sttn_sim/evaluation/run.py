@@ -205,12 +205,12 @@ def evaluate(spec: ModelSpec, source: ImageSource, *, options: RunOptions = RunO
         if workers is None and scheduler is None:
             part = source if n == len(source) else source.subset(0, n)
             result = evaluate_part(loaded, part, 0, sample, options, decode_workers=decode_workers, progress=bar)
-            failed, mode, threads = [], f"1 process, {decode_workers} decoding worker process(es)", 1
+            failed, mode, threads, setup = [], f"1 process, {decode_workers} decoding worker process(es)", 1, 0.0
         else:
             from .distributed import evaluate_on_dask  # noqa: PLC0415  (dask only when asked for)
-            result, failed, mode, threads = evaluate_on_dask(
+            result, failed, mode, threads, setup = evaluate_on_dask(
                 spec, source, n, sample, options, workers=workers, scheduler=scheduler, shard_size=shard_size,
                 connect_timeout=connect_timeout, progress=bar)
     wall = time.perf_counter() - start
     return Evaluation(spec=spec, source=source, loaded=loaded, requested=n, result=result, failed=failed,
-                      mode=mode, threads=threads, wall_seconds=wall)
+                      mode=mode, threads=threads, wall_seconds=wall, setup_seconds=setup)
