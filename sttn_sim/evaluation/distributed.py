@@ -117,6 +117,7 @@ def evaluate_on_dask(spec: ModelSpec, source: ImageSource, n_images: int, check:
         threads = sum(w.get("nthreads", 1) for w in client.scheduler_info()["workers"].values()) or 1
         shards = plan_shards(n_images, shard_size or default_shard_size(n_images, options.batch_size, threads))
         token = secrets.token_hex(4)
+        progress.start()
         futures = {}
         for shard in shards:
             mine = check[(check >= shard.start) & (check < shard.stop)]

@@ -158,19 +158,24 @@ def evaluate_part(loaded: LoadedModel, part: ImageSource, offset: int, check: np
 
 @dataclass
 class _Progress:
-    """A tqdm bar over images (with ETA) on stderr, or nothing."""
+    """A tqdm bar over images (with ETA) on stderr, or nothing.  The bar appears at
+    :meth:`start` (when the work starts: after a Dask cluster answered), so that an
+    error before it is the only line printed."""
 
     total: int
     enabled: bool
     bar: object = field(default=None, init=False)
 
     def __enter__(self):
-        if self.enabled:
-            from tqdm import tqdm  # noqa: PLC0415  (plain text bar; only when shown)
-            self.bar = tqdm(total=self.total, unit="img", desc="evaluate", dynamic_ncols=True)
         return self
 
+    def start(self) -> None:
+        if self.enabled and self.bar is None:
+            from tqdm import tqdm  # noqa: PLC0415  (plain text bar; only when shown)
+            self.bar = tqdm(total=self.total, unit="img", desc="evaluate", dynamic_ncols=True)
+
     def __call__(self, n: int) -> None:
+        self.start()
         if self.bar is not None:
             self.bar.update(n)
 
@@ -204,6 +209,7 @@ def evaluate(spec: ModelSpec, source: ImageSource, *, options: RunOptions = RunO
     with _Progress(n, progress) as bar:
         if workers is None and scheduler is None:
             part = source if n == len(source) else source.subset(0, n)
+            bar.start()
             result = evaluate_part(loaded, part, 0, sample, options, decode_workers=decode_workers, progress=bar)
             failed, mode, threads, setup = [], f"1 process, {decode_workers} decoding worker process(es)", 1, 0.0
         else:
