@@ -14,9 +14,10 @@ saved to a temporary file that every process loads):
   wall seconds; the issue's target is at most 0.15 with decoding workers);
 * ``dask`` — the same run on a LocalCluster of ``workers`` single-threaded workers
   (started once through :func:`sttn_sim.evaluation.distributed.dask_client`, as
-  ``--workers`` does; its start-up is reported apart): images/s of the first run
-  (model loads on every worker included) and of the later runs; ``vs_one_process`` is
-  the ratio to the one-process images/s with one decoding process (target at least 0.8).
+  ``--workers`` does; its start-up is reported apart): the first run (model loads on
+  every worker included), then ``repeats`` runs alternating with one-process runs (one
+  decoding process, the CLI's default); ``vs_one_process`` is the ratio of their median
+  images/s (target at least 0.8).
 
 Every row carries the 1-minute load average before and after it: the machine is
 shared, and a parallel region stalls whenever another process takes one of its cores,
@@ -103,7 +104,6 @@ def benchmark_evaluate(n_images: int = 96, *, batch: int = 16, repeats: int = 2,
         row("engine", f"batch {batch}", len(x), seconds, load)
 
         options = RunOptions(batch_size=batch)
-        one_process = {}
         for d in decode_workers:
             say(f"evaluate, one process, {d} decoding process(es) ...")
             load = _load()
@@ -112,7 +112,6 @@ def benchmark_evaluate(n_images: int = 96, *, batch: int = 16, repeats: int = 2,
             share = float(np.median([r.outside_engine_share for r in runs]))
             row("evaluate", f"1 process, {d} decoding process(es)", runs[0].evaluated, wall, load,
                 outside_engine_share=share)
-            one_process[d] = runs[0].evaluated / wall
 
         say(f"evaluate on a LocalCluster of {workers} workers ...")
         from ..evaluation.distributed import dask_client  # noqa: PLC0415  (dask only for this part)
@@ -122,22 +121,25 @@ def benchmark_evaluate(n_images: int = 96, *, batch: int = 16, repeats: int = 2,
         with dask_client(workers, None, 60.0) as client:
             row("dask", f"LocalCluster of {workers}: start-up", 0, time.perf_counter() - start, load)
             address = client.scheduler.address
-            runs = []
-            for i in range(max(2, repeats + 1)):
-                load = _load()
-                run = evaluate(spec, source, options=options, check=0, scheduler=address)
-                runs.append((run, load))
-            reference = one_process.get(1, max(one_process.values()))
-            first, first_load = runs[0]
+            load = _load()
+            first = evaluate(spec, source, options=options, check=0, scheduler=address)
             row("dask", f"LocalCluster of {workers}: first run (model loads)", first.evaluated,
-                first.wall_seconds - first.setup_seconds, first_load,
-                outside_engine_share=first.outside_engine_share,
-                vs_one_process=first.steady_images_per_second / reference)
-            later = runs[1:]
-            wall = float(np.median([r.wall_seconds - r.setup_seconds for r, _ in later]))
-            row("dask", f"LocalCluster of {workers}: later runs", later[0][0].evaluated, wall, later[0][1],
-                outside_engine_share=float(np.median([r.outside_engine_share for r, _ in later])),
-                vs_one_process=(later[0][0].evaluated / wall) / reference)
+                first.wall_seconds - first.setup_seconds, load, outside_engine_share=first.outside_engine_share)
+            # one process and the cluster in alternation, so that a drift of the machine's
+            # load hits both alike; the ratio is of the medians
+            pairs, load = [], _load()
+            for _ in range(max(2, repeats)):
+                one = evaluate(spec, source, options=options, check=0, decode_workers=1)
+                dask = evaluate(spec, source, options=options, check=0, scheduler=address)
+                pairs.append((one, dask))
+            one_ips = float(np.median([o.images_per_second for o, _ in pairs]))
+            dask_ips = float(np.median([d.steady_images_per_second for _, d in pairs]))
+            row("dask", "1 process, 1 decoding process(es), alternating with the cluster", n_images,
+                n_images / one_ips, load, outside_engine_share=float(np.median([o.outside_engine_share
+                                                                                for o, _ in pairs])))
+            row("dask", f"LocalCluster of {workers}: later runs, alternating", n_images, n_images / dask_ips, load,
+                outside_engine_share=float(np.median([d.outside_engine_share for _, d in pairs])),
+                vs_one_process=dask_ips / one_ips)
     columns = ["part", "setting", "images", "seconds", "images_per_s", "outside_engine_share", "vs_one_process",
                "load_before", "load_after"]
     return pd.DataFrame(rows).reindex(columns=columns)
