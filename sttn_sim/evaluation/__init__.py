@@ -11,8 +11,9 @@ fused threshold kernels).  ``sttn evaluate`` (:mod:`sttn_sim.evaluate`) is its c
 * :mod:`.tally` — :class:`Tally`: the mergeable integer counts; :func:`topk_hits`;
 * :mod:`.model` — :class:`ModelSpec` (what a worker loads) and :func:`loaded_model`
   (once per process);
-* :mod:`.run` — :func:`evaluate_part` (one part of a run), shards, the checked
-  sample, :func:`evaluate`;
+* :mod:`.parts` — :func:`evaluate_part` (one part of a run), shards, options, the
+  checked sample;
+* :mod:`.run` — :func:`evaluate` (one process, or Dask);
 * :mod:`.distributed` — the shards as Dask tasks (imported only for a Dask run:
   ``import sttn_sim`` never imports dask);
 * :mod:`.report` — :class:`Evaluation`: text, JSON, ``per_class.csv`` and the other files.
@@ -31,18 +32,17 @@ Example::
 
 from .model import LoadedModel, ModelSpec, loaded_model
 from .report import Evaluation, FailedShard
-from .run import (
+from .parts import (
     DEFAULT_BATCH,
-    DEFAULT_CHECK,
     EvaluationError,
     PartResult,
     RunOptions,
     Shard,
     check_sample,
-    evaluate,
     evaluate_part,
     plan_shards,
 )
+from .run import DEFAULT_CHECK, evaluate
 from .tally import Tally, topk_hits
 
 __all__ = ["LoadedModel", "ModelSpec", "loaded_model", "Evaluation", "FailedShard", "DEFAULT_BATCH",

@@ -5,12 +5,12 @@
 Numba engine gets ``cpu_count // workers`` threads) or connects to the scheduler at
 ``scheduler`` (``tcp://host:port``; an address that does not answer within
 ``connect_timeout`` seconds, or a cluster without workers, is an
-:class:`~sttn_sim.evaluation.run.EvaluationError` naming the address).
+:class:`~sttn_sim.evaluation.parts.EvaluationError` naming the address).
 
 Each shard is one task, :func:`run_shard`: the worker loads the model once
 (:func:`~sttn_sim.evaluation.model.loaded_model`, cached per process; it must see the
 checkpoint and image paths the client sees), decodes its images in its own process
-and returns a :class:`~sttn_sim.evaluation.run.PartResult`.  Results are merged in
+and returns a :class:`~sttn_sim.evaluation.parts.PartResult`.  Results are merged in
 shard order, whatever order they arrive in.
 
 Failures:
@@ -48,7 +48,7 @@ from ..images import ImageSource
 from ..stats import ActivationRecorder
 from .model import ModelSpec, loaded_model
 from .report import FailedShard
-from .run import EvaluationError, PartResult, RunOptions, Shard, default_shard_size, evaluate_part, plan_shards
+from .parts import EvaluationError, PartResult, RunOptions, Shard, default_shard_size, evaluate_part, plan_shards
 from .tally import Tally
 
 __all__ = ["TASK_RETRIES", "run_shard", "evaluate_on_dask", "dask_client"]

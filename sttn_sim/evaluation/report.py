@@ -46,7 +46,7 @@ def _percent(num: int, den: int) -> str:
 @dataclass
 class Evaluation:
     """The outcome of :func:`sttn_sim.evaluation.evaluate` (``result`` is the merged
-    :class:`~sttn_sim.evaluation.run.PartResult`)."""
+    :class:`~sttn_sim.evaluation.parts.PartResult`)."""
 
     spec: ModelSpec
     source: ImageSource
