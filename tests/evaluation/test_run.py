@@ -1,4 +1,4 @@
-"""sttn_sim.evaluation.run in one process: the counts are those of the images themselves
+"""sttn_sim.evaluation.run and .parts in one process: the counts are those of the images themselves
 (decoded here with Pillow, run through the engine and the reference independently),
 the recorded statistics are those of a direct recording, bad images are named or skipped."""
 
