@@ -1,12 +1,17 @@
 """``python -m analysis.figures``: every statistic table (CSV) and figure (PNG + PDF) of a model.
 
-``python -m analysis.figures [--checkpoint PATH [--input-size N]] [--out DIR] [--layer NAME] [--data NPZ]
-[--batch N] [--batches K] [--seed S] [--engine] [--json]``
+``python -m analysis.figures [--checkpoint PATH [--input-size N]] [--out DIR] [--layer NAME]
+[--data DIR|FILE.npz|digits [--labels FILE] [--preprocess SPEC] [--limit N]] [--batch N] [--batches K]
+[--seed S] [--engine] [--json]``
 
 Without ``--checkpoint`` it uses :func:`analysis.figures.default_model_and_data`.
 Activations are collected on the folded model with the float64 reference path, or with
-the packed engine (``--engine``); a tqdm progress bar shows the batches; ``--data`` takes an ``.npz`` with ``images`` (NCHW
-float32), otherwise ``--batches`` batches of ``--batch`` seeded synthetic images are used.
+the packed engine (``--engine``); a tqdm progress bar shows the batches.  ``--data``
+takes the sources of ``sttn evaluate`` (:mod:`sttn_sim.dataset_options`: an ImageFolder
+tree, a flat folder with ``--labels``, an ``.npz``, ``digits``; of an ``.npz`` or digits
+every image by default, ``--part all``), and also an ``.npz`` with only ``images``
+(NCHW floats: the statistics need no labels); otherwise ``--batches`` batches of
+``--batch`` seeded synthetic images are used.
 
 Written to ``--out`` (each file atomically: nothing half-written):
 
@@ -37,19 +42,19 @@ import matplotlib.pyplot as plt
 import numpy as np
 
 from sttn_sim.cli import bounded_int, module_main
+from sttn_sim.dataset_options import add_data_arguments, open_data
 from sttn_sim.engine import Engine
 from sttn_sim.errors import ModelError, ShapeError, SttnError
 from sttn_sim.fold import fold
 from sttn_sim.io import load_checkpoint
 from sttn_sim.io.atomic import atomic_path, ensure_output_dir
 from sttn_sim.stats import (
-    activation_thresholds,
     channel_weight_statistics,
     collect_activations,
     has_latent_weights,
-    layer_costs,
     learned_interval_classes,
     learned_intervals,
+    recorded_tables,
     weight_statistics,
 )
 from sttn_sim.stats.intervals import ternary_layer
@@ -83,7 +88,8 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--input-size", type=bounded_int(1, MAX_INPUT_SIZE), default=None,
                    help="input resolution of an official PyTorch checkpoint (it does not record it; default 224)")
     p.add_argument("--layer", help="ternary layer for Figure 1 (default: the middle ternary layer)")
-    p.add_argument("--data", help="an .npz file with 'images' (N, C, H, W) float32 for the activation statistics")
+    add_data_arguments(p)
+    p.set_defaults(part="all")
     p.add_argument("--batch", type=bounded_int(1, MAX_BATCH), default=8, help="images per batch (default 8)")
     p.add_argument("--batches", type=bounded_int(1, 100_000), default=4, help="number of synthetic batches without --data (default 4)")
     p.add_argument("--seed", type=int, default=0, help="seed of the default model and synthetic batches")
@@ -93,8 +99,42 @@ def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     return p
 
 
-def load_images(path, batch: int) -> list[np.ndarray]:
-    """Batches of ``images`` from an ``.npz`` (never unpickled)."""
+class _Images:
+    """The image arrays of a batch stream (with its length, for the progress bar)."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def __len__(self) -> int:
+        return len(self.stream)
+
+    def __iter__(self):
+        return (batch.images for batch in self.stream)
+
+
+def data_batches(args, model):
+    """Input batches of ``--data``: any source of :func:`sttn_sim.dataset_options.open_data`,
+    or an ``.npz`` with only ``images`` (:func:`load_images`)."""
+    if str(args.data).lower().endswith(".npz") and _npz_without_labels(args.data):
+        batches = load_images(args.data, args.batch, limit=args.limit)
+        want = tuple(model.input_shape)
+        if tuple(batches[0].shape[1:]) != want:
+            raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
+                             f"expects {list(want)}")
+        return batches
+    return _Images(open_data(args, model).batches(args.batch, limit=args.limit))
+
+
+def _npz_without_labels(path) -> bool:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return "labels" not in npz.files
+    except (OSError, ValueError):
+        return True  # load_images names the problem
+
+
+def load_images(path, batch: int, limit: int | None = None) -> list[np.ndarray]:
+    """Batches of the first ``limit`` ``images`` of an ``.npz`` (never unpickled)."""
     try:
         with np.load(path, allow_pickle=False) as npz:
             if "images" not in npz.files:
@@ -105,22 +145,21 @@ def load_images(path, batch: int) -> list[np.ndarray]:
     if images.ndim < 2 or images.shape[0] == 0 or images.dtype.kind != "f":
         raise ShapeError(f"{path}: 'images' must be a non-empty float array (N, C, H, W), got "
                          f"{images.dtype} {list(images.shape)}")
-    images = images.astype(np.float32, copy=False)
+    images = images[:limit].astype(np.float32, copy=False)
     return [images[i:i + batch] for i in range(0, images.shape[0], batch)]
 
 
 def write_all(model, batches, out_dir, *, layer: str | None = None, executor=None, progress: bool = True,
-              description: str = "", log=print) -> dict:
+              description: str = "", log=print, recorder=None) -> dict:
     """Compute every table and figure of ``model`` and write them to ``out_dir``.
 
     ``batches``: iterable of input arrays for the activation statistics; ``executor``:
-    see :func:`sttn_sim.stats.collect_activations`, or ``"engine"`` for the packed engine. Returns a summary dict with
-    ``written`` (paths), ``skipped`` (notes) and headline numbers. Raises
-    :class:`SttnError` for bad input before anything is written.
+    see :func:`sttn_sim.stats.collect_activations`, or ``"engine"`` for the packed engine;
+    or ``recorder``: the statistics of a run already made (e.g. ``sttn evaluate``'s
+    :attr:`~sttn_sim.evaluation.Evaluation.recorder`; ``batches`` is then ignored).
+    Returns a summary dict with ``written`` (paths), ``skipped`` (notes) and headline
+    numbers. Raises :class:`SttnError` for bad input before anything is written.
     """
-
-
-
     # --- validate everything before writing anything ----------------------------------
     ternary = [l.name for l in model.ternary_layers()]
     if not ternary:
@@ -153,22 +192,21 @@ def write_all(model, batches, out_dir, *, layer: str | None = None, executor=Non
         def executor(m, x, recorder):  # noqa: F811 - one engine (prepacked weights) for every batch
             engine.run(np.ascontiguousarray(x, np.float32), recorder=recorder)
     # --- activations (the slow part, with a progress bar) -----------------------------
-    rec = collect_activations(folded, batches, executor=executor, progress=progress)
+    rec = recorder if recorder is not None else collect_activations(folded, batches, executor=executor,
+                                                                    progress=progress)
     if rec.samples == 0:
         raise SttnError("no input batches: the activation statistics need at least one image")
     # --- tables ----------------------------------------------------------------------
     wstats = weight_statistics(model)
     table(wstats, "weight_stats.csv")
     table(channel_weight_statistics(model), "weight_channels.csv")
-    table(layer_costs(folded, rec), "cost.csv")
-    layers_t, channels_t, hist_t = rec.layer_table(), rec.channel_table(), rec.histogram_table()
-    thresholds_t = activation_thresholds(folded)
-    has_activations = len(layers_t) > 0
+    recorded = recorded_tables(folded, rec)
+    for name, df in recorded.items():
+        table(df, name)
+    has_activations = "activation_layers.csv" in recorded
     if has_activations:
-        table(layers_t, "activation_layers.csv")
-        table(channels_t, "activation_channels.csv")
-        table(hist_t, "activation_histograms.csv")
-        table(thresholds_t, "activation_thresholds.csv")
+        layers_t, channels_t = recorded["activation_layers.csv"], recorded["activation_channels.csv"]
+        hist_t, thresholds_t = recorded["activation_histograms.csv"], recorded["activation_thresholds.csv"]
     else:
         note = f"model {model.arch!r} has no ternary activation layers: activation statistics and figures skipped"
         skipped.append(note)
@@ -233,11 +271,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         model, batches, description = default_model_and_data(args.batch, args.batches, args.seed)
     if args.data:
-        batches = load_images(args.data, args.batch)
-        want = tuple(model.input_shape)
-        if tuple(batches[0].shape[1:]) != want:
-            raise ShapeError(f"{args.data}: images have shape {list(batches[0].shape[1:])} per image, the model "
-                             f"expects {list(want)}")
+        batches = data_batches(args, model)
     if args.layer is not None:
         ternary_layer(model, args.layer)  # an unknown name lists the valid ones
     ensure_output_dir(args.out)  # fail on an unwritable folder before the work starts
@@ -258,4 +292,4 @@ def run(args: argparse.Namespace) -> int:
 
 main = module_main(__name__, "python -m analysis.figures")
 
-__all__ = ["DESCRIPTION", "add_arguments", "run", "main", "write_all", "load_images"]
+__all__ = ["DESCRIPTION", "add_arguments", "run", "main", "write_all", "data_batches", "load_images"]

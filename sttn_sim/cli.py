@@ -39,6 +39,8 @@ class Command:
 LIBRARY_COMMANDS = (
     Command("verify", "sttn_sim.verify", "check that a folded model is exactly the trained one"),
     Command("info", "sttn_sim.info", "show what a checkpoint holds"),
+    Command("evaluate", "sttn_sim.evaluate", "accuracy of a checkpoint on an image dataset, audited, on one "
+                                             "machine or a Dask cluster"),
     Command("bench", "sttn_sim.bench.cli", "time packed ternary inference against float baselines"),
     Command("export", "sttn_sim.export", "write a folded model as ONNX or QONNX (FINN)"),
 )

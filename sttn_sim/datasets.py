@@ -25,7 +25,7 @@ import numpy as np
 from .errors import ShapeError, SttnError
 from .io import load_checkpoint
 
-__all__ = ["digits", "load_npz", "check_dataset", "split_arrays", "default_model", "data_path",
+__all__ = ["digits", "load_npz", "check_dataset", "model_classes", "split_arrays", "default_model", "data_path",
            "DIGITS_CLASSES", "DatasetError"]
 
 DIGITS_CLASSES = 10
@@ -166,12 +166,13 @@ def check_dataset(model, x, y, *, name: str = "dataset") -> None:
         raise DatasetError(f"{name}: images must be floating point, got dtype {x.dtype}")
     if not np.all(np.isfinite(x)):
         raise DatasetError(f"{name}: images contain {int(np.sum(~np.isfinite(x)))} NaN or Inf values")
-    classes = _model_classes(model)
+    classes = model_classes(model)
     _as_labels(name, np.asarray(y), x.shape[0], classes)
 
 
-def _model_classes(model) -> int | None:
-    """Output size of the last conv/linear-like layer when it is a linear layer (else None)."""
+def model_classes(model) -> int | None:
+    """The model's class count: the output size of its last conv/linear-like layer when
+    that is a linear layer (else None)."""
     for layer in reversed(model.layers):
         if layer.kind in ("batchnorm", "prelu", "threshold"):
             continue

@@ -28,6 +28,7 @@ NOTEBOOKS = {
     "01_learned_thresholds.ipynb": 5,
     "02_bit_exact_engine.ipynb": 0,
     "03_soft_vs_hard.ipynb": 5,
+    "04_evaluate_real_images.ipynb": 5,
 }
 #: seconds per notebook (the issue's limit; they take ~3-25 s on the 2-core CI machine)
 #: per-cell hang guard only (not a performance budget: timing lives in the benchmarks)

@@ -163,3 +163,36 @@ def test_cli_bad_input_is_one_line_exit_2(argv, needle):
     assert proc.returncode == 2
     assert proc.stderr.startswith("error: ") and needle in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_verify_on_real_images(tmp_path, capsys):
+    """--data: the checks run on the dataset's first --limit images (the default model
+    when no checkpoint is given); the batch is those images, decoded here independently."""
+    from PIL import Image
+
+    from sttn_sim import default_model
+    from sttn_sim.datasets import digits
+    from sttn_sim.images.writing import write_image_folder
+
+    _, _, x, y = digits()
+    pick = np.concatenate([np.flatnonzero(y == c)[:2] for c in range(10)])  # every class (the model has 10)
+    root = write_image_folder(tmp_path / "png", x[pick], y[pick])
+    assert main(["--data", str(root), "--limit", "5", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["passed"] and doc["batch"] == 5 and doc["data"]["images"] == 5
+    paths = sorted(root.rglob("*.png"), key=lambda p: (p.parent.name, p.name))[:5]
+    batch = np.stack([np.asarray(Image.open(p), np.float32)[None] / np.float32(255) for p in paths])
+    direct = verify_model(default_model(), x=batch)
+    assert [r["values"] for r in doc["layers"]] == direct.table["values"].tolist()
+    assert doc["top1_agreement"] == f"{direct.top1_agreement}/5"
+    assert main(["--data", "digits", "--limit", "3"]) == 0
+    assert "data: 3 images of digits:test" in capsys.readouterr().out
+
+
+def test_verify_data_errors(tmp_path, capsys):
+    assert main(["--limit", "3"]) == 2
+    assert "--limit: applies to --data" in capsys.readouterr().err
+    assert main(["--data", str(tmp_path / "none")]) == 2
+    assert "none: no such file or folder" in capsys.readouterr().err
+    assert main(["--data", "digits", "--limit", "2000"]) == 2
+    assert "expected at most 1024" in capsys.readouterr().err

@@ -14,6 +14,7 @@ import sys
 import pandas as pd
 
 from .end_to_end import benchmark_end_to_end
+from .evaluate import benchmark_evaluate
 from .gemm import benchmark_gemm
 from .recording import benchmark_recording
 from .timing import busy_machine_warning, openblas_env_warning, thread_info
@@ -38,6 +39,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
     parser.add_argument("--skip-gemm", action="store_true", help="leave out the packed GEMM against numpy")
     parser.add_argument("--skip-end-to-end", action="store_true", help="leave out the ResNet-18 engine/PyTorch times")
     parser.add_argument("--skip-recording", action="store_true", help="leave out the recording overhead")
+    parser.add_argument("--evaluate", action="store_true", help="also time `sttn evaluate` on generated 224x224 "
+                        "JPEGs: decode vs engine images/s, time outside the engine, LocalCluster of 2 vs one process")
     parser.add_argument("--json", action="store_true", help="print the tables as JSON (messages go to stderr)")
     return parser
 
@@ -74,6 +77,11 @@ def run(args: argparse.Namespace) -> int:
         result["recording"] = benchmark_recording(max(5, args.repeats // 2))
         if not args.json:
             print(result["recording"].to_string(index=False))
+    if args.evaluate:
+        say("sttn evaluate on generated JPEGs ...")
+        result["evaluate"] = benchmark_evaluate(progress=say)
+        if not args.json:
+            print(result["evaluate"].to_string(index=False))
     if args.json:
         print(json.dumps({k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
                           for k, v in result.items()}, indent=2, default=float))

@@ -61,6 +61,10 @@ class EngineReport:
     batch: int
     end_to_end_code_differences: int
     first_failure: dict | None
+    #: per image of the batch: activation codes differing end to end (int64), and
+    #: whether engine and reference give the same top-1 class (bool)
+    image_code_differences: np.ndarray | None = None
+    image_top1_agree: np.ndarray | None = None
 
     @property
     def passed(self) -> bool:
@@ -166,8 +170,12 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
 
     capture = _Capture()
     logits = engine.run(x, recorder=capture).astype(np.float64)
-    code_diffs = sum(int((e.codes != ref.outputs[e.layer.name]).sum()) for e in capture.events if e.codes is not None)
+    per_image = np.zeros(len(x), np.int64)
+    for e in capture.events:
+        if e.codes is not None:
+            per_image += (e.codes != ref.outputs[e.layer.name]).reshape(len(x), -1).sum(axis=1)
     diff = float(np.max(np.abs(logits - ref.logits)))
     tol = END_TO_END_RTOL * max(1.0, float(np.max(np.abs(ref.logits))))
-    top1 = int(np.sum(logits.argmax(1) == ref.logits.argmax(1)))
-    return EngineReport(table, diff, tol, top1, len(x), code_diffs, first)
+    agree = logits.argmax(1) == ref.logits.argmax(1)
+    return EngineReport(table, diff, tol, int(agree.sum()), len(x), int(per_image.sum()), first,
+                        image_code_differences=per_image, image_top1_agree=agree)

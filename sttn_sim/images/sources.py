@@ -58,7 +58,8 @@ class ImageSource(ABC):
     :class:`~sttn_sim.images.preprocess.Preprocess` applied to each sample.
 
     ``image_shape`` is the (C, H, W) of every sample when it is known without decoding
-    (None otherwise); ``load(i)`` gives sample ``i``; ``batches(...)`` streams them.
+    (None otherwise); ``load(i)`` gives sample ``i``; ``batches(...)`` streams them;
+    ``subset(start, stop)`` is a contiguous part of it (a shard of an evaluation).
     """
 
     def __init__(self, *, name: str, labels: np.ndarray, ids: Sequence[str], classes: Sequence[str],
@@ -97,6 +98,17 @@ class ImageSource(ABC):
     def _payloads_and_decoder(self):
         """(one payload per sample, a picklable ``decode(payload) -> (C, H, W) float32``)."""
 
+    def subset(self, start: int, stop: int) -> "ImageSource":
+        """The samples ``start .. stop - 1`` as a source of the same kind, classes and
+        preprocessing (ids and labels kept; what a shard of an evaluation holds)."""
+        if not 0 <= start < stop <= len(self):
+            raise DatasetError(f"{self.name}: samples {start}..{stop - 1} are not within 0..{len(self) - 1}")
+        return self._subset(start, stop)
+
+    @abstractmethod
+    def _subset(self, start: int, stop: int) -> "ImageSource":
+        """:meth:`subset` without the range check."""
+
     def load(self, index: int) -> np.ndarray:
         """Sample ``index`` as a (C, H, W) float32 array."""
         payloads, decode = self._payloads_and_decoder()
@@ -122,6 +134,10 @@ class FileSource(ImageSource):
 
     def _payloads_and_decoder(self):
         return self.ids, functools.partial(decode_image, preprocess=self.preprocess, input_shape=self.input_shape)
+
+    def _subset(self, start: int, stop: int) -> "FileSource":
+        return FileSource(name=self.name, labels=self.labels[start:stop], ids=self.ids[start:stop],
+                          classes=self.classes, preprocess=self.preprocess, input_shape=self.input_shape)
 
 
 def _array_item(images: np.ndarray, preprocess: Preprocess, index: int) -> np.ndarray:
@@ -158,6 +174,11 @@ class ArraySource(ImageSource):
 
     def _payloads_and_decoder(self):
         return range(len(self)), functools.partial(_array_item, self.images, self.preprocess)
+
+    def _subset(self, start: int, stop: int) -> "ArraySource":
+        return ArraySource(self.images[start:stop], name=self.name, labels=self.labels[start:stop],
+                           ids=self.ids[start:stop], classes=self.classes, preprocess=self.preprocess,
+                           input_shape=self.input_shape)
 
     def batches(self, batch_size: int = 64, *, workers: int = 0, **kwargs) -> BatchStream:
         return super().batches(batch_size, workers=0, **kwargs)

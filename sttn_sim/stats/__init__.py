@@ -6,7 +6,8 @@
   (:class:`StatisticsUnavailable` for merged/folded models);
 * :mod:`.activations` — :class:`ActivationRecorder` (the executors' recorder hook) and
   the BN-implied per-channel activation thresholds;
-* :mod:`.cost` — MACs, non-zero MACs and packed memory per ternary layer.
+* :mod:`.cost` — MACs, non-zero MACs and packed memory per ternary layer;
+* :mod:`.tables` — the tables of a recorded run under their file names.
 """
 
 from .activations import (
@@ -17,6 +18,7 @@ from .activations import (
     reference_executor,
 )
 from .cost import layer_costs
+from .tables import recorded_tables
 from .intervals import (
     IntervalSamples,
     StatisticsUnavailable,
@@ -35,5 +37,5 @@ __all__ = [
     "StatisticsUnavailable", "IntervalSamples", "interval_samples", "learned_intervals", "learned_interval_classes",
     "interval_statistics", "equivalent_delta", "best_separating_delta", "has_latent_weights",
     "ActivationRecorder", "activation_thresholds", "collect_activations", "reference_executor", "DEFAULT_BINS",
-    "layer_costs",
+    "layer_costs", "recorded_tables",
 ]

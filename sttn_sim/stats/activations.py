@@ -456,6 +456,11 @@ class ActivationRecorder(Recorder):
             raise SttnError(f"ActivationRecorder: layer {layer.name!r}: {e}") from None
 
     # -- merging ---------------------------------------------------------------------
+    def __getstate__(self) -> dict:
+        """Pickled (e.g. sent back by a Dask worker) without the model it last saw: the
+        statistics stand on their own, and a further batch prepares the layers again."""
+        return {**self.__dict__, "_model_key": None}
+
     def __add__(self, other: "ActivationRecorder") -> "ActivationRecorder":
         if not isinstance(other, ActivationRecorder):
             return NotImplemented

@@ -134,3 +134,19 @@ def test_qonnx_model_writes_every_figure_without_latent_weights(tmp_path, capsys
         assert name in note
     assert "imported from QONNX (brevitas_ternary_cnn.onnx)" in note and "latent kernels W1, W2" in note
     assert "note: skipped" in captured.err
+
+
+def test_figures_data_takes_the_sources_of_evaluate(tmp_path, capsys):
+    """--data is an ImageFolder tree or 'digits' too (every image of a split, --limit)."""
+    from sttn_sim.datasets import digits
+    from sttn_sim.images.writing import write_image_folder
+
+    _, _, x, y = digits()
+    pick = np.array([np.flatnonzero(y == c)[0] for c in range(10)])  # one image per class (the model has 10)
+    root = write_image_folder(tmp_path / "png", x[pick], y[pick])
+    out = tmp_path / "f"
+    assert main(["--data", str(root), "--engine", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 10
+    assert (pd.read_csv(out / "activation_layers.csv")["images"] == 10).all()
+    assert main(["--data", "digits", "--limit", "25", "--out", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["images"] == 25
