@@ -42,6 +42,7 @@ import numpy as np
 
 from . import kernels  # noqa: F401  (sets numba's environment before anything compiles)
 from .errors import ModelError
+from .kernels.selection import KernelSet, kernel_set
 from .fusions import fuse_for_engine
 from .graph import Layer, Model
 from .reference import check_input, run_reference
@@ -68,9 +69,10 @@ class EngineContext:
     """What a kind's :meth:`~sttn_sim.kinds.LayerKind.engine_step` may ask about the
     rewritten graph it runs in."""
 
-    def __init__(self, graph: Model, original: Model):
+    def __init__(self, graph: Model, original: Model, kernels: KernelSet | None = None):
         self.graph = graph
         self.shapes = infer_shapes(graph)
+        self.kernels = kernels or kernel_set()  # the kernels chosen for this CPU (sttn_sim.kernels.selection)
         self._original = {layer.name: layer for layer in original.layers}
 
     def consumers(self, name: str) -> list[Layer]:
@@ -82,9 +84,12 @@ class EngineContext:
 
 
 class Engine:
-    """Packed ternary execution of a folded model (see the module docstring)."""
+    """Packed ternary execution of a folded model (see the module docstring).
 
-    def __init__(self, model: Model, *, use_reference: bool = False):
+    ``cpu_class``: run the kernels of that CPU class (:data:`sttn_sim.kernels.CPU_CLASSES`)
+    instead of the compile target's (or ``$STTN_CPU_CLASS``'s); see :attr:`kernels`."""
+
+    def __init__(self, model: Model, *, use_reference: bool = False, cpu_class: str | None = None):
         if not isinstance(model, Model):
             raise ModelError(f"Engine() expects a sttn_sim Model, got {type(model).__name__}")
         if model.form != "folded":
@@ -95,10 +100,17 @@ class Engine:
         self.use_reference = use_reference
         self.shapes = validate_model(model)
         self.graph = fuse_for_engine(model)  # the rewritten graph the steps run
-        ctx = EngineContext(self.graph, model)
+        self.kernel_set = kernel_set(cpu_class)
+        ctx = EngineContext(self.graph, model, self.kernel_set)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),
                            layer.spec.engine_step(layer, ctx), list(layer.attrs.get("fused_from", [layer.name])[1:]))
                       for layer in self.graph.layers]
+
+    @property
+    def kernels(self) -> dict:
+        """The CPU class, compile target and kernels this engine runs (what ``bench`` and
+        ``verify --json`` print)."""
+        return self.kernel_set.as_dict()
 
     @property
     def fused(self) -> dict[str, list[str]]:

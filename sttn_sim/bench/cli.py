@@ -13,6 +13,7 @@ import sys
 
 import pandas as pd
 
+from ..kernels.selection import kernel_set
 from .end_to_end import benchmark_end_to_end
 from .gemm import benchmark_gemm
 from .recording import benchmark_recording
@@ -55,7 +56,9 @@ def run(args: argparse.Namespace) -> int:
     for warning in warnings:
         say(warning)
     info = thread_info()
-    result: dict = {"threads": info, "warnings": warnings}
+    kernels = kernel_set()
+    result: dict = {"kernels": kernels.as_dict(), "threads": info, "warnings": warnings}
+    say(kernels.describe())
     say(f"threads: {info}")
     if not args.skip_gemm:
         say("packed ternary GEMM against numpy float32 GEMM ...")

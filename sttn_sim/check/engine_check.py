@@ -61,6 +61,7 @@ class EngineReport:
     batch: int
     end_to_end_code_differences: int
     first_failure: dict | None
+    kernels: dict | None = None  # the engine's CPU class and kernels (Engine.kernels)
 
     @property
     def passed(self) -> bool:
@@ -78,6 +79,7 @@ class EngineReport:
             "top1_agreement": f"{self.top1_agreement}/{self.batch}",
             "end_to_end_code_differences": self.end_to_end_code_differences,
             "first_failure": self.first_failure,
+            "kernels": self.kernels,
         }
 
     def to_text(self) -> str:
@@ -168,4 +170,4 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
     diff = float(np.max(np.abs(logits - ref.logits)))
     tol = END_TO_END_RTOL * max(1.0, float(np.max(np.abs(ref.logits))))
     top1 = int(np.sum(logits.argmax(1) == ref.logits.argmax(1)))
-    return EngineReport(table, diff, tol, top1, len(x), code_diffs, first)
+    return EngineReport(table, diff, tol, top1, len(x), code_diffs, first, engine.kernels)

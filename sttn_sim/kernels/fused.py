@@ -31,6 +31,8 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
 from ._llvm import make_float_microkernel
+from ..errors import ShapeError
+from .cpu import compile_target
 from .packing import PackedTernary, pack_ternary_reference, words_for
 
 # --------------------------------------------------------------------------------------
@@ -320,26 +322,92 @@ def im2col_f32(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
 # direct float convolution for layers with few input channels (the stem)
 
 
-_FMK1 = make_float_microkernel(4, 1)
-_FMK2 = make_float_microkernel(4, 2)
-_FMK3 = make_float_microkernel(4, 3)
-_FMK4 = make_float_microkernel(4, 4)
+@dataclass(frozen=True)
+class StemKernel:
+    """A register tile of :func:`direct_conv2d`: ``rows`` output pixels × up to
+    ``vecs`` vectors of ``lanes`` float32 output channels per micro-kernel call."""
+
+    name: str
+    sid: int
+    rows: int
+    lanes: int
+    vecs: int
+    description: str
+    needs: tuple = ()  # features of the targets it is compiled for (portable IR otherwise)
+
+    @property
+    def group(self) -> int:
+        """Output channels per micro-kernel call."""
+        return self.lanes * self.vecs
+
+    def available(self, target=None) -> bool:
+        """Whether ``target`` (default: this process's) compiles it to real code (the
+        IR is portable; a wide tile is not compiled for a narrow target)."""
+        target = target or compile_target()
+        return target.has(*self.needs)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "arithmetic": self.description}
+
+
+#: the stem kernels, by name (:mod:`.selection` picks one per CPU class)
+STEM_KERNELS = {k.name: k for k in (
+    StemKernel("fma-zmm-4x64", 0, 4, 16, 4, "float32 FMA, 4 pixels x 64 channels in <16 x float> (32 registers)",
+               ("avx512f",)),
+    StemKernel("fma-ymm-4x24", 1, 4, 8, 3, "float32 FMA, 4 pixels x 24 channels in <8 x float> (16 registers)",
+               ("avx2",)),
+    StemKernel("fma-xmm-3x12", 2, 3, 4, 3, "float32 multiply-add, 3 pixels x 12 channels in <4 x float>"),
+)}
+
+_ZMM_OK = STEM_KERNELS["fma-zmm-4x64"].available()
+_YMM_OK = STEM_KERNELS["fma-ymm-4x24"].available()
+_FMK_ZMM1, _FMK_ZMM2, _FMK_ZMM3, _FMK_ZMM4 = (make_float_microkernel(4, v, 16, _ZMM_OK) for v in (1, 2, 3, 4))
+_FMK_YMM1, _FMK_YMM2, _FMK_YMM3 = (make_float_microkernel(4, v, 8, _YMM_OK) for v in (1, 2, 3))
+_FMK_XMM1, _FMK_XMM2, _FMK_XMM3 = (make_float_microkernel(3, v, 4) for v in (1, 2, 3))
+
+
+@numba.njit(inline="always")
+def _stem_tile(sid, v, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
+    """One call of stem kernel ``sid``'s micro-kernel with ``v`` vectors of channels."""
+    if sid == 0:
+        if v == 4:
+            _FMK_ZMM4(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 3:
+            _FMK_ZMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_ZMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_ZMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+    elif sid == 1:
+        if v == 3:
+            _FMK_YMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_YMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_YMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+    else:
+        if v == 3:
+            _FMK_XMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_XMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_XMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
 
 @numba.njit(cache=True, parallel=True)
-def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
+def _direct_conv_kernel(sid, rows, lanes, group, xp, w_t, bias, slope, stride, kh, kw, out):
     # One task per output row (n, oy).  The row's inputs are first gathered per tap
-    # (xs[tap·ld + ox]); then each block of 4 output pixels × 64 output channels is one
-    # call of the register-tiled FMA micro-kernel (16 zmm accumulators over all taps,
-    # summed in (c, dy, dx) order), written to a small tile, then bias and PReLU are
-    # applied on the way to the NCHW output.
+    # (xs[tap·ld + ox]); then each block of ``rows`` output pixels × ``group`` output
+    # channels is one call of the register-tiled micro-kernel (accumulators in registers
+    # over all taps, summed in (c, dy, dx) order), written to a small tile, then bias
+    # and PReLU are applied on the way to the NCHW output.
     n_img, c_in = xp.shape[0], xp.shape[1]
-    c_pad = w_t.shape[1]  # a multiple of 16
+    c_pad = w_t.shape[1]  # a multiple of lanes
     c_real = out.shape[1]
     oh, ow = out.shape[2], out.shape[3]
     ntap = c_in * kh * kw
-    n_blocks = (ow + 3) // 4
-    ld = n_blocks * 4
+    n_blocks = (ow + rows - 1) // rows
+    ld = n_blocks * rows
     wflat = w_t.reshape(-1)
     for task in numba.prange(n_img * oh):
         n = task // oh
@@ -351,23 +419,16 @@ def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
                     t = (c * kh + dy) * kw + dx
                     for ox in range(ow):
                         xs[t * ld + ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
-        tile = np.empty(4 * c_pad, np.float32)
+        tile = np.empty(rows * c_pad, np.float32)
         for blk in range(n_blocks):
-            b0 = blk * 4
-            for g0 in range(0, c_pad, 64):
-                v = min(64, c_pad - g0) // 16
-                if v == 4:
-                    _FMK4(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                elif v == 3:
-                    _FMK3(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                elif v == 2:
-                    _FMK2(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                else:
-                    _FMK1(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
+            b0 = blk * rows
+            for g0 in range(0, c_pad, group):
+                v = min(group, c_pad - g0) // lanes
+                _stem_tile(sid, v, xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
             for o in range(c_real):
                 b = bias[o]
                 s = _channel_slope(slope, o)
-                for i in range(min(4, ow - b0)):
+                for i in range(min(rows, ow - b0)):
                     y = tile[i * c_pad + o] + b
                     out[n, o, oy, b0 + i] = y * s if y < 0 else y
 
@@ -375,21 +436,36 @@ def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
 @dataclass(frozen=True)
 class DirectConvWeights:
     """Weights of :func:`direct_conv2d` in the micro-kernel's layout: ``w_t[tap, o]``
-    (tap = (c, dy, dx)), output channels zero-padded to a multiple of 16, rows
-    cache-line aligned."""
+    (tap = (c, dy, dx)), output channels zero-padded to a multiple of the kernel's
+    lanes, rows cache-line aligned; ``kernel`` the :class:`StemKernel`."""
 
     w_t: np.ndarray
     c_out: int
     kh: int
     kw: int
+    kernel: StemKernel
 
 
-def prepack_direct_conv_weights(w: np.ndarray) -> DirectConvWeights:
-    """Re-lay float weights ``[O, C, kh, kw]`` for :func:`direct_conv2d` (once per model)."""
+def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None = None) -> DirectConvWeights:
+    """Re-lay float weights ``[O, C, kh, kw]`` for :func:`direct_conv2d` (once per model)
+    and ``kernel`` (a :class:`StemKernel` or its name; default: this process's)."""
+    kernel = _stem_kernel(kernel)
     o, c, kh, kw = w.shape
-    w_t = aligned_zeros((c * kh * kw, -(-o // 16) * 16), np.float32)
+    w_t = aligned_zeros((c * kh * kw, -(-o // kernel.lanes) * kernel.lanes), np.float32)
     w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
-    return DirectConvWeights(w_t, o, kh, kw)
+    return DirectConvWeights(w_t, o, kh, kw, kernel)
+
+
+def _stem_kernel(kernel) -> StemKernel:
+    if kernel is None:
+        from .selection import kernel_set  # noqa: PLC0415  (selection imports this module)
+
+        return kernel_set().stem
+    if isinstance(kernel, StemKernel):
+        return kernel
+    if kernel not in STEM_KERNELS:
+        raise ShapeError(f"kernel: expected one of {sorted(STEM_KERNELS)}, got {kernel!r}")
+    return STEM_KERNELS[kernel]
 
 
 def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, stride: int,
@@ -399,12 +475,13 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
     is ``[O, C, kh, kw]`` or :class:`DirectConvWeights`."""
     if not isinstance(w, DirectConvWeights):
         w = prepack_direct_conv_weights(w)
+    k = w.kernel
     n, _, h, wd = x.shape
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     oh, ow = (h + 2 * padding - w.kh) // stride + 1, (wd + 2 * padding - w.kw) // stride + 1
     out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(xp, w.w_t, np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride,
-                        w.kh, w.kw, out)
+    _direct_conv_kernel(k.sid, k.rows, k.lanes, k.group, xp, w.w_t, np.ascontiguousarray(bias, np.float32),
+                        _slope_array(slope), stride, w.kh, w.kw, out)
     return out
 
 

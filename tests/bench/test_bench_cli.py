@@ -56,7 +56,8 @@ def stand_ins(monkeypatch):
 def test_json_output_holds_every_table_as_records(stand_ins, capsys):
     assert main(["--repeats", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"threads", "warnings", "gemm", "end_to_end", "recording"}
+    assert set(out) == {"kernels", "threads", "warnings", "gemm", "end_to_end", "recording"}
+    assert out["kernels"]["cpu_class"] and out["kernels"]["ternary"]
     assert out["gemm"] == [{"shape": "s", "ratio": 10.0}]
     assert out["end_to_end"] == [{"batch": 1, "engine_ms": 3.5}]
     assert out["recording"] == [{"batch": 8, "recording_overhead": 1.1}]
@@ -75,4 +76,4 @@ def test_text_output_prints_the_tables_and_the_missing_pytorch_note(stand_ins, c
 def test_everything_skipped_prints_only_the_machine_report(capsys):
     assert main(ALL_SKIPPED + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"threads", "warnings"} and out["threads"]["numba_threads"] >= 1
+    assert set(out) == {"kernels", "threads", "warnings"} and out["threads"]["numba_threads"] >= 1
