@@ -35,14 +35,17 @@ chains are listed in :attr:`Engine.fused`.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numba
 import numpy as np
 
 from . import kernels  # noqa: F401  (sets numba's environment before anything compiles)
 from .errors import ModelError
 from .kernels.selection import KernelSet, kernel_set
+from .kernels.threads import ThreadChooser, thread_count, usable_cpus
 from .fusions import fuse_for_engine
 from .graph import Layer, Model
 from .reference import check_input, run_reference
@@ -87,9 +90,15 @@ class Engine:
     """Packed ternary execution of a folded model (see the module docstring).
 
     ``cpu_class``: run the kernels of that CPU class (:data:`sttn_sim.kernels.CPU_CLASSES`)
-    instead of the compile target's (or ``$STTN_CPU_CLASS``'s); see :attr:`kernels`."""
+    instead of the compile target's (or ``$STTN_CPU_CLASS``'s); see :attr:`kernels`.
+    ``threads``: the parallel regions' thread count; ``"auto"`` (default) uses the CPUs
+    this process may run on (affinity and cgroup quota,
+    :func:`sttn_sim.kernels.threads.usable_cpus`) and drops to one thread while another
+    process competes for the cores (:class:`~sttn_sim.kernels.threads.ThreadChooser`);
+    an integer fixes it."""
 
-    def __init__(self, model: Model, *, use_reference: bool = False, cpu_class: str | None = None):
+    def __init__(self, model: Model, *, use_reference: bool = False, cpu_class: str | None = None,
+                 threads: int | str = "auto"):
         if not isinstance(model, Model):
             raise ModelError(f"Engine() expects a sttn_sim Model, got {type(model).__name__}")
         if model.form != "folded":
@@ -101,6 +110,8 @@ class Engine:
         self.shapes = validate_model(model)
         self.graph = fuse_for_engine(model)  # the rewritten graph the steps run
         self.kernel_set = kernel_set(cpu_class)
+        self.threads = threads if threads == "auto" else thread_count(threads)
+        self._chooser = ThreadChooser(thread_count(usable_cpus())) if threads == "auto" else None
         ctx = EngineContext(self.graph, model, self.kernel_set)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),
                            layer.spec.engine_step(layer, ctx), list(layer.attrs.get("fused_from", [layer.name])[1:]))
@@ -108,9 +119,10 @@ class Engine:
 
     @property
     def kernels(self) -> dict:
-        """The CPU class, compile target and kernels this engine runs (what ``bench`` and
-        ``verify --json`` print)."""
-        return self.kernel_set.as_dict()
+        """The CPU class, compile target, kernels and threads this engine runs (what
+        ``bench`` and ``verify --json`` print)."""
+        threads = f"auto (1 to {self._chooser.most})" if self._chooser is not None else self.threads
+        return {**self.kernel_set.as_dict(), "threads": threads}
 
     @property
     def fused(self) -> dict[str, list[str]]:
@@ -132,7 +144,16 @@ class Engine:
             return out
 
         output = self.steps[-1].name
-        values = walk(self.steps, {"input": np.ascontiguousarray(x, dtype=np.float32)}, execute, output=output)
+        threads = self._chooser.choose(x.shape) if self._chooser is not None else self.threads
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        start = time.perf_counter()
+        try:
+            values = walk(self.steps, {"input": np.ascontiguousarray(x, dtype=np.float32)}, execute, output=output)
+        finally:
+            numba.set_num_threads(before)
+        if self._chooser is not None:
+            self._chooser.record(x.shape, threads, time.perf_counter() - start)
         return np.asarray(values[output], np.float32)
 
     __call__ = run

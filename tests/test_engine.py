@@ -86,6 +86,23 @@ def test_every_cpu_class_runs_the_model_exactly(cpu_class):
     assert report.passed, report.to_text()
 
 
+def test_thread_settings_give_identical_logits():
+    model = synthetic_model("sttn_resnet18", seed=4, width=0.125, input_size=32, num_classes=10)
+    folded = fold(model)
+    x = synthetic_input(model, 3, 1)
+    auto = Engine(folded)
+    assert auto.kernels["threads"].startswith("auto (1 to ")
+    one, two = Engine(folded, threads=1), Engine(folded, threads=2)
+    assert one.kernels["threads"] == 1
+    expected = one.run(x)
+    for engine in (two, auto, auto):
+        assert np.array_equal(engine.run(x), expected)  # every kernel is exact or order-fixed per element
+    from sttn_sim.kernels.threads import ThreadCountError
+
+    with pytest.raises(ThreadCountError, match="threads: expected a positive integer or 'auto', got 0"):
+        Engine(folded, threads=0)
+
+
 def test_engine_check_fails_on_a_wrong_kernel():
     """A check that cannot fail proves nothing: an engine built from other codes is caught."""
     model = synthetic_model("plain_ternary_cnn", seed=3)
