@@ -1,8 +1,8 @@
 """The runtimes the engine is compared with, each in its own worker process.
 
 Two OpenMP pools in one process spin against each other on a small machine, so every
-runtime -- the engine included -- runs in a process of its own (:class:`PeerProcess`:
-``python -m sttn_sim.bench.peers NAME SPEC``), which builds its model once per batch
+runtime -- the engine included -- runs in a process of its own (:class:`PeerProcess`, which runs
+:func:`worker_main` in a fresh interpreter), which builds its model once per batch
 size and answers timing requests on stdin/stdout, one JSON line each.  The parent
 alternates the requests between processes (interleaved rounds, see
 :mod:`.end_to_end`), so a drift of the machine's load hits all of them alike.
@@ -85,7 +85,7 @@ def _runner(name: str, spec: dict, x: np.ndarray):
 
 
 def worker_main(argv: list[str]) -> int:
-    """``python -m sttn_sim.bench.peers NAME SPEC_JSON``: answer timing requests
+    """The worker process of runtime ``argv[0]`` (spec ``argv[1]``, JSON): answer timing requests
     ``{"batch", "repeats", "warmup", "settle"}`` with ``{"times", "top1", "kernels"}``."""
     from .timing import timed_calls  # noqa: PLC0415
     from .workload import resnet18_workload  # noqa: PLC0415
@@ -124,7 +124,9 @@ class PeerProcess:
     def __init__(self, name: str, spec: dict, env: dict | None = None, timeout: float = 900.0):
         self.name = name
         self.timeout = timeout
-        self.process = subprocess.Popen([sys.executable, "-m", "sttn_sim.bench.peers", name, json.dumps(spec)],
+        command = [sys.executable, "-c", "import sys; from sttn_sim.bench.peers import worker_main; "
+                   "sys.exit(worker_main(sys.argv[1:]))", name, json.dumps(spec)]
+        self.process = subprocess.Popen(command,
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env)
         ready = self._read()
         if ready.get("ready") != name:  # pragma: no cover - a worker that failed to start
@@ -164,10 +166,6 @@ def busy_loop(seconds: float) -> None:  # pragma: no cover - runs in the competi
     end = time.monotonic() + seconds
     while time.monotonic() < end:
         pass
-
-
-if __name__ == "__main__":  # pragma: no cover - exercised through PeerProcess
-    sys.exit(worker_main(sys.argv[1:]))
 
 
 __all__ = ["PEERS", "available_peers", "worker_main", "PeerProcess", "busy_loop"]

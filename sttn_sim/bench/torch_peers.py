@@ -21,6 +21,7 @@ PyTorch, onnx and onnxruntime are benchmark peers only (imported here and in
 from __future__ import annotations
 
 import importlib.util
+import logging
 import tempfile
 import warnings
 from pathlib import Path
@@ -151,6 +152,7 @@ def onnxruntime_session(example: np.ndarray, *, int8: bool, threads: int,
                 return None if batch is None else {"x": batch}
 
         path = folder / "resnet18_int8.onnx"
+        logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, on the root logger
         quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ,
                         activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
     options = ort.SessionOptions()
