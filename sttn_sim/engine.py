@@ -36,6 +36,7 @@ chains are listed in :attr:`Engine.fused`.
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -112,6 +113,7 @@ class Engine:
         self.kernel_set = kernel_set(cpu_class)
         self.threads = threads if threads == "auto" else thread_count(threads)
         self._chooser = ThreadChooser(thread_count(usable_cpus())) if threads == "auto" else None
+        self._pool, self._pool_size = None, 0  # the workers of _run_images_in_parallel
         ctx = EngineContext(self.graph, model, self.kernel_set)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),
                            layer.spec.engine_step(layer, ctx), list(layer.attrs.get("fused_from", [layer.name])[1:]))
@@ -143,18 +145,42 @@ class Engine:
                 recorder.on_layer(event)
             return out
 
-        output = self.steps[-1].name
+        x = np.ascontiguousarray(x, dtype=np.float32)
         threads = self._chooser.choose(x.shape) if self._chooser is not None else self.threads
-        before = numba.get_num_threads()
-        numba.set_num_threads(threads)
         start = time.perf_counter()
-        try:
-            values = walk(self.steps, {"input": np.ascontiguousarray(x, dtype=np.float32)}, execute, output=output)
-        finally:
-            numba.set_num_threads(before)
+        if recorder is None and threads > 1 and len(x) > 1:
+            logits = self._run_images_in_parallel(x, threads)
+        else:
+            before = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                logits = self._walk(x, execute)
+            finally:
+                numba.set_num_threads(before)
         if self._chooser is not None:
             self._chooser.record(x.shape, threads, time.perf_counter() - start)
-        return np.asarray(values[output], np.float32)
+        return logits
+
+    def _walk(self, x: np.ndarray, execute) -> np.ndarray:
+        output = self.steps[-1].name
+        return np.asarray(walk(self.steps, {"input": x}, execute, output=output)[output], np.float32)
+
+    def _run_images_in_parallel(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """A batch without a recorder: ``threads`` workers take the images one by one,
+        each running the whole network on its image with single-threaded kernels.  One
+        image's activations stay in its core's cache, no parallel region waits for
+        another thread (a descheduled worker delays only its own image), and the
+        weights and prepacked tiles are shared.  Every kernel computes each output
+        element the same way whatever the batch, so the logits equal the whole-batch
+        run's."""
+        def one(i: int) -> np.ndarray:
+            numba.set_num_threads(1)  # per calling thread
+            return self._walk(x[i:i + 1], lambda step, args: step.run(args, None)[0])
+
+        if self._pool is None or self._pool_size != threads:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sttn-engine")
+            self._pool_size = threads
+        return np.concatenate(list(self._pool.map(one, range(len(x)))))
 
     __call__ = run
 

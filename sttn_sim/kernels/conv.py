@@ -177,7 +177,7 @@ def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, s
     return nvalid, contiguous
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw,
                  oh, ow, mchunks, nchunks, out):
     """Implicit-GEMM convolution on zero-padded packed NHWC input.

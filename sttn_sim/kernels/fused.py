@@ -54,7 +54,7 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 # thresholds
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
     # One task per image row (n, h).  For each 64-channel word, the bits of all W pixels
     # of the row are built together: channel by channel, a contiguous vector loop over
@@ -121,7 +121,7 @@ def threshold_pack_reference(x, direction, lo, hi, constant) -> PackedTernary:
     return pack_ternary_reference(np.ascontiguousarray(codes.transpose(0, 2, 3, 1)))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_codes_kernel(x2, direction, lo, hi, constant, rows_per_channel, out):
     rows = x2.shape[0]
     c_count = direction.shape[0]
@@ -181,7 +181,7 @@ def _prelu_reference(y: np.ndarray, slope) -> np.ndarray:
 # epilogue
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
     n_img, c_count, hw = acc.shape
     for t in numba.prange(n_img * c_count):
@@ -230,7 +230,7 @@ def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarra
 # pooling
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _maxpool_kernel(x, k, s, p, out):
     # Separable: for each output row, first the max over its k input rows (a vector
     # loop along W), then the max over each window of k columns of that row.
@@ -277,7 +277,7 @@ def maxpool2d_reference(x, kernel, stride, padding) -> np.ndarray:
 # float convolution output: bias + PReLU + NHWC→NCHW transpose in one pass
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _bias_prelu_to_nchw_kernel(rows, bias, slope, n_img, hw, out):
     c_count = rows.shape[1]
     for t in numba.prange(n_img * c_count):
@@ -394,7 +394,7 @@ def _stem_tile(sid, v, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_
             _FMK_XMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _direct_conv_kernel(sid, rows, lanes, group, xp, w_t, bias, slope, stride, kh, kw, out):
     # One task per output row (n, oy).  The row's inputs are first gathered per tap
     # (xs[tap·ld + ox]); then each block of ``rows`` output pixels × ``group`` output
@@ -489,7 +489,7 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
 # float fully connected layer (the head): small, so BLAS thread start-up would dominate
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"reassoc"})
 def _linear_kernel(x, w, bias, out):
     n_img, k_len = x.shape
     for o in numba.prange(w.shape[0]):

@@ -317,7 +317,7 @@ def prepack_gemm_columns(b, name: str = "b", kernel=None) -> GemmColumns:
 # kernels
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _popcount_gemm_kernel(kid, tile_m, tile_n, ablk, bblk, m, n, nw, out):
     mb_count = (m + tile_m - 1) // tile_m
     nb_count = (n + tile_n - 1) // tile_n
@@ -338,7 +338,7 @@ def _popcount_gemm_kernel(kid, tile_m, tile_n, ablk, bblk, m, n, nw, out):
                     out[(m0 + r) * n + n0 + j] = tmp[r * tile_n + j]
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _int8_gemm_kernel(kid, tile_m, tile_n, max_depth, ablk, corr, bblk, m, n, nq, out):
     mb_count = (m + tile_m - 1) // tile_m
     nb_count = (n + tile_n - 1) // tile_n
