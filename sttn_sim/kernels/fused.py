@@ -30,7 +30,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
-from ._llvm import make_float_microkernel
+from ._llvm import key32_value, make_float_microkernel, order_key32
 from ..errors import ShapeError
 from .cpu import compile_target
 from .packing import PackedTernary, pack_ternary_reference, words_for
@@ -232,29 +232,38 @@ def affine_epilogue_reference(acc, a, b, residual=None, slope=None) -> np.ndarra
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _maxpool_kernel(x, k, s, p, out):
-    # Separable: for each output row, first the max over its k input rows (a vector
-    # loop along W), then the max over each window of k columns of that row.
+    # Separable, every inner loop a vector loop on int32 order keys (order_key32: integer
+    # max vectorises, float max with its NaN rule does not): for each output row, first
+    # the max over its k input rows into a row buffer with p cells of -inf on each side
+    # (contiguous along W), then for each window offset t the max of best[j] and
+    # row[j*s + t] over all output columns j (a strided vector loop).
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for t in numba.prange(n_img * c_count):
-        n = t // c_count
-        c = t - n * c_count
-        rowmax = np.empty(width, np.float32)
+    padded = width + 2 * p + k  # room for every j*s + t
+    lowest = order_key32(np.float32(-np.inf))
+    for task in numba.prange(n_img * c_count):
+        n = task // c_count
+        c = task - n * c_count
+        plane = x[n, c]
+        rowmax = np.full(padded, lowest, np.int32)
+        best = np.empty(ow, np.int32)
         for i in range(oh):
             y0 = max(i * s - p, 0)
             y1 = min(i * s - p + k, height)
-            for xx in range(width):
-                rowmax[xx] = -np.inf
+            row = rowmax[p:p + width]
+            row[:] = lowest
             for y in range(y0, y1):
-                for xx in range(width):  # branch-free max: a vector loop
-                    rowmax[xx] = max(rowmax[xx], x[n, c, y, xx])
+                src = plane[y]
+                for xx in range(width):
+                    row[xx] = max(row[xx], order_key32(src[xx]))
             for j in range(ow):
-                x0 = max(j * s - p, 0)
-                x1 = min(j * s - p + k, width)
-                best = np.float32(-np.inf)
-                for xx in range(x0, x1):
-                    best = max(best, rowmax[xx])
-                out[n, c, i, j] = best
+                best[j] = rowmax[j * s]
+            for t in range(1, k):
+                for j in range(ow):
+                    best[j] = max(best[j], rowmax[j * s + t])
+            dst = out[n, c, i]
+            for j in range(ow):
+                dst[j] = key32_value(best[j], np.float32(0))
 
 
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
