@@ -23,6 +23,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import numba
 import pandas as pd
 
 from ..kernels.cpu import STAND_INS
@@ -31,7 +32,7 @@ from .contention import benchmark_contention
 from .end_to_end import benchmark_end_to_end, summary
 from .gemm import benchmark_gemm
 from .recording import benchmark_recording
-from .timing import busy_machine_warning, openblas_env_warning, thread_info
+from .timing import busy_machine_warning, openblas_env_warning, set_blas_threads, thread_info
 
 DESCRIPTION = "How fast is packed ternary inference on this CPU?"
 
@@ -119,6 +120,9 @@ def run(args: argparse.Namespace) -> int:
         say(f"--target {stand_in}: numba compiles for {STAND_INS[stand_in][0]}; "
             f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')} is the stand-in's numpy baseline")
     warnings = [w for w in (None if stand_in else openblas_env_warning(), busy_machine_warning()) if w]
+    if isinstance(args.threads, int):  # the GEMM's numba and numpy threads too
+        numba.set_num_threads(min(args.threads, numba.config.NUMBA_NUM_THREADS))
+        set_blas_threads(args.threads)
     for warning in warnings:
         say(warning)
     info = thread_info()
