@@ -11,7 +11,8 @@
   a PyTorch loop: 20x slower with 2 threads, 1.5x slower with 1).  The chooser times
   each run; when runs at the current count become much slower than the best seen at
   that count, it tries the other count and keeps whichever is faster, probing the
-  larger count again now and then so that an idle machine gets all its cores back.
+  larger count again now and then (less and less often while the probes lose) so that
+  an idle machine gets all its cores back.
 """
 
 from __future__ import annotations
@@ -26,8 +27,10 @@ from ..errors import SttnError
 
 #: a run this much slower than the best at its thread count means contention
 SLOWDOWN = 1.5
-#: at the smaller count, probe the larger one every this many runs
+#: at the smaller count, probe the larger one after this many runs; each probe that
+#: loses doubles the interval (a contended probe can cost 20 runs' time), up to MAX_PROBE_EVERY
 PROBE_EVERY = 8
+MAX_PROBE_EVERY = 512
 
 
 class ThreadCountError(SttnError, ValueError):
@@ -78,18 +81,21 @@ class ThreadChooser:
         self._state: dict = {}
 
     def _entry(self, key):
-        return self._state.setdefault(key, {"n": self.most, "best": {}, "runs": 0})
+        return self._state.setdefault(key, {"n": self.most, "best": {}, "last": {}, "wait": 0,
+                                            "every": PROBE_EVERY})
 
     def choose(self, key) -> int:
         entry = self._entry(key)
-        entry["runs"] += 1
-        if entry["n"] < self.most and entry["runs"] % PROBE_EVERY == 0:
-            return self.most  # probe: is the machine idle again?
+        if entry["n"] < self.most:
+            entry["wait"] += 1
+            if entry["wait"] >= entry["every"]:
+                entry["wait"] = 0
+                return self.most  # probe: is the machine idle again?
         return entry["n"]
 
     def record(self, key, threads: int, seconds: float) -> None:
         entry = self._entry(key)
-        best = entry["best"]
+        best, last = entry["best"], entry["last"]
         if self.most == 1:
             return
         previous = best.get(threads)
@@ -97,13 +103,18 @@ class ThreadChooser:
         if threads == entry["n"] and seconds > SLOWDOWN * best[threads]:
             # contended at this count: switch when the other count has done better lately
             other = 1 if threads == self.most else self.most
-            if other not in best or best[other] < seconds:
+            if other not in last or last[other] < seconds:
                 entry["n"] = other
-        elif threads != entry["n"] and seconds < SLOWDOWN * best[threads]:
-            entry["n"] = threads  # the probe ran near its best: back to it
+                entry["wait"], entry["every"] = 0, PROBE_EVERY
+        elif threads != entry["n"]:  # a probe of the larger count
+            if seconds < last.get(entry["n"], float("inf")):
+                entry["n"] = threads  # faster than the current count now: back to it
+            else:
+                entry["every"] = min(2 * entry["every"], MAX_PROBE_EVERY)
+        last[threads] = seconds
         # forget old bests slowly, so that a faster period long ago does not hold forever
         for n in best:
             best[n] *= 1.01
 
 
-__all__ = ["SLOWDOWN", "PROBE_EVERY", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]
+__all__ = ["SLOWDOWN", "PROBE_EVERY", "MAX_PROBE_EVERY", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]

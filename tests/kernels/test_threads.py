@@ -56,12 +56,14 @@ def test_chooser_drops_to_one_thread_under_contention_and_comes_back():
         chooser.record("s", n, time_at[n])
     time_at = {2: 0.200, 1: 0.025}  # contention: 2 threads stall in every parallel region
     seen = []
-    for _ in range(3 * PROBE_EVERY):
+    for _ in range(15 * PROBE_EVERY):
         n = chooser.choose("s")
         seen.append(n)
         chooser.record("s", n, time_at[n])
     assert seen[0] == 2 and seen[1] == 1  # one slow run, then one thread
-    assert seen.count(2) <= 1 + 3  # only the periodic probes
+    probes = [i for i, n in enumerate(seen) if n == 2][1:]
+    assert probes == [PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY]  # intervals 8, 16, 32
+    assert len(probes) == 3  # each losing probe doubles the interval
     assert time_at[2] > SLOWDOWN * 0.010
     time_at = {2: 0.010, 1: 0.018}  # idle again: the next probe brings both threads back
     for _ in range(PROBE_EVERY + 1):
