@@ -35,13 +35,18 @@ chains are listed in :attr:`Engine.fused`.
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numba
 import numpy as np
 
 from . import kernels  # noqa: F401  (sets numba's environment before anything compiles)
 from .errors import ModelError
+from .kernels.selection import KernelSet, kernel_set
+from .kernels.threads import ThreadChooser, thread_count, usable_cpus
 from .fusions import fuse_for_engine
 from .graph import Layer, Model
 from .reference import check_input, run_reference
@@ -68,9 +73,10 @@ class EngineContext:
     """What a kind's :meth:`~sttn_sim.kinds.LayerKind.engine_step` may ask about the
     rewritten graph it runs in."""
 
-    def __init__(self, graph: Model, original: Model):
+    def __init__(self, graph: Model, original: Model, kernels: KernelSet | None = None):
         self.graph = graph
         self.shapes = infer_shapes(graph)
+        self.kernels = kernels or kernel_set()  # the kernels chosen for this CPU (sttn_sim.kernels.selection)
         self._original = {layer.name: layer for layer in original.layers}
 
     def consumers(self, name: str) -> list[Layer]:
@@ -82,9 +88,18 @@ class EngineContext:
 
 
 class Engine:
-    """Packed ternary execution of a folded model (see the module docstring)."""
+    """Packed ternary execution of a folded model (see the module docstring).
 
-    def __init__(self, model: Model, *, use_reference: bool = False):
+    ``cpu_class``: run the kernels of that CPU class (:data:`sttn_sim.kernels.CPU_CLASSES`)
+    instead of the compile target's (or ``$STTN_CPU_CLASS``'s); see :attr:`kernels`.
+    ``threads``: the parallel regions' thread count; ``"auto"`` (default) uses the CPUs
+    this process may run on (affinity and cgroup quota,
+    :func:`sttn_sim.kernels.threads.usable_cpus`) and drops to one thread while another
+    process competes for the cores (:class:`~sttn_sim.kernels.threads.ThreadChooser`);
+    an integer fixes it."""
+
+    def __init__(self, model: Model, *, use_reference: bool = False, cpu_class: str | None = None,
+                 threads: int | str = "auto"):
         if not isinstance(model, Model):
             raise ModelError(f"Engine() expects a sttn_sim Model, got {type(model).__name__}")
         if model.form != "folded":
@@ -95,10 +110,21 @@ class Engine:
         self.use_reference = use_reference
         self.shapes = validate_model(model)
         self.graph = fuse_for_engine(model)  # the rewritten graph the steps run
-        ctx = EngineContext(self.graph, model)
+        self.kernel_set = kernel_set(cpu_class)
+        self.threads = threads if threads == "auto" else thread_count(threads)
+        self._chooser = ThreadChooser(thread_count(usable_cpus())) if threads == "auto" else None
+        self._pool, self._pool_size = None, 0  # the workers of _run_images_in_parallel
+        ctx = EngineContext(self.graph, model, self.kernel_set)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),
                            layer.spec.engine_step(layer, ctx), list(layer.attrs.get("fused_from", [layer.name])[1:]))
                       for layer in self.graph.layers]
+
+    @property
+    def kernels(self) -> dict:
+        """The CPU class, compile target, kernels and threads this engine runs (what
+        ``bench`` and ``verify --json`` print)."""
+        threads = f"auto (1 to {self._chooser.most})" if self._chooser is not None else self.threads
+        return {**self.kernel_set.as_dict(), "threads": threads}
 
     @property
     def fused(self) -> dict[str, list[str]]:
@@ -119,9 +145,42 @@ class Engine:
                 recorder.on_layer(event)
             return out
 
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        threads = self._chooser.choose(x.shape) if self._chooser is not None else self.threads
+        start = time.perf_counter()
+        if recorder is None and threads > 1 and len(x) > 1:
+            logits = self._run_images_in_parallel(x, threads)
+        else:
+            before = numba.get_num_threads()
+            numba.set_num_threads(threads)
+            try:
+                logits = self._walk(x, execute)
+            finally:
+                numba.set_num_threads(before)
+        if self._chooser is not None:
+            self._chooser.record(x.shape, threads, time.perf_counter() - start)
+        return logits
+
+    def _walk(self, x: np.ndarray, execute) -> np.ndarray:
         output = self.steps[-1].name
-        values = walk(self.steps, {"input": np.ascontiguousarray(x, dtype=np.float32)}, execute, output=output)
-        return np.asarray(values[output], np.float32)
+        return np.asarray(walk(self.steps, {"input": x}, execute, output=output)[output], np.float32)
+
+    def _run_images_in_parallel(self, x: np.ndarray, threads: int) -> np.ndarray:
+        """A batch without a recorder: ``threads`` workers take the images one by one,
+        each running the whole network on its image with single-threaded kernels.  One
+        image's activations stay in its core's cache, no parallel region waits for
+        another thread (a descheduled worker delays only its own image), and the
+        weights and prepacked tiles are shared.  Every kernel computes each output
+        element the same way whatever the batch, so the logits equal the whole-batch
+        run's."""
+        def one(i: int) -> np.ndarray:
+            numba.set_num_threads(1)  # per calling thread
+            return self._walk(x[i:i + 1], lambda step, args: step.run(args, None)[0])
+
+        if self._pool is None or self._pool_size != threads:
+            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sttn-engine")
+            self._pool_size = threads
+        return np.concatenate(list(self._pool.map(one, range(len(x)))))
 
     __call__ = run
 

@@ -6,6 +6,7 @@ import pytest
 from sttn_sim import ModelError, ShapeError, fold, reference_forward, synthetic_input, synthetic_model
 from sttn_sim.engine import Engine
 from sttn_sim.check import check_engine
+from sttn_sim.kernels.selection import runnable_classes
 from sttn_sim.reference import run_reference
 
 MODELS = {
@@ -71,6 +72,35 @@ def test_negative_and_zero_bn_gamma_are_present_and_exact():
     gammas = np.concatenate([l.params["weight"] for l in model.layers if l.kind == "batchnorm"])
     assert (gammas < 0).any() and (gammas == 0).any()
     assert check_engine(fold(model), synthetic_input(model, 2, 0)).passed
+
+
+@pytest.mark.parametrize("cpu_class", runnable_classes())
+def test_every_cpu_class_runs_the_model_exactly(cpu_class):
+    """Each class's kernels (all of them run on a wide CPU) on a ResNet-18 with odd
+    channel counts and γ < 0 / γ = 0: exact accumulators, codes and logits."""
+    model = synthetic_model("sttn_resnet18", seed=2, width=5 / 64, input_size=32, num_classes=7)
+    folded = fold(model)
+    engine = Engine(folded, cpu_class=cpu_class)
+    assert engine.kernels["cpu_class"] == cpu_class
+    report = check_engine(folded, synthetic_input(model, 2, 3), engine)
+    assert report.passed, report.to_text()
+
+
+def test_thread_settings_give_identical_logits():
+    model = synthetic_model("sttn_resnet18", seed=4, width=0.125, input_size=32, num_classes=10)
+    folded = fold(model)
+    x = synthetic_input(model, 3, 1)
+    auto = Engine(folded)
+    assert auto.kernels["threads"].startswith("auto (1 to ")
+    one, two = Engine(folded, threads=1), Engine(folded, threads=2)
+    assert one.kernels["threads"] == 1
+    expected = one.run(x)
+    for engine in (two, auto, auto):
+        assert np.array_equal(engine.run(x), expected)  # every kernel is exact or order-fixed per element
+    from sttn_sim.kernels.threads import ThreadCountError
+
+    with pytest.raises(ThreadCountError, match="threads: expected a positive integer or 'auto', got 0"):
+        Engine(folded, threads=0)
 
 
 def test_engine_check_fails_on_a_wrong_kernel():

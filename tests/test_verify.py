@@ -9,6 +9,7 @@ import pytest
 
 from sttn_sim import fold, save_model, synthetic_model
 from sttn_sim.check import verify_model
+from sttn_sim.kernels.cpu import CPU_CLASSES
 from sttn_sim.verify import main
 
 TINY = {
@@ -134,6 +135,8 @@ def test_cli_json(capsys):
     assert data["passed"] is True
     assert [row["layer"] for row in data["layers"]][:2] == ["tact0", "fc1"]
     assert all(row["acc_mismatches"] == 0 for row in data["layers"] if row["kind"] == "ternary_linear")
+    kernels = data["engine"]["kernels"]  # what the packed engine ran: CPU class, target, kernels
+    assert kernels["cpu_class"] in CPU_CLASSES and kernels["ternary"] and kernels["stem"]
 
 
 def test_cli_checkpoint_with_corrupted_folded_file_exits_1(tmp_path, capsys):

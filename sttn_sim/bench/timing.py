@@ -154,6 +154,29 @@ def _openblas_via_ctypes() -> tuple[int | None, str | None]:
     return None, None
 
 
+def set_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS numpy loaded (through ctypes, as
+    :func:`_openblas_via_ctypes` finds it); False when that is not possible."""
+    try:
+        with open("/proc/self/maps") as fh:
+            paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
+    except OSError:
+        return False
+    for path in paths:
+        try:
+            lib = ctypes.CDLL(path)
+        except OSError:
+            continue
+        for prefix in ("scipy_", ""):
+            for suffix in ("64_", ""):
+                fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if fn is not None:
+                    fn.argtypes = [ctypes.c_int]
+                    fn(int(n))
+                    return True
+    return False
+
+
 def busy_machine_warning(window: float = 0.5, threshold: float = 0.15) -> str | None:
     """A warning if other work is using the CPUs right now, else None.
 
@@ -188,4 +211,4 @@ def busy_machine_warning(window: float = 0.5, threshold: float = 0.15) -> str | 
 
 
 __all__ = ["OPENBLAS_VARS", "timed_calls", "median_time", "interleaved_medians", "openblas_env_warning",
-           "thread_info", "busy_machine_warning"]
+           "thread_info", "set_blas_threads", "busy_machine_warning"]

@@ -65,6 +65,7 @@ class EngineReport:
     #: whether engine and reference give the same top-1 class (bool)
     image_code_differences: np.ndarray | None = None
     image_top1_agree: np.ndarray | None = None
+    kernels: dict | None = None  # the engine's CPU class and kernels (Engine.kernels)
 
     @property
     def passed(self) -> bool:
@@ -82,6 +83,7 @@ class EngineReport:
             "top1_agreement": f"{self.top1_agreement}/{self.batch}",
             "end_to_end_code_differences": self.end_to_end_code_differences,
             "first_failure": self.first_failure,
+            "kernels": self.kernels,
         }
 
     def to_text(self) -> str:
@@ -178,4 +180,5 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
     tol = END_TO_END_RTOL * max(1.0, float(np.max(np.abs(ref.logits))))
     agree = logits.argmax(1) == ref.logits.argmax(1)
     return EngineReport(table, diff, tol, int(agree.sum()), len(x), int(per_image.sum()), first,
-                        image_code_differences=per_image, image_top1_agree=agree)
+                        image_code_differences=per_image, image_top1_agree=agree,
+                        kernels=engine.kernels)

@@ -11,15 +11,14 @@ an explicit user setting always wins):
   re-reads the environment (``config.reload_config``) when a compilation starts, so it
   also reaches functions compiled later even if numba was imported before this package.
 
-``NUMBA_CPU_FEATURES`` is left alone (checked, not needed here): on this znver5 host
-LLVM does not prefer 256-bit vectors -- the loop vectoriser already emits zmm code with
-or without ``-prefer-256-bit`` appended to llvmlite's host feature string -- and the
-micro-kernel is explicit ``<8 x i64>`` IR that compiles to zmm registers.  On Intel
-AVX-512 server CPUs, whose LLVM tuning prefers 256-bit vectors, the same IR is split
-into ymm pairs (still exact, slower); there set, before importing numba,
-``NUMBA_CPU_FEATURES="$(python -c 'import llvmlite.binding as b;
-print(b.get_host_cpu_features().flatten())'),-prefer-256-bit"`` (this changes code
-generation and the cache key of every numba function in the process).
+CPU classes (:mod:`.cpu`, :mod:`.selection`): the kernels are chosen for the target numba
+compiles for -- AVX-512 with VPOPCNTDQ (popcount on zmm bit planes), AVX-512 without it
+and AVX2 (int8 multiply-add on the codes, ``vpmaddubsw`` / VNNI ``vpdpbusd``), and a
+portable fallback -- and every variant is exact (tests/kernels/).  Explicit vector IR
+(``<8 x i64>``, ``<16 x float>``) is not split by LLVM's 256-bit preference on Intel
+AVX-512 server CPUs (numba sets no ``min-legal-vector-width``, so 512-bit types stay
+legal; checked in the assembly); only the auto-vectorised loops (threshold + pack,
+epilogue, pooling) follow that preference.
 
 Layouts and APIs:
 
@@ -27,8 +26,8 @@ Layouts and APIs:
   plane 0 non-zero bits, plane 1 sign bits, ``length = K``), :func:`pack_ternary`,
   :func:`unpack_ternary`, :func:`ternary_dot` and numpy ``*_reference`` versions.
 * :mod:`.gemm` -- :func:`ternary_gemm` ``(A [M, K], B [N, K]) -> int32 [M, N]``,
-  ``C = A @ B.T``; :func:`prepack_gemm_weights` -> ``uint64[ceil(M/5), W, 2, 5]``,
-  :func:`prepack_gemm_columns` -> ``uint64[ceil(N/16), W, 2, 16]``;
+  ``C = A @ B.T``; :func:`prepack_gemm_weights`, :func:`prepack_gemm_columns` (layouts
+  per kernel family, see :mod:`.gemm`); :data:`TERNARY_KERNELS`;
   :func:`ternary_gemm_reference`.
 * :mod:`.conv` -- :func:`ternary_conv2d` (int8 NCHW codes or packed NHWC input,
   int8 ``[C_out, C_in, kh, kw]`` codes or :class:`ConvWeights`) -> int32 NCHW;
@@ -63,13 +62,13 @@ from .packing import (  # noqa: E402
     unpack_ternary_reference,
 )
 from .gemm import (  # noqa: E402
-    TILE_M,
-    TILE_N,
+    TERNARY_KERNELS,
     GemmColumns,
     GemmWeights,
     prepack_gemm_columns,
     prepack_gemm_weights,
     ternary_gemm,
+    TernaryKernel,
     ternary_gemm_reference,
 )
 from .conv import (  # noqa: E402
@@ -80,6 +79,8 @@ from .conv import (  # noqa: E402
     ternary_conv2d,
     ternary_conv2d_reference,
 )
+from .cpu import CPU_CLASSES, CompileTarget, compile_target  # noqa: E402
+from .selection import KernelSelectionError, KernelSet, kernel_set  # noqa: E402
 
 __all__ = [
     "PackedTernary",
@@ -90,8 +91,8 @@ __all__ = [
     "unpack_ternary_reference",
     "ternary_dot",
     "ternary_dot_reference",
-    "TILE_M",
-    "TILE_N",
+    "TernaryKernel",
+    "TERNARY_KERNELS",
     "GemmWeights",
     "GemmColumns",
     "prepack_gemm_weights",
@@ -104,4 +105,10 @@ __all__ = [
     "prepack_conv_weights",
     "ternary_conv2d",
     "ternary_conv2d_reference",
+    "CPU_CLASSES",
+    "CompileTarget",
+    "compile_target",
+    "KernelSelectionError",
+    "KernelSet",
+    "kernel_set",
 ]

@@ -8,10 +8,15 @@ Everything here is reachable from ``@numba.njit`` code through
   invalid-value word) with three byte compares and mask moves
   (``vptestmb``/``vpcmpb`` + ``kmovq`` on AVX-512 BW).
 * :func:`unbits64` -- the inverse: expand one (non-zero, sign) word pair to 64 int8 codes.
-* :func:`make_microkernel` -- the register-tiled GEMM micro-kernel, emitted directly
-  as LLVM vector IR (``<8 x i64>`` = one zmm register) so it does not depend on the
-  auto-vectorisers: ``R`` broadcast rows of A times ``8*V`` columns of B, one word of
-  K per loop iteration, accumulators in registers for the whole K loop.
+* :func:`make_microkernel` -- the register-tiled popcount GEMM micro-kernel on bit
+  planes, emitted directly as portable LLVM vector IR (``<8 x i64>`` = one zmm
+  register; ``<2 x i64>`` for the generic fallback) so it does not depend on the
+  auto-vectorisers: ``R`` broadcast rows of A times ``lanes*V`` columns of B, one word
+  of K per loop iteration, accumulators in registers for the whole K loop.
+* :func:`make_int8_microkernel` -- the x86 int8 multiply-add micro-kernel on ternary
+  codes (``vpmaddubsw`` on AVX2 / AVX-512BW, ``vpdpbusd`` with VNNI), for targets
+  without a vector popcount; :func:`expand_plus1` writes its B operand from bit planes.
+* :func:`make_float_microkernel` -- the float32 FMA micro-kernel of the stem.
 
 Bit identity (DESIGN.md section 2.5), with ``t = m_a & m_b`` and
 ``u = (s_a ^ s_b) & t``::
@@ -165,8 +170,17 @@ def unbits64(typingctx, out, offset, m, s):
     return sig, codegen
 
 
-def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
-    """Build the ``rows x (8*vecs)`` packed ternary GEMM micro-kernel intrinsic.
+def _trap(context, builder):
+    """Code for a kernel the compile target cannot run well: a trap (never selected)."""
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(ir.VoidType(), []), "llvm.trap")
+    builder.call(fn, [])
+    return context.get_dummy_value()
+
+
+def make_microkernel(rows: int, vecs: int, b_cols: int | None = None, lanes: int = 8, available: bool = True):
+    """Build the ``rows x (lanes*vecs)`` packed ternary GEMM micro-kernel intrinsic
+    (popcount on bit planes, ``<lanes x i64>`` vectors: 8 = one zmm, 2 = one xmm / NEON
+    register; portable LLVM IR, compiled for any target).
 
     Signature (inside njit code)::
 
@@ -176,18 +190,24 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
       holds, for each word ``w`` of K, ``rows`` non-zero words then ``rows`` sign words
       (``a[a_off + w*2*rows + plane*rows + r]``).
     * ``b``: uint64 C-contiguous array; the B tile starts at ``b_off`` and holds, for
-      each word, ``NB = b_cols`` (default ``8*vecs``) non-zero words then ``NB`` sign
+      each word, ``NB = b_cols`` (default ``lanes*vecs``) non-zero words then ``NB`` sign
       words (``b[b_off + w*2*NB + plane*NB + j]``); the kernel reads the first
-      ``8*vecs`` columns (``b_cols > 8*vecs`` gives a narrower tail kernel over the same
-      layout).
+      ``lanes*vecs`` columns (``b_cols > lanes*vecs`` gives a narrower tail kernel over
+      the same layout).
     * ``nwords >= 1`` words of K are accumulated.
     * Result ``C[r, j]`` (int32) is stored at ``out.ravel()[out_off + r*ldo + j]`` for
-      all ``rows x 8*vecs`` entries: the caller routes edge tiles through a scratch tile.
+      all ``rows x lanes*vecs`` entries: the caller routes edge tiles through a scratch
+      tile.
+
+    ``available=False`` compiles the kernel to a trap (it must then never be selected):
+    for wide kernels on narrow targets, where LLVM would split every vector and spill.
     """
-    width = 8 * vecs
+    width = lanes * vecs
     nb = width if b_cols is None else int(b_cols)
     if nb < width:
-        raise ValueError("b_cols must be >= 8 * vecs")
+        raise ValueError("b_cols must be >= lanes * vecs")
+    vi64 = ir.VectorType(_I64, lanes)
+    vi32 = ir.VectorType(_I32, lanes)
 
     @intrinsic
     def microkernel(typingctx, a, a_off, b, b_off, nwords, out, out_off, ldo):
@@ -200,6 +220,8 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
         sig = types.void(a, a_off, b, b_off, nwords, out, out_off, ldo)
 
         def codegen(context, builder, signature, args):
+            if not available:
+                return _trap(context, builder)
             sa = signature.args
             aptr = _data_ptr(context, builder, sa[0], args[0], _I64)
             bptr = _data_ptr(context, builder, sa[2], args[2], _I64)
@@ -211,11 +233,11 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
             ldo_v = _as_intp(context, builder, args[7], sa[7])
 
             ctpop = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V8I64, [_V8I64]), "llvm.ctpop.v8i64"
+                builder.module, ir.FunctionType(vi64, [vi64]), f"llvm.ctpop.v{lanes}i64"
             )
-            zero = ir.Constant(_V8I64, None)
-            undef = ir.Constant(_V8I64, ir.Undefined)
-            splat0 = ir.Constant(_V8I32, [0] * 8)
+            zero = ir.Constant(vi64, None)
+            undef = ir.Constant(vi64, ir.Undefined)
+            splat0 = ir.Constant(vi32, [0] * lanes)
 
             pre = builder.block
             loop = builder.append_basic_block("ternary_mk.loop")
@@ -225,8 +247,8 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
 
             w = builder.phi(_I64, "w")
             w.add_incoming(ir.Constant(_I64, 0), pre)
-            acc_p = [[builder.phi(_V8I64) for _ in range(vecs)] for _ in range(rows)]
-            acc_q = [[builder.phi(_V8I64) for _ in range(vecs)] for _ in range(rows)]
+            acc_p = [[builder.phi(vi64) for _ in range(vecs)] for _ in range(rows)]
+            acc_q = [[builder.phi(vi64) for _ in range(vecs)] for _ in range(rows)]
             for r in range(rows):
                 for v in range(vecs):
                     acc_p[r][v].add_incoming(zero, pre)
@@ -237,15 +259,15 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
 
             def vload(k):
                 p = builder.gep(bptr, [builder.add(bbase, ir.Constant(_I64, k))])
-                return builder.load(builder.bitcast(p, _V8I64.as_pointer()), align=8)
+                return builder.load(builder.bitcast(p, vi64.as_pointer()), align=8)
 
             def bcast(k):
                 p = builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, k))])
                 x = builder.insert_element(undef, builder.load(p, align=8), ir.Constant(_I32, 0))
                 return builder.shuffle_vector(x, undef, splat0)
 
-            bm = [vload(8 * v) for v in range(vecs)]
-            bs = [vload(nb + 8 * v) for v in range(vecs)]
+            bm = [vload(lanes * v) for v in range(vecs)]
+            bs = [vload(nb + lanes * v) for v in range(vecs)]
             new_p = [[None] * vecs for _ in range(rows)]
             new_q = [[None] * vecs for _ in range(rows)]
             for r in range(rows):
@@ -267,14 +289,14 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
             builder.cbranch(builder.icmp_signed("<", w_next, nw), loop, done)
 
             builder.position_at_end(done)
-            one = ir.Constant(_V8I64, [1] * 8)
+            one = ir.Constant(vi64, [1] * lanes)
             for r in range(rows):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
                 for v in range(vecs):
                     res = builder.sub(new_p[r][v], builder.shl(new_q[r][v], one))
-                    res = builder.trunc(res, _V8I32)
-                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, 8 * v))])
-                    builder.store(res, builder.bitcast(p, _V8I32.as_pointer()), align=4)
+                    res = builder.trunc(res, vi32)
+                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, lanes * v))])
+                    builder.store(res, builder.bitcast(p, vi32.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -283,25 +305,189 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None):
     return microkernel
 
 
+#: the x86 instruction of each int8 micro-kernel operation and vector width, and the
+#: LLVM features it needs (see :func:`make_int8_microkernel`)
+INT8_OPS = {
+    ("maddubs", 32): ("llvm.x86.avx2.pmadd.ub.sw", "llvm.x86.avx2.pmadd.wd", ("avx2",)),
+    ("maddubs", 64): ("llvm.x86.avx512.pmaddubs.w.512", "llvm.x86.avx512.pmaddw.d.512", ("avx512bw",)),
+    ("vnni", 32): ("llvm.x86.avx512.vpdpbusd.256", None, ("avxvnni",)),
+    ("vnni", 64): ("llvm.x86.avx512.vpdpbusd.512", None, ("avx512vnni",)),
+}
+
+
+def make_int8_microkernel(rows: int, vecs: int, vector_bytes: int, op: str, available: bool = True):
+    """Build the ``rows x (vecs*vector_bytes/4)`` int8 multiply-add micro-kernel on ternary
+    codes (x86: ``op = "maddubs"``: ``vpmaddubsw`` + ``vpaddw`` into int16 lanes;
+    ``"vnni"``: ``vpdpbusd`` into int32 lanes; ``vector_bytes`` 32 = ymm, 64 = zmm).
+
+    Operands are groups of 4 consecutive K values ("quads"), one int32 per quad:
+
+    * ``a`` (int32 view of int8 weight codes ``w ∈ {-1, 0, 1}``): the A tile starts at
+      ``a_off`` and holds, for each quad ``q``, the ``rows`` rows' quads
+      (``a[a_off + q*rows + r]``), broadcast to every lane;
+    * ``b`` (int32 view of the bytes ``x + 1 ∈ {0, 1, 2}`` of the activation codes): the
+      B tile holds, for each quad, ``NB = vecs*vector_bytes/4`` columns' quads
+      (``b[b_off + q*NB + j]``), one column per int32 lane;
+    * ``nquads >= 1`` quads are accumulated; for ``maddubs`` at most 8191 (each int16
+      lane gains at most 2·2 per quad in magnitude, so 8191 quads stay below 2¹⁵).
+
+    Exactness: ``Σ_k (x_k + 1)·w_k = Σ_k x_k·w_k + Σ_k w_k``, so the result is the sum
+    minus the row's weight sum ``corr[corr_off + r]`` (computed at prepack).  With
+    ``accumulate`` true the kernel adds its sum to ``out`` instead (a later K chunk) and
+    does not subtract.  The int16 lanes of ``maddubs`` hold two partial sums per column,
+    which ``vpmaddwd`` against ones adds into the column's int32 lane at the end.
+
+    ``available=False`` (the compile target lacks the instruction's features) compiles
+    the kernel to a trap: it must then never be selected.
+    """
+    lanes = vector_bytes // 4
+    width = lanes * vecs
+    name, widen_name, _ = INT8_OPS[(op, vector_bytes)]
+    v32 = ir.VectorType(_I32, lanes)
+    v8 = ir.VectorType(_I8, vector_bytes)
+    v16 = ir.VectorType(ir.IntType(16), vector_bytes // 2)
+
+    @intrinsic
+    def microkernel(typingctx, a, a_off, b, b_off, nquads, out, out_off, ldo, corr, corr_off, accumulate):
+        if not (_check_array(a, types.int32) and _check_array(b, types.int32)
+                and _check_array(out, types.int32) and _check_array(corr, types.int32)):
+            return None
+        sig = types.void(a, a_off, b, b_off, nquads, out, out_off, ldo, corr, corr_off, accumulate)
+
+        def codegen(context, builder, signature, args):
+            if not available:
+                return _trap(context, builder)
+            sa = signature.args
+            aptr = _data_ptr(context, builder, sa[0], args[0], _I32)
+            bptr = _data_ptr(context, builder, sa[2], args[2], _I32)
+            optr = _data_ptr(context, builder, sa[5], args[5], _I32)
+            cptr = _data_ptr(context, builder, sa[8], args[8], _I32)
+            a_off_v, b_off_v, nq, o_off, ldo_v, c_off = (
+                _as_intp(context, builder, args[i], sa[i]) for i in (1, 3, 4, 6, 7, 9))
+            acc_in = context.cast(builder, args[10], sa[10], types.boolean)
+            mod = builder.module
+            if op == "vnni":
+                dot = cgutils.get_or_insert_function(mod, ir.FunctionType(v32, [v32, v32, v32]), name)
+                accty = v32
+            else:
+                dot = cgutils.get_or_insert_function(mod, ir.FunctionType(v16, [v8, v8]), name)
+                widen = cgutils.get_or_insert_function(mod, ir.FunctionType(v32, [v16, v16]), widen_name)
+                accty = v16
+            zero = ir.Constant(accty, None)
+            undef = ir.Constant(v32, ir.Undefined)
+            splat0 = ir.Constant(v32, [0] * lanes)
+
+            pre = builder.block
+            loop = builder.append_basic_block("int8_mk.loop")
+            done = builder.append_basic_block("int8_mk.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            q = builder.phi(_I64, "q")
+            q.add_incoming(ir.Constant(_I64, 0), pre)
+            acc = [[builder.phi(accty) for _ in range(vecs)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(zero, pre)
+            bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
+            abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
+            bv = []
+            for v in range(vecs):
+                p = builder.gep(bptr, [builder.add(bbase, ir.Constant(_I64, lanes * v))])
+                bv.append(builder.load(builder.bitcast(p, v32.as_pointer()), align=4))
+            new = [[None] * vecs for _ in range(rows)]
+            for r in range(rows):
+                p = builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])
+                x = builder.insert_element(undef, builder.load(p, align=4), ir.Constant(_I32, 0))
+                av = builder.shuffle_vector(x, undef, splat0)
+                for v in range(vecs):
+                    if op == "vnni":
+                        new[r][v] = builder.call(dot, [acc[r][v], bv[v], av])
+                    else:
+                        prod = builder.call(dot, [builder.bitcast(bv[v], v8), builder.bitcast(av, v8)])
+                        new[r][v] = builder.add(acc[r][v], prod)
+            q_next = builder.add(q, ir.Constant(_I64, 1))
+            tail = builder.block
+            q.add_incoming(q_next, tail)
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(new[r][v], tail)
+            builder.cbranch(builder.icmp_signed("<", q_next, nq), loop, done)
+
+            builder.position_at_end(done)
+            ones = ir.Constant(v16, [1] * (vector_bytes // 2))
+            for r in range(rows):
+                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
+                cval = builder.load(builder.gep(cptr, [builder.add(c_off, ir.Constant(_I64, r))]), align=4)
+                cvec = builder.shuffle_vector(builder.insert_element(undef, cval, ir.Constant(_I32, 0)),
+                                              undef, splat0)
+                for v in range(vecs):
+                    res = new[r][v] if op == "vnni" else builder.call(widen, [new[r][v], ones])
+                    p = builder.bitcast(builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, lanes * v))]),
+                                        v32.as_pointer())
+                    old = builder.load(p, align=4)  # read only when accumulating
+                    base = builder.select(acc_in, old, builder.sub(ir.Constant(v32, None), cvec))
+                    builder.store(builder.add(res, base), p, align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    microkernel.__name__ = f"int8_{op}_microkernel_{rows}x{width}"
+    return microkernel
+
+
+@intrinsic
+def expand_plus1(typingctx, buf, offset, stride, m, s):
+    """Write the 64 codes of one (non-zero, sign) word pair as bytes ``x + 1 ∈ {0, 1, 2}``
+    to ``buf`` (int32 view): the quad ``i`` (codes ``4i .. 4i+3``) goes to
+    ``buf[offset + i*stride]`` -- the B layout of :func:`make_int8_microkernel`."""
+    if not (_check_array(buf, types.int32) and isinstance(offset, types.Integer)
+            and isinstance(stride, types.Integer) and isinstance(m, types.Integer)
+            and isinstance(s, types.Integer)):
+        return None
+    sig = types.void(buf, offset, stride, m, s)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        base = _data_ptr(context, builder, sa[0], args[0], _I32)
+        off = _as_intp(context, builder, args[1], sa[1])
+        step = _as_intp(context, builder, args[2], sa[2])
+        mm = builder.bitcast(context.cast(builder, args[3], sa[3], types.uint64), _V64I1)
+        sm = builder.bitcast(context.cast(builder, args[4], sa[4], types.uint64), _V64I1)
+        two = ir.Constant(_V64I8, [2] * 64)
+        one = ir.Constant(_V64I8, [1] * 64)
+        zero = ir.Constant(_V64I8, None)
+        val = builder.select(mm, builder.select(sm, zero, two), one)
+        quads = builder.bitcast(val, ir.VectorType(_I32, 16))
+        for i in range(16):
+            p = builder.gep(base, [builder.add(off, builder.mul(step, ir.Constant(_I64, i)))])
+            builder.store(builder.extract_element(quads, ir.Constant(_I32, i)), p, align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
 _F32 = ir.FloatType()
-_V16F32 = ir.VectorType(_F32, 16)
 
 
-def make_float_microkernel(rows: int, vecs: int):
-    """Build the ``rows x (16*vecs)`` float32 FMA micro-kernel intrinsic (the stem
-    convolution), accumulators in ``<16 x float>`` registers for the whole tap loop.
+def make_float_microkernel(rows: int, vecs: int, lanes: int = 16, available: bool = True):
+    """Build the ``rows x (lanes*vecs)`` float32 FMA micro-kernel intrinsic (the stem
+    convolution), accumulators in ``<lanes x float>`` registers (16 = zmm, 8 = ymm,
+    4 = xmm / NEON) for the whole tap loop.
 
     Signature (inside njit code)::
 
         fmk(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
-    computes, for ``r < rows`` and ``j < 16*vecs``::
+    computes::
 
         out[out_off + r*out_ld + j] = Σ_{t < ntap} xs[x_off + t*x_ld + r] · w[w_off + t*w_ld + j]
 
-    (flat float32 C-contiguous arrays; ``w`` rows should be 64-byte aligned).  Each
-    product is a fused multiply-add (``llvm.fma``), summed in tap order.
+    for ``r < rows`` and ``j < lanes*vecs`` (flat float32 C-contiguous arrays; ``w`` rows
+    should be 64-byte aligned).  Each product is a multiply-add (``llvm.fmuladd``: one
+    fused ``vfmadd`` where the target has FMA, a multiply and an add elsewhere), summed
+    in tap order.  ``available=False`` compiles it to a trap (as :func:`make_microkernel`).
     """
+    vf32 = ir.VectorType(_F32, lanes)
 
     @intrinsic
     def float_microkernel(typingctx, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
@@ -311,6 +497,8 @@ def make_float_microkernel(rows: int, vecs: int):
         sig = types.void(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
         def codegen(context, builder, signature, args):
+            if not available:
+                return _trap(context, builder)
             sa = signature.args
             xptr = _data_ptr(context, builder, sa[0], args[0], _F32)
             wptr = _data_ptr(context, builder, sa[3], args[3], _F32)
@@ -320,10 +508,10 @@ def make_float_microkernel(rows: int, vecs: int):
             n = _as_intp(context, builder, args[6], sa[6])
             o_off, o_ld = (_as_intp(context, builder, args[i], sa[i]) for i in (8, 9))
             fma = cgutils.get_or_insert_function(
-                builder.module, ir.FunctionType(_V16F32, [_V16F32] * 3), "llvm.fma.v16f32")
-            zero = ir.Constant(_V16F32, None)
-            undef = ir.Constant(_V16F32, ir.Undefined)
-            splat0 = ir.Constant(ir.VectorType(_I32, 16), [0] * 16)
+                builder.module, ir.FunctionType(vf32, [vf32] * 3), f"llvm.fmuladd.v{lanes}f32")
+            zero = ir.Constant(vf32, None)
+            undef = ir.Constant(vf32, ir.Undefined)
+            splat0 = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
 
             pre = builder.block
             loop = builder.append_basic_block("float_mk.loop")
@@ -332,7 +520,7 @@ def make_float_microkernel(rows: int, vecs: int):
             builder.position_at_end(loop)
             t = builder.phi(_I64, "t")
             t.add_incoming(ir.Constant(_I64, 0), pre)
-            acc = [[builder.phi(_V16F32) for _ in range(vecs)] for _ in range(rows)]
+            acc = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(rows)]
             for r in range(rows):
                 for v in range(vecs):
                     acc[r][v].add_incoming(zero, pre)
@@ -340,8 +528,8 @@ def make_float_microkernel(rows: int, vecs: int):
             xbase = builder.add(x_off_v, builder.mul(t, x_ld_v))
             wv = []
             for v in range(vecs):
-                p = builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, 16 * v))])
-                wv.append(builder.load(builder.bitcast(p, _V16F32.as_pointer()), align=4))
+                p = builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, lanes * v))])
+                wv.append(builder.load(builder.bitcast(p, vf32.as_pointer()), align=4))
             new = [[None] * vecs for _ in range(rows)]
             for r in range(rows):
                 p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, r))])
@@ -358,18 +546,18 @@ def make_float_microkernel(rows: int, vecs: int):
             builder.cbranch(builder.icmp_signed("<", t_next, n), loop, done)
 
             builder.position_at_end(done)
-            results = [[builder.phi(_V16F32) for _ in range(vecs)] for _ in range(rows)]
+            results = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(rows)]
             for r in range(rows):
                 for v in range(vecs):
                     results[r][v].add_incoming(zero, pre)
                     results[r][v].add_incoming(new[r][v], tail)
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), o_ld))
                 for v in range(vecs):
-                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, 16 * v))])
-                    builder.store(results[r][v], builder.bitcast(p, _V16F32.as_pointer()), align=4)
+                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, lanes * v))])
+                    builder.store(results[r][v], builder.bitcast(p, vf32.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    float_microkernel.__name__ = f"float_microkernel_{rows}x{16 * vecs}"
+    float_microkernel.__name__ = f"float_microkernel_{rows}x{lanes * vecs}"
     return float_microkernel

@@ -16,10 +16,13 @@ Layouts:
   words, channel padding bits are zero.
 
 The kernel is an implicit GEMM: the packed input is zero-padded once (padding taps
-become zero words), then for each block of ``TILE_N`` output pixels the packed words of
-the ``kh*kw`` taps are gathered into an L1-resident column block in the
-:class:`~.gemm.GemmColumns` layout and the GEMM micro-kernel runs against every row
-block of the weights; no im2col matrix is materialised.
+become zero words), then for each block of ``tile_n`` output pixels the packed words of
+the ``kh*kw`` taps are gathered into a cache-resident column block in the layout of the
+GEMM kernel (:mod:`.gemm`: bit-plane words for the popcount family, the bytes
+``x + 1`` of the codes for the int8 family, expanded from the words on the way) and
+the micro-kernel runs against every row block of the weights; no im2col matrix is
+materialised.  The K order is the same for both families: ``(dy, dx, channel)`` with
+each tap's channels padded to a multiple of 64 (zero weights).
 """
 
 from __future__ import annotations
@@ -31,8 +34,9 @@ import numpy as np
 
 from sttn_sim.errors import QuantizationError, ShapeError
 
-from .gemm import _MK, _MK_TAIL, TILE_M, TILE_N, GemmWeights, _block_planes
 from ..rules import conv_output_size
+from ._llvm import expand_plus1
+from .gemm import GemmWeights, block_planes, int8_tile, int8_weights, popcount_tile, resolve_kernel
 from .packing import (
     PackedTernary,
     _raise_if_not_ternary,
@@ -40,6 +44,9 @@ from .packing import (
     pack_ternary,
     words_for,
 )
+
+_NO_POP = np.zeros(1, np.uint64)  # the operands a kernel family does not use
+_NO_INT8 = np.zeros(1, np.int32)
 
 __all__ = [
     "ConvWeights",
@@ -56,7 +63,7 @@ class ConvWeights:
     """Convolution weights re-blocked for the packed kernel.
 
     ``gemm``: :class:`~.gemm.GemmWeights` with ``rows = c_out`` and
-    ``words = kh * kw * ceil(c_in / 64)``.
+    ``words = kh * kw * ceil(c_in / 64)``, for the kernel ``gemm.kernel``.
     """
 
     gemm: GemmWeights
@@ -68,6 +75,10 @@ class ConvWeights:
     @property
     def shape(self) -> tuple:
         return (self.c_out, self.c_in, self.kh, self.kw)
+
+    @property
+    def kernel(self):
+        return self.gemm.kernel
 
 
 def _pair(v, name: str, minimum: int) -> tuple[int, int]:
@@ -82,9 +93,13 @@ def _pair(v, name: str, minimum: int) -> tuple[int, int]:
     return a, b
 
 
-def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:
-    """Pack int codes ``[C_out, C_in, kh, kw]`` into the kernel layout (once per model)."""
+def prepack_conv_weights(w_codes, name: str = "w", kernel=None) -> ConvWeights:
+    """Pack int codes ``[C_out, C_in, kh, kw]`` into the layout of ``kernel`` (a
+    :class:`~.gemm.TernaryKernel` or its name; default: this process's), once per model."""
+    kernel = resolve_kernel(kernel)
     if isinstance(w_codes, ConvWeights):
+        if w_codes.kernel is not kernel:
+            raise ShapeError(f"{name}: prepacked for kernel {w_codes.kernel.name}, expected {kernel.name}")
         return w_codes
     w8 = check_ternary_codes(w_codes, name, min_ndim=4)
     if w8.ndim != 4:
@@ -92,10 +107,16 @@ def prepack_conv_weights(w_codes, name: str = "w") -> ConvWeights:
     c_out, c_in, kh, kw = w8.shape
     if c_out < 1 or kh < 1 or kw < 1:
         raise ShapeError(f"{name}: expected non-empty [C_out, C_in, kh, kw], got shape {w8.shape}")
-    packed = _pack_transposed(w8, name)
     wc = words_for(c_in)
+    if kernel.family == "int8":
+        _raise_if_not_ternary(w8, name)
+        k_order = np.zeros((c_out, kh, kw, wc * 64), np.int8)  # (dy, dx, channel), channels padded
+        k_order[..., :c_in] = w8.transpose(0, 2, 3, 1)
+        gw = int8_weights(k_order.reshape(c_out, -1), kernel, None)
+        return ConvWeights(gw, c_out, c_in, kh, kw)
+    packed = _pack_transposed(w8, name)
     planes = packed.planes.reshape(2, c_out, kh * kw * wc)
-    gw = GemmWeights(_block_planes(planes, TILE_M), c_out, kh * kw * wc, None)
+    gw = GemmWeights(block_planes(planes, kernel.tile_m), c_out, kh * kw * wc, None, kernel)
     return ConvWeights(gw, c_out, c_in, kh, kw)
 
 
@@ -126,29 +147,64 @@ def _pack_transposed(codes8: np.ndarray, name: str) -> PackedTernary:
         raise
 
 
-@numba.njit(cache=True, parallel=True)
-def _conv_kernel(ablk, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw, oh, ow, mchunks, nchunks, out):
+@numba.njit(inline="always")
+def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0):
+    """Output offset and first input word of each of the ``tile_n`` columns (output
+    pixels) of column block ``nb``; the number of valid ones, and whether they are one
+    contiguous run of one image's output row-major order."""
+    n0 = nb * tile_n
+    nvalid = min(tile_n, ncols - n0)
+    # walk (image, oy, ox) of the block's columns without divisions
+    img = n0 // p
+    pix = n0 - img * p
+    oy = pix // ow
+    ox = pix - oy * ow
+    for j in range(tile_n):
+        if j < nvalid:
+            coloff[j] = img * m * p + oy * ow + ox
+            src0[j] = ((img * hp + oy * sh) * wp + ox * sw) * wc
+            ox += 1
+            if ox == ow:
+                ox = 0
+                oy += 1
+                if oy == oh:
+                    oy = 0
+                    img += 1
+        else:  # repeat the last valid column; its results are discarded
+            coloff[j] = coloff[j - 1]
+            src0[j] = src0[j - 1]
+    contiguous = nvalid == tile_n and coloff[tile_n - 1] - coloff[0] == tile_n - 1
+    return nvalid, contiguous
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw,
+                 oh, ow, mchunks, nchunks, out):
     """Implicit-GEMM convolution on zero-padded packed NHWC input.
 
+    ``family`` 0: popcount kernel ``kid`` on the uint64 blocks ``apop``; 1: int8 kernel
+    ``kid`` on ``a8`` (the int32 view of the int8 blocks) with the row sums ``corr``.
     ``xpad``: flat ``uint64[2, nimg, hp, wp, wc]`` (padding already applied, so every
     tap of every output pixel is in bounds).  ``out``: flat ``int32[nimg, m, oh*ow]``.
-    Tasks = (column block of TILE_N output pixels) x (chunk of row blocks); each of the
-    ``nchunks`` parallel chunks owns a contiguous range of tasks and its own buffers.
+    Tasks = (column block of ``tile_n`` output pixels) x (chunk of row blocks); each of
+    the ``nchunks`` parallel chunks owns a contiguous range of tasks and its own buffers.
     """
     p = oh * ow
     ncols = nimg * p
     nw = kh * kw * wc
-    nb_count = (ncols + TILE_N - 1) // TILE_N
-    mb_count = (m + TILE_M - 1) // TILE_M
+    nq = 16 * nw  # int8 family: quads of K
+    nb_count = (ncols + tile_n - 1) // tile_n
+    mb_count = (m + tile_m - 1) // tile_m
     per_chunk = (mb_count + mchunks - 1) // mchunks
     plane_off = nimg * hp * wp * wc
-    blk = 2 * TILE_N
+    blk = 2 * tile_n
     ntasks = nb_count * mchunks
     for ch in numba.prange(nchunks):
         buf = np.empty(nw * blk, dtype=np.uint64)
-        coloff = np.empty(TILE_N, dtype=np.int64)
-        src0 = np.empty(TILE_N, dtype=np.int64)
-        tmp = np.empty(TILE_M * TILE_N, dtype=np.int32)
+        qbuf = np.empty(nq * tile_n if family == 1 else 1, dtype=np.int32)
+        coloff = np.empty(tile_n, dtype=np.int64)
+        src0 = np.empty(tile_n, dtype=np.int64)
+        tmp = np.empty(tile_m * tile_n, dtype=np.int32)
         built = -1
         nvalid = 0
         contiguous = False
@@ -157,67 +213,55 @@ def _conv_kernel(ablk, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw, oh, ow, mchunk
             mc = t - nb * mchunks
             if nb != built:
                 built = nb
-                n0 = nb * TILE_N
-                nvalid = min(TILE_N, ncols - n0)
-                # walk (image, oy, ox) of the block's columns without divisions
-                img = n0 // p
-                pix = n0 - img * p
-                oy = pix // ow
-                ox = pix - oy * ow
-                for j in range(TILE_N):
-                    if j < nvalid:
-                        coloff[j] = img * m * p + oy * ow + ox
-                        src0[j] = ((img * hp + oy * sh) * wp + ox * sw) * wc
-                        ox += 1
-                        if ox == ow:
-                            ox = 0
-                            oy += 1
-                            if oy == oh:
-                                oy = 0
-                                img += 1
-                    else:  # repeat the last valid column; its results are discarded
-                        coloff[j] = coloff[j - 1]
-                        src0[j] = src0[j - 1]
+                nvalid, contiguous = _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0)
                 # im2col: tap (dy, dx), channel word c -> K word (dy*kw + dx)*wc + c
                 for dy in range(kh):
                     for dx in range(kw):
                         toff = (dy * wp + dx) * wc
-                        tb = (dy * kw + dx) * wc * blk
+                        kword = (dy * kw + dx) * wc
                         for c in range(wc):
-                            d = tb + c * blk
-                            for j in range(TILE_N):
-                                src = src0[j] + toff + c
-                                buf[d + j] = xpad[src]
-                                buf[d + TILE_N + j] = xpad[plane_off + src]
-                contiguous = nvalid == TILE_N and coloff[TILE_N - 1] - coloff[0] == TILE_N - 1
+                            if family == 0:
+                                d = (kword + c) * blk
+                                for j in range(tile_n):
+                                    src = src0[j] + toff + c
+                                    buf[d + j] = xpad[src]
+                                    buf[d + tile_n + j] = xpad[plane_off + src]
+                            else:  # 16 quads of bytes x + 1 per word, column j in lane j
+                                d = (kword + c) * 16 * tile_n
+                                for j in range(tile_n):
+                                    src = src0[j] + toff + c
+                                    expand_plus1(qbuf, d + j, tile_n, xpad[src], xpad[plane_off + src])
             mb_lo = mc * per_chunk
             mb_hi = min(mb_count, mb_lo + per_chunk)
             for mb in range(mb_lo, mb_hi):
-                m0 = mb * TILE_M
-                a_off = mb * 2 * TILE_M * nw
-                if contiguous and m0 + TILE_M <= m:
-                    _MK(ablk, a_off, buf, 0, nw, out, coloff[0] + m0 * p, p)
+                m0 = mb * tile_m
+                direct = contiguous and m0 + tile_m <= m
+                dst = out if direct else tmp
+                d_off = coloff[0] + m0 * p if direct else 0
+                d_ld = p if direct else tile_n
+                if family == 0:
+                    popcount_tile(kid, nvalid, apop, mb * 2 * tile_m * nw, buf, 0, nw, dst, d_off, d_ld)
                 else:
-                    if nvalid <= 8:
-                        _MK_TAIL(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
-                    else:
-                        _MK(ablk, a_off, buf, 0, nw, tmp, 0, TILE_N)
-                    for r in range(min(TILE_M, m - m0)):
+                    int8_tile(kid, tile_m, tile_n, max_depth, a8, mb * tile_m * nq, qbuf, 0, nq, dst, d_off, d_ld,
+                              corr, m0)
+                if not direct:
+                    for r in range(min(tile_m, m - m0)):
                         for j in range(nvalid):
-                            out[coloff[j] + (m0 + r) * p] = tmp[r * TILE_N + j]
+                            out[coloff[j] + (m0 + r) * p] = tmp[r * tile_n + j]
 
 
-def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
+def ternary_conv2d(x, w, stride=1, padding=0, kernel=None) -> np.ndarray:
     """Exact packed ternary 2-D convolution, int32 ``[N, C_out, OH, OW]``.
 
     ``x``: int codes NCHW ``[N, C_in, H, W]`` or a channel-packed NHWC
     :class:`PackedTernary` (see :func:`pack_activations_nhwc`).
-    ``w``: int codes ``[C_out, C_in, kh, kw]`` or :class:`ConvWeights`.
+    ``w``: int codes ``[C_out, C_in, kh, kw]`` or :class:`ConvWeights` (whose kernel
+    is used; int codes are packed for ``kernel``, default: this process's).
     ``stride``, ``padding``: int or ``(h, w)`` pair; zero padding.
     """
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(padding, "padding", 0)
-    cw = prepack_conv_weights(w, "w")
+    cw = w if isinstance(w, ConvWeights) else prepack_conv_weights(w, "w", kernel)
     if isinstance(x, PackedTernary):
         if x.planes.ndim != 5:
             raise ShapeError(f"x: expected a packed NHWC array [N, H, W, C], got shape {x.shape}")
@@ -239,9 +283,10 @@ def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
     out = np.empty((nimg, m, oh, ow), dtype=np.int32)
     if nimg == 0:
         return out
+    k = cw.kernel
     ncols = nimg * oh * ow
-    nb_count = -(-ncols // TILE_N)
-    mb_count = -(-m // TILE_M)
+    nb_count = -(-ncols // k.tile_n)
+    mb_count = -(-m // k.tile_m)
     threads = max(numba.get_num_threads(), 1)
     # split the row blocks too when there are few column blocks, so every thread works
     target = 4 * threads
@@ -253,10 +298,12 @@ def ternary_conv2d(x, w, stride=1, padding=0) -> np.ndarray:
         padded = np.zeros(planes.shape[:2] + (h + 2 * ph, wd + 2 * pw, xp.words), np.uint64)
         padded[:, :, ph:ph + h, pw:pw + wd] = planes
         planes = padded
-    _conv_kernel(
-        cw.gemm.blocks.reshape(-1), m, planes.reshape(-1), nimg, h + 2 * ph, wd + 2 * pw,
-        xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, out.reshape(-1),
-    )
+    if k.family == "int8":
+        family, apop, a8, corr = 1, _NO_POP, cw.gemm.blocks.reshape(-1).view(np.int32), cw.gemm.corr
+    else:
+        family, apop, a8, corr = 0, cw.gemm.blocks.reshape(-1), _NO_INT8, _NO_INT8
+    _conv_kernel(family, k.kid, k.tile_m, k.tile_n, k.max_depth, apop, a8, corr, m, planes.reshape(-1), nimg,
+                 h + 2 * ph, wd + 2 * pw, xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, out.reshape(-1))
     return out
 
 

@@ -33,7 +33,9 @@ from numpy.lib.stride_tricks import sliding_window_view
 from ..errors import ShapeError
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
-from ._llvm import make_float_microkernel
+from ._llvm import key32_value, make_float_microkernel, order_key32
+from ..errors import ShapeError
+from .cpu import compile_target
 from .packing import PackedTernary, pack_ternary_reference, words_for
 
 # --------------------------------------------------------------------------------------
@@ -55,7 +57,7 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 # thresholds
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
     # One task per image row (n, h).  For each 64-channel word, the bits of all W pixels
     # of the row are built together: channel by channel, a contiguous vector loop over
@@ -122,7 +124,7 @@ def threshold_pack_reference(x, direction, lo, hi, constant) -> PackedTernary:
     return pack_ternary_reference(np.ascontiguousarray(codes.transpose(0, 2, 3, 1)))
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_codes_kernel(x2, direction, lo, hi, constant, rows_per_channel, out):
     rows = x2.shape[0]
     c_count = direction.shape[0]
@@ -182,7 +184,7 @@ def _prelu_reference(y: np.ndarray, slope) -> np.ndarray:
 # epilogue
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
     n_img, c_count, hw = acc.shape
     for t in numba.prange(n_img * c_count):
@@ -280,31 +282,40 @@ def asymmetric_epilogue_reference(acc_pos, acc_neg, a_pos, a_neg, b, residual=No
 # pooling
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _maxpool_kernel(x, k, s, p, out):
-    # Separable: for each output row, first the max over its k input rows (a vector
-    # loop along W), then the max over each window of k columns of that row.
+    # Separable, every inner loop a vector loop on int32 order keys (order_key32: integer
+    # max vectorises, float max with its NaN rule does not): for each output row, first
+    # the max over its k input rows into a row buffer with p cells of -inf on each side
+    # (contiguous along W), then for each window offset t the max of best[j] and
+    # row[j*s + t] over all output columns j (a strided vector loop).
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    for t in numba.prange(n_img * c_count):
-        n = t // c_count
-        c = t - n * c_count
-        rowmax = np.empty(width, np.float32)
+    padded = width + 2 * p + k  # room for every j*s + t
+    lowest = order_key32(np.float32(-np.inf))
+    for task in numba.prange(n_img * c_count):
+        n = task // c_count
+        c = task - n * c_count
+        plane = x[n, c]
+        rowmax = np.full(padded, lowest, np.int32)
+        best = np.empty(ow, np.int32)
         for i in range(oh):
             y0 = max(i * s - p, 0)
             y1 = min(i * s - p + k, height)
-            for xx in range(width):
-                rowmax[xx] = -np.inf
+            row = rowmax[p:p + width]
+            row[:] = lowest
             for y in range(y0, y1):
-                for xx in range(width):  # branch-free max: a vector loop
-                    rowmax[xx] = max(rowmax[xx], x[n, c, y, xx])
+                src = plane[y]
+                for xx in range(width):
+                    row[xx] = max(row[xx], order_key32(src[xx]))
             for j in range(ow):
-                x0 = max(j * s - p, 0)
-                x1 = min(j * s - p + k, width)
-                best = np.float32(-np.inf)
-                for xx in range(x0, x1):
-                    best = max(best, rowmax[xx])
-                out[n, c, i, j] = best
+                best[j] = rowmax[j * s]
+            for t in range(1, k):
+                for j in range(ow):
+                    best[j] = max(best[j], rowmax[j * s + t])
+            dst = out[n, c, i]
+            for j in range(ow):
+                dst[j] = key32_value(best[j], np.float32(0))
 
 
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
@@ -327,7 +338,7 @@ def maxpool2d_reference(x, kernel, stride, padding) -> np.ndarray:
 # float convolution output: bias + PReLU + NHWC→NCHW transpose in one pass
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _bias_prelu_to_nchw_kernel(rows, bias, slope, n_img, hw, out):
     c_count = rows.shape[1]
     for t in numba.prange(n_img * c_count):
@@ -372,26 +383,92 @@ def im2col_f32(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
 # direct float convolution for layers with few input channels (the stem)
 
 
-_FMK1 = make_float_microkernel(4, 1)
-_FMK2 = make_float_microkernel(4, 2)
-_FMK3 = make_float_microkernel(4, 3)
-_FMK4 = make_float_microkernel(4, 4)
+@dataclass(frozen=True)
+class StemKernel:
+    """A register tile of :func:`direct_conv2d`: ``rows`` output pixels × up to
+    ``vecs`` vectors of ``lanes`` float32 output channels per micro-kernel call."""
+
+    name: str
+    sid: int
+    rows: int
+    lanes: int
+    vecs: int
+    description: str
+    needs: tuple = ()  # features of the targets it is compiled for (portable IR otherwise)
+
+    @property
+    def group(self) -> int:
+        """Output channels per micro-kernel call."""
+        return self.lanes * self.vecs
+
+    def available(self, target=None) -> bool:
+        """Whether ``target`` (default: this process's) compiles it to real code (the
+        IR is portable; a wide tile is not compiled for a narrow target)."""
+        target = target or compile_target()
+        return target.has(*self.needs)
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "arithmetic": self.description}
 
 
-@numba.njit(cache=True, parallel=True)
-def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
+#: the stem kernels, by name (:mod:`.selection` picks one per CPU class)
+STEM_KERNELS = {k.name: k for k in (
+    StemKernel("fma-zmm-4x64", 0, 4, 16, 4, "float32 FMA, 4 pixels x 64 channels in <16 x float> (32 registers)",
+               ("avx512f",)),
+    StemKernel("fma-ymm-4x24", 1, 4, 8, 3, "float32 FMA, 4 pixels x 24 channels in <8 x float> (16 registers)",
+               ("avx2",)),
+    StemKernel("fma-xmm-3x12", 2, 3, 4, 3, "float32 multiply-add, 3 pixels x 12 channels in <4 x float>"),
+)}
+
+_ZMM_OK = STEM_KERNELS["fma-zmm-4x64"].available()
+_YMM_OK = STEM_KERNELS["fma-ymm-4x24"].available()
+_FMK_ZMM1, _FMK_ZMM2, _FMK_ZMM3, _FMK_ZMM4 = (make_float_microkernel(4, v, 16, _ZMM_OK) for v in (1, 2, 3, 4))
+_FMK_YMM1, _FMK_YMM2, _FMK_YMM3 = (make_float_microkernel(4, v, 8, _YMM_OK) for v in (1, 2, 3))
+_FMK_XMM1, _FMK_XMM2, _FMK_XMM3 = (make_float_microkernel(3, v, 4) for v in (1, 2, 3))
+
+
+@numba.njit(inline="always")
+def _stem_tile(sid, v, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
+    """One call of stem kernel ``sid``'s micro-kernel with ``v`` vectors of channels."""
+    if sid == 0:
+        if v == 4:
+            _FMK_ZMM4(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 3:
+            _FMK_ZMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_ZMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_ZMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+    elif sid == 1:
+        if v == 3:
+            _FMK_YMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_YMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_YMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+    else:
+        if v == 3:
+            _FMK_XMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        elif v == 2:
+            _FMK_XMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        else:
+            _FMK_XMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _direct_conv_kernel(sid, rows, lanes, group, xp, w_t, bias, slope, stride, kh, kw, out):
     # One task per output row (n, oy).  The row's inputs are first gathered per tap
-    # (xs[tap·ld + ox]); then each block of 4 output pixels × 64 output channels is one
-    # call of the register-tiled FMA micro-kernel (16 zmm accumulators over all taps,
-    # summed in (c, dy, dx) order), written to a small tile, then bias and PReLU are
-    # applied on the way to the NCHW output.
+    # (xs[tap·ld + ox]); then each block of ``rows`` output pixels × ``group`` output
+    # channels is one call of the register-tiled micro-kernel (accumulators in registers
+    # over all taps, summed in (c, dy, dx) order), written to a small tile, then bias
+    # and PReLU are applied on the way to the NCHW output.
     n_img, c_in = xp.shape[0], xp.shape[1]
-    c_pad = w_t.shape[1]  # a multiple of 16
+    c_pad = w_t.shape[1]  # a multiple of lanes
     c_real = out.shape[1]
     oh, ow = out.shape[2], out.shape[3]
     ntap = c_in * kh * kw
-    n_blocks = (ow + 3) // 4
-    ld = n_blocks * 4
+    n_blocks = (ow + rows - 1) // rows
+    ld = n_blocks * rows
     wflat = w_t.reshape(-1)
     for task in numba.prange(n_img * oh):
         n = task // oh
@@ -403,23 +480,16 @@ def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
                     t = (c * kh + dy) * kw + dx
                     for ox in range(ow):
                         xs[t * ld + ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
-        tile = np.empty(4 * c_pad, np.float32)
+        tile = np.empty(rows * c_pad, np.float32)
         for blk in range(n_blocks):
-            b0 = blk * 4
-            for g0 in range(0, c_pad, 64):
-                v = min(64, c_pad - g0) // 16
-                if v == 4:
-                    _FMK4(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                elif v == 3:
-                    _FMK3(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                elif v == 2:
-                    _FMK2(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-                else:
-                    _FMK1(xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
+            b0 = blk * rows
+            for g0 in range(0, c_pad, group):
+                v = min(group, c_pad - g0) // lanes
+                _stem_tile(sid, v, xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
             for o in range(c_real):
                 b = bias[o]
                 s = _channel_slope(slope, o)
-                for i in range(min(4, ow - b0)):
+                for i in range(min(rows, ow - b0)):
                     y = tile[i * c_pad + o] + b
                     out[n, o, oy, b0 + i] = y * s if y < 0 else y
 
@@ -427,21 +497,36 @@ def _direct_conv_kernel(xp, w_t, bias, slope, stride, kh, kw, out):
 @dataclass(frozen=True)
 class DirectConvWeights:
     """Weights of :func:`direct_conv2d` in the micro-kernel's layout: ``w_t[tap, o]``
-    (tap = (c, dy, dx)), output channels zero-padded to a multiple of 16, rows
-    cache-line aligned."""
+    (tap = (c, dy, dx)), output channels zero-padded to a multiple of the kernel's
+    lanes, rows cache-line aligned; ``kernel`` the :class:`StemKernel`."""
 
     w_t: np.ndarray
     c_out: int
     kh: int
     kw: int
+    kernel: StemKernel
 
 
-def prepack_direct_conv_weights(w: np.ndarray) -> DirectConvWeights:
-    """Re-lay float weights ``[O, C, kh, kw]`` for :func:`direct_conv2d` (once per model)."""
+def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None = None) -> DirectConvWeights:
+    """Re-lay float weights ``[O, C, kh, kw]`` for :func:`direct_conv2d` (once per model)
+    and ``kernel`` (a :class:`StemKernel` or its name; default: this process's)."""
+    kernel = _stem_kernel(kernel)
     o, c, kh, kw = w.shape
-    w_t = aligned_zeros((c * kh * kw, -(-o // 16) * 16), np.float32)
+    w_t = aligned_zeros((c * kh * kw, -(-o // kernel.lanes) * kernel.lanes), np.float32)
     w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
-    return DirectConvWeights(w_t, o, kh, kw)
+    return DirectConvWeights(w_t, o, kh, kw, kernel)
+
+
+def _stem_kernel(kernel) -> StemKernel:
+    if kernel is None:
+        from .selection import kernel_set  # noqa: PLC0415  (selection imports this module)
+
+        return kernel_set().stem
+    if isinstance(kernel, StemKernel):
+        return kernel
+    if kernel not in STEM_KERNELS:
+        raise ShapeError(f"kernel: expected one of {sorted(STEM_KERNELS)}, got {kernel!r}")
+    return STEM_KERNELS[kernel]
 
 
 def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, stride: int,
@@ -451,12 +536,13 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
     is ``[O, C, kh, kw]`` or :class:`DirectConvWeights`."""
     if not isinstance(w, DirectConvWeights):
         w = prepack_direct_conv_weights(w)
+    k = w.kernel
     n, _, h, wd = x.shape
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     oh, ow = (h + 2 * padding - w.kh) // stride + 1, (wd + 2 * padding - w.kw) // stride + 1
     out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(xp, w.w_t, np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride,
-                        w.kh, w.kw, out)
+    _direct_conv_kernel(k.sid, k.rows, k.lanes, k.group, xp, w.w_t, np.ascontiguousarray(bias, np.float32),
+                        _slope_array(slope), stride, w.kh, w.kw, out)
     return out
 
 
@@ -464,7 +550,7 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
 # float fully connected layer (the head): small, so BLAS thread start-up would dominate
 
 
-@numba.njit(cache=True, parallel=True, fastmath={"reassoc"})
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"reassoc"})
 def _linear_kernel(x, w, bias, out):
     n_img, k_len = x.shape
     for o in numba.prange(w.shape[0]):

@@ -159,7 +159,7 @@ def _raise_if_not_ternary(arr: np.ndarray, name: str) -> None:
 # --------------------------------------------------------------------- numba kernels
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _pack_rows_kernel(codes, n, k, nw, out, rows_per_block, bstride, rstride, wstride, poff, badrows):
     """Pack ``codes`` (flat int8, ``n`` rows of ``k``) into ``out`` (flat uint64).
 
@@ -194,7 +194,7 @@ def _pack_rows_kernel(codes, n, k, nw, out, rows_per_block, bstride, rstride, ws
         badrows[i] = nbad
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _unpack_rows_kernel(planes, n, k, nw, out):
     full = k // 64
     poff = n * nw
@@ -211,7 +211,7 @@ def _unpack_rows_kernel(planes, n, k, nw, out):
                 out[i * k + full * 64 + j] = mv - 2 * sv * mv
 
 
-@numba.njit(cache=True, parallel=True)
+@numba.njit(cache=True, parallel=True, nogil=True)
 def _dot_rows_kernel(a, b, n, nw, out):
     aoff = n * nw
     for i in numba.prange(n):

@@ -156,7 +156,8 @@ class Conv(WeightedTraining, LayerKind):
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
         stride, padding = self.attr(layer, "stride"), self.attr(layer, "padding")
         kh, kw = w32.shape[2], w32.shape[3]
-        direct = prepack_direct_conv_weights(w32) if w32.shape[1] <= DIRECT_CONV_MAX_CHANNELS else None
+        direct = (prepack_direct_conv_weights(w32, ctx.kernels.stem) if w32.shape[1] <= DIRECT_CONV_MAX_CHANNELS
+                  else None)
         w_mat = None if direct is not None else np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)
         first = ctx.first_layer(layer)
 

@@ -282,7 +282,9 @@ class FoldedTernary(LayerKind):
         p = layer.params
         where = f"layer {layer.name!r} codes"
         conv = self.family == "conv"
-        weights = prepack_conv_weights(p["codes"], name=where) if conv else prepack_gemm_weights(p["codes"], name=where)
+        kernel = ctx.kernels.ternary  # the CPU class's micro-kernel (sttn_sim.kernels.selection)
+        weights = (prepack_conv_weights(p["codes"], where, kernel) if conv
+                   else prepack_gemm_weights(p["codes"], where, kernel))
         affine = self.affine(layer)
         mult32, shift32 = f32(p["scale"]), f32(p["bias"])
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
@@ -295,7 +297,7 @@ class FoldedTernary(LayerKind):
             if conv:
                 acc = ternary_conv2d(x, weights, stride, padding)
             else:
-                acc = np.ascontiguousarray(ternary_gemm(weights, prepack_gemm_columns(x)).T)
+                acc = np.ascontiguousarray(ternary_gemm(weights, prepack_gemm_columns(x, kernel=kernel)).T)
             if not affine:
                 return acc, LayerEvent(first, acc, accumulator=acc)
             residual = args[1] if len(args) == 2 else None

@@ -18,7 +18,7 @@ ALL_SKIPPED = ["--skip-gemm", "--skip-end-to-end", "--skip-recording"]
 def test_help_lists_the_options():
     proc = subprocess.run([sys.executable, "-m", "sttn_sim.bench", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.startswith("usage: python -m sttn_sim.bench")
-    for option in ["--repeats", "--json"] + ALL_SKIPPED:
+    for option in ["--repeats", "--json", "--threads", "--target", "--contention"] + ALL_SKIPPED:
         assert option in proc.stdout
 
 
@@ -48,31 +48,59 @@ def stand_ins(monkeypatch):
             return pd.DataFrame(columns)
         return bench
     monkeypatch.setattr(cli, "benchmark_gemm", table("gemm", shape=["s"], ratio=[10.0]))
-    monkeypatch.setattr(cli, "benchmark_end_to_end", table("end_to_end", batch=[1], engine_ms=[3.5]))
+    monkeypatch.setattr(cli, "benchmark_end_to_end",
+                        table("end_to_end", batch=[1, 1], runtime=["engine", "pytorch_int8"], ms=[3.5, 7.0],
+                              ms_per_image=[3.5, 7.0]))
     monkeypatch.setattr(cli, "benchmark_recording", table("recording", batch=[8], recording_overhead=[1.1]))
+    monkeypatch.setattr(cli, "benchmark_contention", table("contention", competitor=["busy"], ratio=[0.6]))
     return calls
 
 
 def test_json_output_holds_every_table_as_records(stand_ins, capsys):
     assert main(["--repeats", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"threads", "warnings", "gemm", "end_to_end", "recording"}
+    assert set(out) == {"kernels", "threads", "warnings", "gemm", "end_to_end", "end_to_end_summary", "recording"}
+    assert out["kernels"]["cpu_class"] and out["kernels"]["ternary"]
     assert out["gemm"] == [{"shape": "s", "ratio": 10.0}]
-    assert out["end_to_end"] == [{"batch": 1, "engine_ms": 3.5}]
+    assert out["end_to_end"][0] == {"batch": 1, "runtime": "engine", "ms": 3.5, "ms_per_image": 3.5}
+    assert out["end_to_end_summary"] == {"batch 1": {"engine_vs_pytorch_int8": 0.5}}
     assert out["recording"] == [{"batch": 8, "recording_overhead": 1.1}]
     assert stand_ins["gemm"][1] == {"repeats": 12}
-    assert stand_ins["end_to_end"][0] == (12,)
+    assert stand_ins["end_to_end"][0] == (12,) and stand_ins["end_to_end"][1]["threads"] == "auto"
     assert stand_ins["recording"][0] == (6,)  # max(5, repeats // 2)
+    assert "contention" not in stand_ins
 
 
-def test_text_output_prints_the_tables_and_the_missing_pytorch_note(stand_ins, capsys):
+def test_threads_and_contention_options(stand_ins, capsys):
+    assert main(ALL_SKIPPED + ["--threads", "1", "--contention", "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["contention"] == [{"competitor": "busy", "ratio": 0.6}]
+    with pytest.raises(SystemExit):
+        main(["--threads", "0"])
+    assert "argument --threads" in capsys.readouterr().err
+
+
+def test_target_reruns_the_benchmark_compiled_for_the_class(monkeypatch):
+    calls = []
+    monkeypatch.setattr(cli.subprocess, "call", lambda command, env: calls.append((command, env)) or 0)
+    assert main(["--target", "avx2", "--repeats", "4", "--skip-gemm", "--json"]) == 0
+    (command, env), = calls
+    assert command[1:3] == ["-m", "sttn_sim.bench"] and "--target" not in command
+    assert command[3:] == ["--repeats", "4", "--threads", "auto", "--skip-gemm", "--json"]
+    assert (env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"]) == ("haswell", "")
+    assert env["OPENBLAS_CORETYPE"] == "Haswell" and env[cli.TARGET_ENV] == "avx2"
+    assert env["NUMBA_CACHE_DIR"].endswith("avx2") and "STTN_CPU_CLASS" not in env
+
+
+def test_text_output_prints_the_tables_and_the_kernels(stand_ins, capsys):
     assert run(build_parser().parse_args(["--skip-recording"])) == 0
     out = capsys.readouterr().out
     assert "threads: {" in out and "recording" not in stand_ins
-    assert "engine_ms" in out and "(PyTorch is not installed: no PyTorch column)" in out
+    assert "CPU class " in out and "ternary kernel " in out
+    assert "pytorch_int8" in out and '"engine_vs_pytorch_int8": 0.5' in out
 
 
 def test_everything_skipped_prints_only_the_machine_report(capsys):
     assert main(ALL_SKIPPED + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"threads", "warnings"} and out["threads"]["numba_threads"] >= 1
+    assert set(out) == {"kernels", "threads", "warnings"} and out["threads"]["numba_threads"] >= 1

@@ -2,6 +2,7 @@
 thread report (structure only: no wall-clock assertion)."""
 
 import numpy as np
+import pytest
 
 from sttn_sim.bench.timing import (
     OPENBLAS_VARS,
@@ -62,3 +63,15 @@ def test_thread_info_reports_numba_blas_and_load():
     for key in ("numba_threading_layer", "blas_threads", "blas", "loadavg_1min"):
         assert key in info
     assert set(info["openblas_env"]) == set(OPENBLAS_VARS)
+
+
+def test_set_blas_threads_changes_what_openblas_reports():
+    from sttn_sim.bench.timing import set_blas_threads, thread_info
+
+    before = thread_info()["blas_threads"]
+    if not set_blas_threads(1):
+        pytest.fail("numpy's OpenBLAS was not found in this process")
+    try:
+        assert str(thread_info()["blas_threads"]) == "1"
+    finally:
+        set_blas_threads(int(before) if str(before).isdigit() else 1)

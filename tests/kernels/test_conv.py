@@ -1,4 +1,5 @@
-"""Packed ternary convolution vs the int64 numpy reference (exact ==)."""
+"""Packed ternary convolution vs the int64 numpy reference (exact ==), for every kernel
+(``ternary_kernel``: tests/kernels/conftest.py)."""
 
 import itertools
 
@@ -43,9 +44,9 @@ def brute_force_conv(x, w, stride, padding):
     return out
 
 
-def check(x, w, stride, padding):
+def check(x, w, stride, padding, kernel):
     ref = ternary_conv2d_reference(x, w, stride, padding)
-    got = ternary_conv2d(x, w, stride, padding)
+    got = ternary_conv2d(x, w, stride, padding, kernel=kernel)
     assert got.dtype == np.int32
     assert got.shape == ref.shape
     assert np.array_equal(got, ref)
@@ -57,12 +58,12 @@ def check(x, w, stride, padding):
 @pytest.mark.parametrize("stride", [1, 2])
 @pytest.mark.parametrize("padding", [0, 1])
 @pytest.mark.parametrize("hw,batch", [((7, 7), 1), ((5, 9), 5)])
-def test_conv_sweep(c_in, kernel, stride, padding, hw, batch):
+def test_conv_sweep(c_in, kernel, stride, padding, hw, batch, ternary_kernel):
     rng = np.random.default_rng(c_in * 100 + kernel * 10 + stride + padding + batch)
     c_out = {1: 3, 63: 17, 64: 1, 65: 6, 130: 11}[c_in]
     x = random_codes(rng, (batch, c_in) + hw)
     w = random_codes(rng, (c_out, c_in, kernel, kernel))
-    check(x, w, stride, padding)
+    check(x, w, stride, padding, ternary_kernel)
 
 
 @settings(max_examples=30, deadline=None)
@@ -70,53 +71,53 @@ def test_conv_sweep(c_in, kernel, stride, padding, hw, batch):
        h=st.integers(1, 9), w=st.integers(1, 9), kh=st.integers(1, 3), kw=st.integers(1, 3),
        sh=st.integers(1, 2), sw=st.integers(1, 2), ph=st.integers(0, 1), pw=st.integers(0, 1),
        seed=st.integers(0, 2**32 - 1))
-def test_conv_property(n, c, co, h, w, kh, kw, sh, sw, ph, pw, seed):
+def test_conv_property(n, c, co, h, w, kh, kw, sh, sw, ph, pw, seed, ternary_kernel):
     if h + 2 * ph < kh or w + 2 * pw < kw:
         return
     rng = np.random.default_rng(seed)
     x = random_codes(rng, (n, c, h, w), rng.random())
     wt = random_codes(rng, (co, c, kh, kw), rng.random())
-    check(x, wt, (sh, sw), (ph, pw))
+    check(x, wt, (sh, sw), (ph, pw), ternary_kernel)
 
 
 @pytest.mark.parametrize(
     "kh,kw,stride,padding",
     [(5, 5, 1, 2), (3, 1, (2, 1), (1, 0)), (1, 3, (1, 2), (0, 1)), (2, 2, 2, 0), (3, 3, 3, 2)],
 )
-def test_conv_other_geometries(kh, kw, stride, padding):
+def test_conv_other_geometries(kh, kw, stride, padding, ternary_kernel):
     rng = np.random.default_rng(kh * 7 + kw)
     x = random_codes(rng, (2, 70, 9, 8))
     w = random_codes(rng, (9, 70, kh, kw))
-    check(x, w, stride, padding)
+    check(x, w, stride, padding, ternary_kernel)
 
 
 @pytest.mark.parametrize("density_x,density_w", [(0.0, 1.0), (1.0, 0.0), (1.0, 1.0), (0.1, 0.9), (0.5, 0.5)])
-def test_conv_sparsity_extremes(density_x, density_w):
+def test_conv_sparsity_extremes(density_x, density_w, ternary_kernel):
     rng = np.random.default_rng(int(10 * density_x + 100 * density_w))
     x = random_codes(rng, (3, 66, 7, 7), density_x)
     w = random_codes(rng, (13, 66, 3, 3), density_w)
-    ref = check(x, w, 1, 1)
+    ref = check(x, w, 1, 1, ternary_kernel)
     if density_x == 0.0 or density_w == 0.0:
         assert not ref.any()
 
 
-def test_conv_all_ones_counts_valid_taps():
+def test_conv_all_ones_counts_valid_taps(ternary_kernel):
     x = np.ones((1, 65, 5, 5), np.int8)
     w = -np.ones((2, 65, 3, 3), np.int8)
-    ref = check(x, w, 1, 1)
+    ref = check(x, w, 1, 1, ternary_kernel)
     assert ref[0, 0, 0, 0] == -65 * 4  # corner sees 2x2 real taps
     assert ref[0, 0, 2, 2] == -65 * 9
 
 
-def test_conv_larger_layer_many_tiles():
+def test_conv_larger_layer_many_tiles(ternary_kernel):
     rng = np.random.default_rng(11)
     x = random_codes(rng, (2, 64, 14, 14))
     w = random_codes(rng, (37, 64, 3, 3))
-    check(x, w, 1, 1)
-    check(x, w, 2, 1)
+    check(x, w, 1, 1, ternary_kernel)
+    check(x, w, 2, 1, ternary_kernel)
 
 
-def test_conv_packed_inputs_and_prepacked_weights():
+def test_conv_packed_inputs_and_prepacked_weights(ternary_kernel):
     rng = np.random.default_rng(12)
     x = random_codes(rng, (3, 100, 6, 5))
     w = random_codes(rng, (8, 100, 3, 3))
@@ -124,12 +125,12 @@ def test_conv_packed_inputs_and_prepacked_weights():
     xp = pack_activations_nhwc(x)
     assert xp.shape == (3, 6, 5, 100)
     assert xp.planes.shape == (2, 3, 6, 5, 2)
-    wp = prepack_conv_weights(w)
-    assert isinstance(wp, ConvWeights)
+    wp = prepack_conv_weights(w, kernel=ternary_kernel)
+    assert isinstance(wp, ConvWeights) and wp.kernel is ternary_kernel
     assert wp.shape == w.shape
     assert np.array_equal(ternary_conv2d(xp, wp, stride=2, padding=1), ref)
     assert np.array_equal(ternary_conv2d(x, wp, (2, 2), (1, 1)), ref)
-    assert np.array_equal(ternary_conv2d(xp, w, 2, 1), ref)
+    assert np.array_equal(ternary_conv2d(xp, w, 2, 1, kernel=ternary_kernel), ref)
 
 
 @pytest.mark.parametrize("c", [1, 63, 64, 65, 130])

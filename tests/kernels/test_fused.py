@@ -154,10 +154,11 @@ def test_bias_prelu_to_nchw(c, slope):
 
 
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
-    (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5))])
+    (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5)),
+    (3, 24, 3, 1, 1, (5, 7)), (2, 13, 3, 1, 1, (6, 3))])
 @pytest.mark.parametrize("slope", [None, "channel"])
-def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope):
-    from sttn_sim.kernels.fused import direct_conv2d
+def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope, stem_kernel):
+    from sttn_sim.kernels.fused import direct_conv2d, prepack_direct_conv_weights
     from sttn_sim.ops.reference import conv2d
 
     rng = np.random.default_rng(c_out)
@@ -168,7 +169,7 @@ def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope)
     ref = conv2d(x, w, stride, padding) + b.reshape(1, -1, 1, 1)
     if sl is not None:
         ref = np.where(ref < 0, ref * sl.reshape(1, -1, 1, 1), ref)
-    got = direct_conv2d(x, w, b, sl, stride, padding)
+    got = direct_conv2d(x, prepack_direct_conv_weights(w, stem_kernel), b, sl, stride, padding)
     # float32 sums of at most 147 products of O(1) terms: error well below 1e-5 of the scale
     assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())
 

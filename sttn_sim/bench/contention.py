@@ -1,0 +1,67 @@
+"""How the engine shares a busy machine: throughput with a competing process.
+
+For each competitor -- ``busy`` (a plain Python busy loop, one thread) and ``pytorch``
+(a PyTorch float32 inference loop on the plain ResNet-18, PyTorch's default threads)
+-- and each engine thread setting (``auto``, all usable CPUs, 1), the engine (in its
+own process, :class:`~sttn_sim.bench.peers.PeerProcess`) is timed idle, then while the
+competitor runs.  Columns: ``competitor``, ``threads``, ``idle_images_per_s``,
+``contended_images_per_s`` (medians), ``ratio`` (contended / idle of that setting) and
+``ratio_to_best_idle`` (contended / the best idle throughput of any setting: the
+issue's target is >= 0.4, the fair share on 2 cores being 0.5).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+
+from .peers import PeerProcess, available_peers
+from ..kernels.threads import usable_cpus
+
+COMPETITORS = {
+    "busy": "from sttn_sim.bench.peers import busy_loop; busy_loop({seconds})",
+    "pytorch": ("import time, numpy as np; from sttn_sim.bench.torch_peers import pytorch_fp32; "
+                "x = np.zeros((1, 3, {size}, {size}), np.float32); run = pytorch_fp32(x); end = time.monotonic() + "
+                "{seconds}\nwhile time.monotonic() < end: run(x)"),
+}
+
+
+def _start(competitor: str, seconds: float, size: int) -> subprocess.Popen:
+    code = COMPETITORS[competitor].format(seconds=seconds, size=size)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
+    time.sleep(3.0 if competitor == "pytorch" else 0.5)  # let it build its model and get going
+    return proc
+
+
+def benchmark_contention(repeats: int = 20, batch: int = 1, competitors=None, *, width: float = 1.0,
+                         input_size: int = 224, num_classes: int = 1000, env: dict | None = None) -> pd.DataFrame:
+    """Engine throughput idle and against each competitor (see the module docstring)."""
+    competitors = list(competitors or [c for c in COMPETITORS if c == "busy" or "pytorch_fp32" in available_peers()])
+    settings = ["auto", usable_cpus(), 1] if usable_cpus() > 1 else ["auto", 1]
+    spec = {"width": width, "input_size": input_size, "num_classes": num_classes}
+    rows = []
+    for threads in settings:
+        with PeerProcess("engine", {**spec, "threads": threads}, env) as engine:
+            idle = engine.measure(batch, repeats, warmup=3, settle=0.5)["times"]
+            for competitor in competitors:
+                proc = _start(competitor, 600.0, input_size)
+                try:
+                    busy = engine.measure(batch, repeats, warmup=3)["times"]
+                finally:
+                    proc.kill()
+                    proc.wait()
+                time.sleep(1.0)
+                rows.append({"competitor": competitor, "threads": str(threads),
+                             "idle_images_per_s": batch / float(np.median(idle)),
+                             "contended_images_per_s": batch / float(np.median(busy))})
+    df = pd.DataFrame(rows)
+    df["ratio"] = df["contended_images_per_s"] / df["idle_images_per_s"]
+    df["ratio_to_best_idle"] = df["contended_images_per_s"] / df["idle_images_per_s"].max()
+    return df
+
+
+__all__ = ["COMPETITORS", "benchmark_contention"]

@@ -1,0 +1,120 @@
+"""Which kernels run on this CPU: one :class:`KernelSet` per CPU class.
+
+==================  =========================  ===================  =================
+class               ternary GEMM / conv        stem (float conv)    chosen because
+==================  =========================  ===================  =================
+avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-4x64         ~140 MAC/cycle/core
+avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-4x64         ~100 MAC/cycle/core
+                    or int8-maddubs-zmm-6x64
+avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-4x24         ~45 MAC/cycle/core
+                    VNNI) or int8-maddubs-ymm                       (maddubs)
+generic             popcount-generic-4x4       fma-xmm-3x12         portable
+==================  =========================  ===================  =================
+
+(one thread, Sapphire Rapids-class Xeon at ~2.1 GHz, 1152-deep GEMM tiles: popcount
+zmm 295 GMAC/s, vpdpbusd zmm 205, vpmaddubsw zmm 128, vpdpbusd ymm 115, vpmaddubsw ymm
+compiled for haswell 87; numbers of the micro-kernels in a loop, not of whole layers.)
+
+The class is that of the compile target (:func:`.cpu.compile_target`), or the one asked
+for: ``kernel_set("avx2")`` or the environment variable ``STTN_CPU_CLASS``.  A class's
+kernels run on any target that has their instructions (LLVM legalises the portable
+vector IR of the popcount kernels anywhere), so on a wide CPU every class can be run
+and tested; asking for kernels whose instructions the target lacks is an error.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from ..errors import SttnError
+from .cpu import CPU_CLASSES, CompileTarget, compile_target
+from .fused import STEM_KERNELS, StemKernel
+from .gemm import TERNARY_KERNELS, TernaryKernel
+
+#: the environment variable that overrides the CPU class
+CPU_CLASS_ENV = "STTN_CPU_CLASS"
+
+
+class KernelSelectionError(SttnError, ValueError):
+    """A CPU class or kernel that does not exist or cannot run on this target."""
+
+
+@dataclass(frozen=True)
+class KernelSet:
+    """The kernels of one CPU class on one compile target."""
+
+    cpu_class: str
+    ternary: TernaryKernel
+    stem: StemKernel
+    target: CompileTarget
+
+    def as_dict(self) -> dict:
+        """What ``bench`` and ``verify --json`` print."""
+        return {"cpu_class": self.cpu_class, "target_cpu": self.target.cpu_name,
+                "target_class": self.target.cpu_class, "target_source": self.target.source,
+                "ternary": self.ternary.name, "ternary_arithmetic": self.ternary.description,
+                "stem": self.stem.name}
+
+    def describe(self) -> str:
+        return (f"CPU class {self.cpu_class} (compile target {self.target.cpu_name}, class "
+                f"{self.target.cpu_class}); ternary kernel {self.ternary.name} ({self.ternary.description}); "
+                f"stem kernel {self.stem.name}")
+
+
+def class_kernels(cpu_class: str, target: CompileTarget) -> tuple[str, str]:
+    """(ternary kernel, stem kernel) names of ``cpu_class`` on ``target``."""
+    if cpu_class == "avx512_vpopcntdq":
+        return "popcount-zmm-5x16", "fma-zmm-4x64"
+    if cpu_class == "avx512":
+        vnni = TERNARY_KERNELS["int8-vnni-zmm-6x64"].available(target)
+        return ("int8-vnni-zmm-6x64" if vnni else "int8-maddubs-zmm-6x64"), "fma-zmm-4x64"
+    if cpu_class == "avx2":
+        vnni = TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target)
+        return ("int8-vnni-ymm-5x16" if vnni else "int8-maddubs-ymm-5x16"), "fma-ymm-4x24"
+    return "popcount-generic-4x4", "fma-xmm-3x12"
+
+
+def kernel_set(cpu_class: str | None = None, *, ternary: str | None = None) -> KernelSet:
+    """The kernels for ``cpu_class`` (default: ``$STTN_CPU_CLASS``, else the compile
+    target's class); ``ternary`` picks a ternary kernel by name instead (tests)."""
+    target = compile_target()
+    where = "cpu_class"
+    if cpu_class is None and os.environ.get(CPU_CLASS_ENV):
+        cpu_class, where = os.environ[CPU_CLASS_ENV], CPU_CLASS_ENV
+    cpu_class = cpu_class or target.cpu_class
+    if cpu_class not in CPU_CLASSES:
+        raise KernelSelectionError(f"{where}: expected one of {', '.join(CPU_CLASSES)}, got {cpu_class!r}")
+    ternary_name, stem_name = class_kernels(cpu_class, target)
+    if ternary is not None:
+        if ternary not in TERNARY_KERNELS:
+            raise KernelSelectionError(f"ternary: expected one of {', '.join(TERNARY_KERNELS)}, got {ternary!r}")
+        ternary_name = ternary
+    chosen = KernelSet(cpu_class, TERNARY_KERNELS[ternary_name], STEM_KERNELS[stem_name], target)
+    for kernel in (chosen.ternary, chosen.stem):
+        if not kernel.available(target):
+            raise KernelSelectionError(
+                f"{where}: kernel {kernel.name} of class {cpu_class} needs instructions that the compile target "
+                f"{target.cpu_name} ({target.source}) lacks; its class is {target.cpu_class}")
+    return chosen
+
+
+def available_ternary_kernels(target: CompileTarget | None = None) -> list[TernaryKernel]:
+    """The ternary kernels ``target`` (default: this process's) can run."""
+    target = target or compile_target()
+    return [k for k in TERNARY_KERNELS.values() if k.available(target)]
+
+
+def runnable_classes(target: CompileTarget | None = None) -> list[str]:
+    """The CPU classes whose kernels ``target`` can run (its own and the narrower ones)."""
+    target = target or compile_target()
+    out = []
+    for name in CPU_CLASSES:
+        ternary, stem = class_kernels(name, target)
+        if TERNARY_KERNELS[ternary].available(target) and STEM_KERNELS[stem].available(target):
+            out.append(name)
+    return out
+
+
+__all__ = ["CPU_CLASS_ENV", "KernelSelectionError", "KernelSet", "class_kernels", "kernel_set",
+           "available_ternary_kernels", "runnable_classes"]

@@ -1,0 +1,16 @@
+"""The contention benchmark on a test-size model: its table (no wall-clock assertion)."""
+
+import pytest
+
+from sttn_sim.bench.contention import benchmark_contention
+
+
+@pytest.mark.slow  # ~20 s: three engine processes, each against a busy loop
+def test_contention_table():
+    df = benchmark_contention(repeats=3, competitors=["busy"], width=0.125, input_size=32, num_classes=10)
+    assert list(df.columns) == ["competitor", "threads", "idle_images_per_s", "contended_images_per_s", "ratio",
+                                "ratio_to_best_idle"]
+    assert set(df["competitor"]) == {"busy"} and "auto" in set(df["threads"]) and "1" in set(df["threads"])
+    assert (df[["idle_images_per_s", "contended_images_per_s"]] > 0).all().all()
+    assert (df["ratio"] == df["contended_images_per_s"] / df["idle_images_per_s"]).all()
+    assert (df["ratio_to_best_idle"] <= df["ratio"] + 1e-12).all()
