@@ -1,6 +1,6 @@
 """Official STTN checkpoints (PyTorch) ↔ the project's :class:`~sttn_sim.graph.Model`.
 
-The official code saves a ResNet-18 variant (DESIGN §2.3) in two forms:
+The official code saves a ResNet-18 variant (docs/design.md §2.3) in two forms:
 
 * **training form** ``resnet18_bwx2``: ``torch.save({'epoch', 'arch', 'state_dict',
   'best_prec1', 'optimizer'})`` with two latent kernels per ternary layer
@@ -188,7 +188,7 @@ def _strip_prefix(state: dict, where: str) -> tuple[dict[str, np.ndarray], dict[
 
 
 def official_layout(base: int, in_channels: int, num_classes: int, form: str) -> dict[str, tuple[str, str, tuple]]:
-    """The official ResNet-18 state_dict (DESIGN §2.3) of stem width ``base``: key
+    """The official ResNet-18 state_dict (docs/design.md §2.3) of stem width ``base``: key
     (without ``module.``) -> (layer name, kind, shape), in the builder's layer order.
 
     Stem ``features.0`` conv 7x7 ``[base, in_channels, 7, 7]`` (its bias optional),

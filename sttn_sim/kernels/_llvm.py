@@ -18,7 +18,7 @@ Everything here is reachable from ``@numba.njit`` code through
   without a vector popcount; :func:`expand_plus1` writes its B operand from bit planes.
 * :func:`make_float_microkernel` -- the float32 FMA micro-kernel of the stem.
 
-Bit identity (DESIGN.md section 2.5), with ``t = m_a & m_b`` and
+Bit identity (docs/design.md §2.5), with ``t = m_a & m_b`` and
 ``u = (s_a ^ s_b) & t``::
 
     a . b = popcount(t) - 2 * popcount(u)

@@ -22,12 +22,15 @@ on an AVX-512 machine (``STAND_INS`` gives the target of each class's stand-in).
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from functools import lru_cache
 
 import llvmlite.binding as llvm
 from numba.core import config
 from numba.core.codegen import get_host_cpu_features
+
+from ..errors import SttnError
 
 #: the CPU classes, widest first, and what each means
 CPU_CLASSES = {
@@ -36,6 +39,14 @@ CPU_CLASSES = {
     "avx2": "AVX2 + FMA, 16 vector registers",
     "generic": "portable code (no x86 vector extension assumed): only correct",
 }
+
+#: the environment variable that asks for another CPU class than the compile target's
+CPU_CLASS_ENV = "STTN_CPU_CLASS"
+
+
+class KernelSelectionError(SttnError, ValueError):
+    """A CPU class or kernel that does not exist or cannot run on this target."""
+
 
 #: the LLVM target (``NUMBA_CPU_NAME``, ``NUMBA_CPU_FEATURES``) that stands in for each
 #: class on a wider x86 machine (the empty feature string means "that CPU's features")
@@ -183,5 +194,26 @@ def _compile_target(cpu_name: str | None, cpu_features: str | None) -> CompileTa
     return CompileTarget(name, features, triple, source)
 
 
-__all__ = ["CPU_CLASSES", "STAND_INS", "CLASS_FEATURES", "CompileTarget", "classify", "parse_features",
-           "probe_features", "compile_target"]
+def requested_class(cpu_class: str | None = None, target: CompileTarget | None = None) -> tuple[str, str]:
+    """``(class, where it came from)``: ``cpu_class`` if given, else ``$STTN_CPU_CLASS``,
+    else the compile target's class."""
+    where = "cpu_class"
+    if cpu_class is None and os.environ.get(CPU_CLASS_ENV):
+        cpu_class, where = os.environ[CPU_CLASS_ENV], CPU_CLASS_ENV
+    cpu_class = cpu_class or (target or compile_target()).cpu_class
+    if cpu_class not in CPU_CLASSES:
+        raise KernelSelectionError(f"{where}: expected one of {', '.join(CPU_CLASSES)}, got {cpu_class!r}")
+    return cpu_class, where
+
+
+def check_available(kernel, cpu_class: str, where: str, target: CompileTarget) -> None:
+    """Refuse ``kernel`` (anything with ``name`` and ``available(target)``) of
+    ``cpu_class`` when ``target`` lacks its instructions."""
+    if not kernel.available(target):
+        raise KernelSelectionError(
+            f"{where}: kernel {kernel.name} of class {cpu_class} needs instructions that the compile target "
+            f"{target.cpu_name} ({target.source}) lacks; its class is {target.cpu_class}")
+
+
+__all__ = ["CPU_CLASSES", "CPU_CLASS_ENV", "STAND_INS", "CLASS_FEATURES", "KernelSelectionError", "CompileTarget",
+           "classify", "parse_features", "probe_features", "compile_target", "requested_class", "check_available"]

@@ -34,8 +34,7 @@ from ..errors import ShapeError
 from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
 from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
 from ._llvm import key32_value, make_float_microkernel, order_key32
-from ..errors import ShapeError
-from .cpu import compile_target
+from .cpu import CompileTarget, check_available, compile_target, requested_class
 from .packing import PackedTernary, pack_ternary_reference, words_for
 
 # --------------------------------------------------------------------------------------
@@ -517,11 +516,20 @@ def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None =
     return DirectConvWeights(w_t, o, kh, kw, kernel)
 
 
+def class_stem_kernel(cpu_class: str, target: CompileTarget) -> str:
+    """The stem kernel of ``cpu_class`` (``target`` kept for symmetry with
+    :func:`~sttn_sim.kernels.gemm.class_ternary_kernel`)."""
+    return {"avx512_vpopcntdq": "fma-zmm-4x64", "avx512": "fma-zmm-4x64", "avx2": "fma-ymm-4x24"}.get(
+        cpu_class, "fma-xmm-3x12")
+
+
 def _stem_kernel(kernel) -> StemKernel:
     if kernel is None:
-        from .selection import kernel_set  # noqa: PLC0415  (selection imports this module)
-
-        return kernel_set().stem
+        target = compile_target()
+        cpu_class, where = requested_class(None, target)
+        kernel = STEM_KERNELS[class_stem_kernel(cpu_class, target)]
+        check_available(kernel, cpu_class, where, target)
+        return kernel
     if isinstance(kernel, StemKernel):
         return kernel
     if kernel not in STEM_KERNELS:

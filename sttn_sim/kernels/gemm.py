@@ -4,7 +4,7 @@
 There are two arithmetics, each a family of register-tiled micro-kernels
 (:data:`TERNARY_KERNELS`; :mod:`.selection` picks one per CPU class):
 
-* ``popcount`` -- bit planes (DESIGN.md section 2.5):
+* ``popcount`` -- bit planes (docs/design.md §2.5):
   ``a·b = popcount(m_a & m_b) - 2·popcount((s_a ^ s_b) & m_a & m_b)``, one word of 64
   values per step, ``<lanes x i64>`` vectors over output columns
   (:func:`._llvm.make_microkernel`): ``popcount-zmm-5x16`` on CPUs with ``vpopcntq``,
@@ -40,7 +40,7 @@ import numpy as np
 from sttn_sim.errors import ShapeError
 
 from ._llvm import INT8_OPS, make_int8_microkernel, make_microkernel
-from .cpu import compile_target
+from .cpu import CompileTarget, check_available, compile_target, requested_class
 from .packing import (
     PackedTernary,
     _pack_into,
@@ -54,6 +54,7 @@ __all__ = [
     "TernaryKernel",
     "TERNARY_KERNELS",
     "DEFAULT_TERNARY_KERNEL",
+    "class_ternary_kernel",
     "GemmWeights",
     "GemmColumns",
     "prepack_gemm_weights",
@@ -110,15 +111,31 @@ TERNARY_KERNELS = {k.name: k for k in (
           "int8 multiply-add on codes, vpdpbusd zmm (AVX512-VNNI)"),
 )}
 
-#: the kernel of functions called without one (this process's class, :mod:`.selection`)
+def class_ternary_kernel(cpu_class: str, target: CompileTarget) -> str:
+    """The ternary kernel of ``cpu_class`` on ``target`` (measured choices: see
+    :mod:`.selection`)."""
+    if cpu_class == "avx512_vpopcntdq":
+        return "popcount-zmm-5x16"
+    if cpu_class == "avx512":
+        return "int8-vnni-zmm-6x64" if TERNARY_KERNELS["int8-vnni-zmm-6x64"].available(target) \
+            else "int8-maddubs-zmm-6x64"
+    if cpu_class == "avx2":
+        return "int8-vnni-ymm-5x16" if TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target) \
+            else "int8-maddubs-ymm-5x16"
+    return "popcount-generic-4x4"
+
+
+#: the kernel of functions called without one (this process's class)
 DEFAULT_TERNARY_KERNEL: list = [None]
 
 
 def _default_kernel() -> TernaryKernel:
     if DEFAULT_TERNARY_KERNEL[0] is None:
-        from .selection import kernel_set  # noqa: PLC0415  (selection imports this module)
-
-        DEFAULT_TERNARY_KERNEL[0] = kernel_set().ternary
+        target = compile_target()
+        cpu_class, where = requested_class(None, target)
+        kernel = TERNARY_KERNELS[class_ternary_kernel(cpu_class, target)]
+        check_available(kernel, cpu_class, where, target)
+        DEFAULT_TERNARY_KERNEL[0] = kernel
     return DEFAULT_TERNARY_KERNEL[0]
 
 

@@ -1,4 +1,4 @@
-"""Bit-packing of ternary codes (DESIGN.md section 2.5).
+"""Bit-packing of ternary codes (docs/design.md §2.5).
 
 Encoding: a code ``v in {-1, 0, +1}`` is stored as two bits, ``m = (v != 0)`` (the
 *non-zero* plane) and ``s = (v < 0)`` (the *sign* plane; ``s = 0`` wherever ``m = 0``),
@@ -275,7 +275,7 @@ def unpack_ternary(packed: PackedTernary) -> np.ndarray:
 def ternary_dot(a: PackedTernary, b: PackedTernary) -> np.ndarray:
     """Row-wise dot products of two packed arrays of the same shape ``[..., K]`` (int64).
 
-    Uses the bit identity of DESIGN.md section 2.5 with scalar ``popcount64``.
+    Uses the bit identity of docs/design.md §2.5 with scalar ``popcount64``.
     """
     for nm, x in (("a", a), ("b", b)):
         if not isinstance(x, PackedTernary):

@@ -24,20 +24,19 @@ and tested; asking for kernels whose instructions the target lacks is an error.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
-from ..errors import SttnError
-from .cpu import CPU_CLASSES, CompileTarget, compile_target
-from .fused import STEM_KERNELS, StemKernel
-from .gemm import TERNARY_KERNELS, TernaryKernel
-
-#: the environment variable that overrides the CPU class
-CPU_CLASS_ENV = "STTN_CPU_CLASS"
-
-
-class KernelSelectionError(SttnError, ValueError):
-    """A CPU class or kernel that does not exist or cannot run on this target."""
+from .cpu import (
+    CPU_CLASS_ENV,
+    CPU_CLASSES,
+    CompileTarget,
+    KernelSelectionError,
+    check_available,
+    compile_target,
+    requested_class,
+)
+from .fused import STEM_KERNELS, StemKernel, class_stem_kernel
+from .gemm import TERNARY_KERNELS, TernaryKernel, class_ternary_kernel
 
 
 @dataclass(frozen=True)
@@ -64,27 +63,14 @@ class KernelSet:
 
 def class_kernels(cpu_class: str, target: CompileTarget) -> tuple[str, str]:
     """(ternary kernel, stem kernel) names of ``cpu_class`` on ``target``."""
-    if cpu_class == "avx512_vpopcntdq":
-        return "popcount-zmm-5x16", "fma-zmm-4x64"
-    if cpu_class == "avx512":
-        vnni = TERNARY_KERNELS["int8-vnni-zmm-6x64"].available(target)
-        return ("int8-vnni-zmm-6x64" if vnni else "int8-maddubs-zmm-6x64"), "fma-zmm-4x64"
-    if cpu_class == "avx2":
-        vnni = TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target)
-        return ("int8-vnni-ymm-5x16" if vnni else "int8-maddubs-ymm-5x16"), "fma-ymm-4x24"
-    return "popcount-generic-4x4", "fma-xmm-3x12"
+    return class_ternary_kernel(cpu_class, target), class_stem_kernel(cpu_class, target)
 
 
 def kernel_set(cpu_class: str | None = None, *, ternary: str | None = None) -> KernelSet:
     """The kernels for ``cpu_class`` (default: ``$STTN_CPU_CLASS``, else the compile
     target's class); ``ternary`` picks a ternary kernel by name instead (tests)."""
     target = compile_target()
-    where = "cpu_class"
-    if cpu_class is None and os.environ.get(CPU_CLASS_ENV):
-        cpu_class, where = os.environ[CPU_CLASS_ENV], CPU_CLASS_ENV
-    cpu_class = cpu_class or target.cpu_class
-    if cpu_class not in CPU_CLASSES:
-        raise KernelSelectionError(f"{where}: expected one of {', '.join(CPU_CLASSES)}, got {cpu_class!r}")
+    cpu_class, where = requested_class(cpu_class, target)
     ternary_name, stem_name = class_kernels(cpu_class, target)
     if ternary is not None:
         if ternary not in TERNARY_KERNELS:
@@ -92,10 +78,7 @@ def kernel_set(cpu_class: str | None = None, *, ternary: str | None = None) -> K
         ternary_name = ternary
     chosen = KernelSet(cpu_class, TERNARY_KERNELS[ternary_name], STEM_KERNELS[stem_name], target)
     for kernel in (chosen.ternary, chosen.stem):
-        if not kernel.available(target):
-            raise KernelSelectionError(
-                f"{where}: kernel {kernel.name} of class {cpu_class} needs instructions that the compile target "
-                f"{target.cpu_name} ({target.source}) lacks; its class is {target.cpu_class}")
+        check_available(kernel, cpu_class, where, target)
     return chosen
 
 

@@ -314,8 +314,9 @@ class FoldedTernary(LayerKind):
         p = layer.params
         conv = self.family == "conv"
         prepack = prepack_conv_weights if conv else prepack_gemm_weights
+        kernel = ctx.kernels.ternary  # the CPU class's micro-kernel (sttn_sim.kernels.selection)
         masks = [(p["codes"] > 0).astype(np.int8), (p["codes"] < 0).astype(np.int8)]
-        w_pos, w_neg = (prepack(m, name=f"layer {layer.name!r} {sign} mask") for m, sign in zip(masks, "+-"))
+        w_pos, w_neg = (prepack(m, f"layer {layer.name!r} {sign} mask", kernel) for m, sign in zip(masks, "+-"))
         a_pos, a_neg, b32 = f32(p["scale"]), f32(p["scale_neg"]), f32(p["bias"])
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
         stride = self.attr(layer, "stride") if conv else 1
@@ -327,7 +328,7 @@ class FoldedTernary(LayerKind):
             if conv:
                 acc_pos, acc_neg = (ternary_conv2d(x, w, stride, padding) for w in (w_pos, w_neg))
             else:
-                cols = prepack_gemm_columns(x)
+                cols = prepack_gemm_columns(x, kernel=kernel)
                 acc_pos, acc_neg = (np.ascontiguousarray(ternary_gemm(w, cols).T) for w in (w_pos, w_neg))
             residual = args[1] if len(args) == 2 else None
             y = asymmetric_epilogue(acc_pos, acc_neg, a_pos, a_neg, b32, residual, slope)

@@ -1,5 +1,5 @@
 """Bit packing of ternary codes: fast (numba) vs pure-numpy reference, round trips,
-the DESIGN section 2.5 bit identity, and input validation."""
+the docs/design.md §2.5 bit identity, and input validation."""
 
 import numpy as np
 import pytest
