@@ -148,8 +148,13 @@ class Engine:
         x = np.ascontiguousarray(x, dtype=np.float32)
         threads = self._chooser.choose(x.shape) if self._chooser is not None else self.threads
         start = time.perf_counter()
-        if recorder is None and threads > 1 and len(x) > 1:
-            logits = self._run_images_in_parallel(x, threads)
+        parallel = threads > 1 and len(x) > 1
+        parts = recorder.image_parts(len(x)) if parallel and recorder is not None and \
+            hasattr(recorder, "image_parts") else None
+        if parallel and (recorder is None or parts is not None):
+            logits = self._run_images_in_parallel(x, threads, parts)
+            if parts is not None:
+                recorder.add_parts(parts)
         else:
             before = numba.get_num_threads()
             numba.set_num_threads(threads)
@@ -165,17 +170,25 @@ class Engine:
         output = self.steps[-1].name
         return np.asarray(walk(self.steps, {"input": x}, execute, output=output)[output], np.float32)
 
-    def _run_images_in_parallel(self, x: np.ndarray, threads: int) -> np.ndarray:
-        """A batch without a recorder: ``threads`` workers take the images one by one,
-        each running the whole network on its image with single-threaded kernels.  One
-        image's activations stay in its core's cache, no parallel region waits for
-        another thread (a descheduled worker delays only its own image), and the
-        weights and prepacked tiles are shared.  Every kernel computes each output
-        element the same way whatever the batch, so the logits equal the whole-batch
-        run's."""
+    def _run_images_in_parallel(self, x: np.ndarray, threads: int, parts: list | None = None) -> np.ndarray:
+        """``threads`` workers take the images one by one, each running the whole network
+        on its image with single-threaded kernels.  One image's activations stay in its
+        core's cache, no parallel region waits for another thread (a descheduled worker
+        delays only its own image), and the weights and prepacked tiles are shared.
+        Every kernel computes each output element the same way whatever the batch, so
+        the logits equal the whole-batch run's.  With ``parts`` (a recorder's
+        :meth:`~sttn_sim.recording.Recorder.image_parts`) image i's events go to
+        ``parts[i]``."""
         def one(i: int) -> np.ndarray:
             numba.set_num_threads(1)  # per calling thread
-            return self._walk(x[i:i + 1], lambda step, args: step.run(args, None)[0])
+            part = None if parts is None else parts[i]
+
+            def execute(step: Step, args: list):
+                out, event = step.run(args, part)
+                if part is not None:
+                    part.on_layer(event)
+                return out
+            return self._walk(x[i:i + 1], execute)
 
         if self._pool is None or self._pool_size != threads:
             self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sttn-engine")

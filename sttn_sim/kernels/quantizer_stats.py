@@ -43,6 +43,7 @@ segment of at most a few hundred values, then float64).
 
 from __future__ import annotations
 
+import copy
 import math
 from dataclasses import dataclass, field
 
@@ -120,6 +121,16 @@ class QuantizerAccumulator:
         if self.mac_weights.shape != (j, c, s) or self.mac_positions.shape != (j, s):
             raise ValueError(f"MAC maps of shapes {self.mac_weights.shape} and {self.mac_positions.shape}; "
                              f"expected ({j}, {c}, {s}) and ({j}, {s})")
+        self._reset()
+        self.uniform, self.inv_width = _uniform_edges(self.edges)
+        # the fused kernel's per-segment MAC sums are int32 (a segment is at most a plane)
+        largest = max(int(self.mac_weights.max(initial=0)), int(self.mac_positions.max(initial=0)))
+        self._fusable = self.uniform and self.edges.size + 1 < 255 and largest * max(s, 1) < 2**31 and \
+            (not self.ties or (self.act_lo in self.edges and self.act_hi in self.edges))
+
+    def _reset(self) -> None:
+        """No batches seen: zero counts, empty extremes."""
+        c = self.gain.size
         self.hist = np.zeros(self.edges.size + 1, np.int64)
         self.counts = np.zeros((c, 3), np.int64)
         # per-channel min, max, sum and sum of squares of y, one array for the kernels
@@ -127,12 +138,8 @@ class QuantizerAccumulator:
         self.moments[0] = np.inf
         self.moments[1] = -np.inf
         self.tie_counts = np.zeros(2, np.int64)
-        self.macs = np.zeros((j, 2), np.int64)
-        self.uniform, self.inv_width = _uniform_edges(self.edges)
-        # the fused kernel's per-segment MAC sums are int32 (a segment is at most a plane)
-        largest = max(int(self.mac_weights.max(initial=0)), int(self.mac_positions.max(initial=0)))
-        self._fusable = self.uniform and self.edges.size + 1 < 255 and largest * max(s, 1) < 2**31 and \
-            (not self.ties or (self.act_lo in self.edges and self.act_hi in self.edges))
+        self.macs = np.zeros((self.mac_weights.shape[0], 2), np.int64)
+        self.n_images = 0
 
     @property
     def channels(self) -> int:
@@ -152,23 +159,32 @@ class QuantizerAccumulator:
         return self._fusable
 
     def empty_like(self) -> "QuantizerAccumulator":
-        return QuantizerAccumulator(self.gain, self.offset, self.edges, self.positions, self.act_lo, self.act_hi,
-                                    self.tie_eps, self.ties, self.mac_weights, self.mac_positions)
+        """The same quantizer with no batches (the static description and MAC maps shared)."""
+        out = copy.copy(self)
+        out._reset()
+        return out
 
-    def __add__(self, other: "QuantizerAccumulator") -> "QuantizerAccumulator":
-        """The statistics of both sets of batches (counts add, extremes combine)."""
+    def add(self, other: "QuantizerAccumulator") -> None:
+        """Add the statistics of ``other``'s batches to these, in place (counts add,
+        extremes combine, sums add)."""
         if (self.channels, self.positions, self.macs.shape) != (other.channels, other.positions, other.macs.shape) \
                 or not np.array_equal(self.edges, other.edges):
             raise ValueError(f"cannot add statistics of {self.channels}x{self.positions} values on "
                              f"{self.edges.size - 1} bins to {other.channels}x{other.positions} on "
                              f"{other.edges.size - 1} bins")
         _check_image_budget(self.n_images, other.n_images)
-        out = self.empty_like()
         for name in ("hist", "counts", "tie_counts", "macs"):
-            setattr(out, name, getattr(self, name) + getattr(other, name))
-        out.moments = np.stack([np.fmin(self.ch_min, other.ch_min), np.fmax(self.ch_max, other.ch_max),
-                                self.ch_sum + other.ch_sum, self.ch_sumsq + other.ch_sumsq])
-        out.n_images = self.n_images + other.n_images
+            getattr(self, name).__iadd__(getattr(other, name))
+        np.fmin(self.ch_min, other.ch_min, out=self.moments[0])
+        np.fmax(self.ch_max, other.ch_max, out=self.moments[1])
+        self.moments[2:] += other.moments[2:]
+        self.n_images += other.n_images
+
+    def __add__(self, other: "QuantizerAccumulator") -> "QuantizerAccumulator":
+        """The statistics of both sets of batches (a new accumulator; see :meth:`add`)."""
+        out = self.empty_like()
+        out.add(self)
+        out.add(other)
         return out
 
 
