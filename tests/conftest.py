@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from sttn_sim.graph import Layer, Model
+from sttn_sim.quantizers import Method, TernaryWeights, hard_threshold
 
 
 def _codes(rng, shape) -> np.ndarray:
@@ -64,3 +65,20 @@ def tie_model():
     """``tie_model(tie, ttq=False)`` → :func:`dyadic_tie_model`; ``tie_model.input(model, n)``."""
     dyadic_tie_model.input = dyadic_input
     return dyadic_tie_model
+
+
+def toy_ternarize(w, *, granularity="tensor", name="weights"):
+    """A toy hard-threshold method for the registry tests: Δ = 0.25·max|w| per tensor or
+    per output channel, α = mean |w| over the non-zeros."""
+    w = np.asarray(w, np.float64)
+    rows = w.reshape(1, -1) if granularity == "tensor" else w.reshape(w.shape[0], -1)
+    d = 0.25 * np.abs(rows).max(axis=1)
+    tw = hard_threshold(w, d if granularity == "channel" else float(d[0]), granularity=granularity, name=name)
+    return TernaryWeights(tw.codes, tw.scale, "toy", granularity, tw.delta)
+
+
+@pytest.fixture
+def toy_method():
+    """``Method("toy", …)`` on :func:`toy_ternarize` (not registered: use
+    ``sttn_sim.quantizers.registered_method``)."""
+    return Method("toy", "toy (0.25·max|w|)", "toy", "#17becf", "p", toy_ternarize)

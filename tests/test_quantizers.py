@@ -955,23 +955,14 @@ def test_get_method_unknown_name_lists_known_ones():
         get_method("xnor")
 
 
-def _toy_ternarize(w, *, granularity="tensor", name="weights"):
-    """Δ = 0.25·max|w| (a toy for the registry tests)."""
-    w = np.asarray(w, np.float64)
-    rows = w.reshape(1, -1) if granularity == "tensor" else w.reshape(w.shape[0], -1)
-    d = 0.25 * np.abs(rows).max(axis=1)
-    tw = hard_threshold(w, d if granularity == "channel" else float(d[0]), granularity=granularity, name=name)
-    return TernaryWeights(tw.codes, tw.scale, "toy", granularity, tw.delta)
-
-
-def test_registered_method_is_temporary_and_live():
-    toy = Method("toy", "toy (0.25·max|w|)", "toy", "#17becf", "p", _toy_ternarize)
+def test_registered_method_is_temporary_and_live(toy_method):
+    toy = toy_method  # Δ = 0.25·max|w| (tests/conftest.py)
     before = METHODS[:]
     assert "toy" not in METHODS
     with registered_method(toy):
         assert "toy" in METHODS and METHODS[-1] == "toy" and "toy" in HARD_THRESHOLD_METHODS
         assert get_method("toy") is toy
-        tw = _toy_ternarize(np.array([[0.5, -0.1], [1.0, -2.0]]), granularity="channel")
+        tw = toy.ternarize(np.array([[0.5, -0.1], [1.0, -2.0]]), granularity="channel")
         assert np.array_equal(tw.codes, codes_of([1, 0], [1, -1]))  # Δ = 0.125 and 0.5
         with pytest.raises(QuantizationError, match="'toy' is already registered"):
             register_method(toy)
@@ -980,11 +971,11 @@ def test_registered_method_is_temporary_and_live():
         TernaryWeights(codes_of([1, 0]), np.ones(2), "toy", "channel", None)
 
 
-def test_register_and_unregister():
-    toy = Method("toy", "toy", "toy", "#123456", "p", _toy_ternarize, train_rule=None)
+def test_register_and_unregister(toy_method):
+    toy = Method("toy", "toy", "toy", "#123456", "p", toy_method.ternarize, train_rule=None)
     try:
         assert register_method(toy) is toy and "toy" in METHODS
-        replaced = Method("toy", "toy 2", "toy", "#123456", "p", _toy_ternarize, train_rule=None)
+        replaced = Method("toy", "toy 2", "toy", "#123456", "p", toy_method.ternarize, train_rule=None)
         register_method(replaced, replace=True)
         assert get_method("toy").label == "toy 2"
     finally:
@@ -1003,7 +994,7 @@ def test_register_and_unregister():
     (dict(train_rule="sttn"), "'sttn' training rule is for the method without a hard threshold"),
     (dict(params=("delta",)), "params must be MethodParam entries"),
 ])
-def test_method_validation(change, message):
-    fields = dict(name="toy", label="toy", short="toy", color="#123456", marker="p", ternarize=_toy_ternarize)
+def test_method_validation(change, message, toy_method):
+    fields = dict(name="toy", label="toy", short="toy", color="#123456", marker="p", ternarize=toy_method.ternarize)
     with pytest.raises(QuantizationError, match=message):
         Method(**{**fields, **change})

@@ -119,13 +119,10 @@ def thread_info() -> dict:
     return info
 
 
-def _openblas_via_ctypes() -> tuple[int | None, str | None]:
-    """(threads, description) of an OpenBLAS loaded by numpy, read through ctypes.
-
-    Fallback when threadpoolctl is not installed: finds the OpenBLAS shared library in
-    this process's memory map (Linux) and calls its ``*openblas_get_num_threads*`` and
-    ``*openblas_get_corename*``.  Returns ``(None, None)`` when not possible.
-    """
+def _openblas_function(name: str):
+    """``(function, library path)`` of the first OpenBLAS in this process's memory map
+    (Linux) that exports ``name`` under one of its symbol prefixes/suffixes (``scipy_``,
+    ``64_``), else ``(None, None)``."""
     try:
         with open("/proc/self/maps") as fh:
             paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
@@ -138,43 +135,43 @@ def _openblas_via_ctypes() -> tuple[int | None, str | None]:
             continue
         for prefix in ("scipy_", ""):
             for suffix in ("64_", ""):
-                try:
-                    nthreads = getattr(lib, f"{prefix}openblas_get_num_threads{suffix}")
-                except AttributeError:
-                    continue
-                nthreads.restype = ctypes.c_int
-                desc = "OpenBLAS"
-                try:
-                    core = getattr(lib, f"{prefix}openblas_get_corename{suffix}")
-                    core.restype = ctypes.c_char_p
-                    desc = f"OpenBLAS (core: {core().decode()})"
-                except (AttributeError, UnicodeDecodeError):
-                    pass
-                return int(nthreads()), f"{desc}, {path.rsplit('/', 1)[-1]} (via ctypes)"
+                fn = getattr(lib, f"{prefix}{name}{suffix}", None)
+                if fn is not None:
+                    return fn, path
     return None, None
 
 
-def set_blas_threads(n: int) -> bool:
-    """Set the thread count of the OpenBLAS numpy loaded (through ctypes, as
-    :func:`_openblas_via_ctypes` finds it); False when that is not possible."""
-    try:
-        with open("/proc/self/maps") as fh:
-            paths = sorted({ln.split()[-1] for ln in fh if "openblas" in ln.lower() and "/" in ln})
-    except OSError:
-        return False
-    for path in paths:
+def _openblas_via_ctypes() -> tuple[int | None, str | None]:
+    """(threads, description) of an OpenBLAS loaded by numpy, read through ctypes.
+
+    Fallback when threadpoolctl is not installed: calls the library's
+    ``openblas_get_num_threads`` and ``openblas_get_corename``
+    (:func:`_openblas_function`).  Returns ``(None, None)`` when not possible.
+    """
+    nthreads, path = _openblas_function("openblas_get_num_threads")
+    if nthreads is None:
+        return None, None
+    nthreads.restype = ctypes.c_int
+    desc = "OpenBLAS"
+    core, _ = _openblas_function("openblas_get_corename")
+    if core is not None:
+        core.restype = ctypes.c_char_p
         try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for prefix in ("scipy_", ""):
-            for suffix in ("64_", ""):
-                fn = getattr(lib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if fn is not None:
-                    fn.argtypes = [ctypes.c_int]
-                    fn(int(n))
-                    return True
-    return False
+            desc = f"OpenBLAS (core: {core().decode()})"
+        except UnicodeDecodeError:
+            pass
+    return int(nthreads()), f"{desc}, {path.rsplit('/', 1)[-1]} (via ctypes)"
+
+
+def set_blas_threads(n: int) -> bool:
+    """Set the thread count of the OpenBLAS numpy loaded (through ctypes,
+    :func:`_openblas_function`); False when that is not possible."""
+    fn, _ = _openblas_function("openblas_set_num_threads")
+    if fn is None:
+        return False
+    fn.argtypes = [ctypes.c_int]
+    fn(int(n))
+    return True
 
 
 def busy_machine_warning(window: float = 0.5, threshold: float = 0.15) -> str | None:

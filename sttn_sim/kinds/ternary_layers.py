@@ -273,6 +273,19 @@ class FoldedTernary(LayerKind):
             y[:, : res.shape[1]] += res
         return prelu64(y, p["slope"]) if "slope" in p else y
 
+    def packed_accumulator(self, layer, ctx, codes, what: str):
+        """``x -> conv(x, codes)`` (or ``x·codesᵀ``) as exact int32 accumulators, with
+        ``codes`` prepacked once for the engine's ternary micro-kernel (the CPU class's,
+        :mod:`sttn_sim.kernels.selection`)."""
+        kernel = ctx.kernels.ternary
+        where = f"layer {layer.name!r} {what}"
+        if self.family == "conv":
+            weights = prepack_conv_weights(codes, where, kernel)
+            stride, padding = self.attr(layer, "stride"), self.attr(layer, "padding")
+            return lambda x: ternary_conv2d(x, weights, stride, padding)
+        weights = prepack_gemm_weights(codes, where, kernel)
+        return lambda x: np.ascontiguousarray(ternary_gemm(weights, prepack_gemm_columns(x, kernel=kernel)).T)
+
     def engine_step(self, layer, ctx):
         """Packed popcount convolution (or GEMM) with exact int32 accumulators, then one
         fused float32 epilogue ``acc·s + b [+ residual] [→ PReLU]`` (scale and bias
@@ -280,24 +293,14 @@ class FoldedTernary(LayerKind):
         if self.asymmetric(layer):
             return self.asymmetric_engine_step(layer, ctx)
         p = layer.params
-        where = f"layer {layer.name!r} codes"
-        conv = self.family == "conv"
-        kernel = ctx.kernels.ternary  # the CPU class's micro-kernel (sttn_sim.kernels.selection)
-        weights = (prepack_conv_weights(p["codes"], where, kernel) if conv
-                   else prepack_gemm_weights(p["codes"], where, kernel))
+        accumulate = self.packed_accumulator(layer, ctx, p["codes"], "codes")
         affine = self.affine(layer)
         mult32, shift32 = f32(p["scale"]), f32(p["bias"])
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
-        stride = self.attr(layer, "stride") if conv else 1
-        padding = self.attr(layer, "padding") if conv else 0
         first = ctx.first_layer(layer)
 
         def run(args, recorder=None):
-            x = args[0]
-            if conv:
-                acc = ternary_conv2d(x, weights, stride, padding)
-            else:
-                acc = np.ascontiguousarray(ternary_gemm(weights, prepack_gemm_columns(x, kernel=kernel)).T)
+            acc = accumulate(args[0])
             if not affine:
                 return acc, LayerEvent(first, acc, accumulator=acc)
             residual = args[1] if len(args) == 2 else None
@@ -306,30 +309,20 @@ class FoldedTernary(LayerKind):
         return run
 
     def asymmetric_engine_step(self, layer, ctx):
-        """TTQ layers: the packed popcount convolution (or GEMM) run twice, on the masks
+        """TTQ layers: the packed convolution (or GEMM) run twice, on the masks
         ``[t = +1]`` and ``[t = −1]`` (both exact int32 partial sums), then one fused
         float32 epilogue ``W_p·acc₊ − W_n·acc₋ + b [+ residual] [→ PReLU]``
         (:func:`~sttn_sim.kernels.fused.asymmetric_epilogue`).  The event's accumulator
         is ``acc₊ − acc₋ = conv(x, t)``."""
         p = layer.params
-        conv = self.family == "conv"
-        prepack = prepack_conv_weights if conv else prepack_gemm_weights
-        kernel = ctx.kernels.ternary  # the CPU class's micro-kernel (sttn_sim.kernels.selection)
-        masks = [(p["codes"] > 0).astype(np.int8), (p["codes"] < 0).astype(np.int8)]
-        w_pos, w_neg = (prepack(m, f"layer {layer.name!r} {sign} mask", kernel) for m, sign in zip(masks, "+-"))
+        positive = self.packed_accumulator(layer, ctx, (p["codes"] > 0).astype(np.int8), "+ mask")
+        negative = self.packed_accumulator(layer, ctx, (p["codes"] < 0).astype(np.int8), "- mask")
         a_pos, a_neg, b32 = f32(p["scale"]), f32(p["scale_neg"]), f32(p["bias"])
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
-        stride = self.attr(layer, "stride") if conv else 1
-        padding = self.attr(layer, "padding") if conv else 0
         first = ctx.first_layer(layer)
 
         def run(args, recorder=None):
-            x = args[0]
-            if conv:
-                acc_pos, acc_neg = (ternary_conv2d(x, w, stride, padding) for w in (w_pos, w_neg))
-            else:
-                cols = prepack_gemm_columns(x, kernel=kernel)
-                acc_pos, acc_neg = (np.ascontiguousarray(ternary_gemm(w, cols).T) for w in (w_pos, w_neg))
+            acc_pos, acc_neg = positive(args[0]), negative(args[0])
             residual = args[1] if len(args) == 2 else None
             y = asymmetric_epilogue(acc_pos, acc_neg, a_pos, a_neg, b32, residual, slope)
             return y, LayerEvent(first, y, accumulator=acc_pos - acc_neg)

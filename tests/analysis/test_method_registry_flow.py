@@ -24,28 +24,14 @@ from analysis.style import METHOD_COLORS  # noqa: E402
 from sttn_sim.builders import sttn_resnet18  # noqa: E402
 from sttn_sim.datasets import digits  # noqa: E402
 from sttn_sim.graph import Layer, Model  # noqa: E402
-from sttn_sim.quantizers import Method, TernaryWeights, hard_threshold, registered_method  # noqa: E402
+from sttn_sim.quantizers import registered_method  # noqa: E402
 from sttn_sim.train import TRAIN_METHODS, HardQuant, TrainConfig, make_quantizer, train  # noqa: E402
 
-TOY_COLOR = "#17becf"
-
-
-def toy_ternarize(w, *, granularity="tensor", name="weights"):
-    """Δ = 0.25·max|w| per tensor or per output channel, α = mean |w| over the non-zeros."""
-    w = np.asarray(w, np.float64)
-    rows = w.reshape(1, -1) if granularity == "tensor" else w.reshape(w.shape[0], -1)
-    d = 0.25 * np.abs(rows).max(axis=1)
-    tw = hard_threshold(w, d if granularity == "channel" else float(d[0]), granularity=granularity, name=name)
-    return TernaryWeights(tw.codes, tw.scale, "toy", granularity, tw.delta)
-
-
-TOY = Method("toy", "toy (0.25·max|w|)", "toy", TOY_COLOR, "p", toy_ternarize)
-
-
 @pytest.fixture
-def toy():
-    with registered_method(TOY):
-        yield TOY
+def toy(toy_method):
+    """The toy method of tests/conftest.py, registered for one test."""
+    with registered_method(toy_method):
+        yield toy_method
     assert "toy" not in TRAIN_METHODS and "toy" not in BASELINE_METHODS
 
 
@@ -73,13 +59,13 @@ def test_baseline_table_has_the_toy_rows(toy):
 
 def test_figures_show_the_toy_with_its_label_colour_and_marker(toy):
     t = baseline_table(tiny_model())
-    assert METHOD_COLORS["toy"] == TOY_COLOR and figures.METHOD_LABELS["toy"] == TOY.label
+    assert METHOD_COLORS["toy"] == toy.color and figures.METHOD_LABELS["toy"] == toy.label
     for plot in (figures.plot_sparsity_comparison, figures.plot_l2_comparison):
         fig = plot(t)
         ax = fig.axes[0]
         lines = {line.get_label(): line for line in ax.get_lines()}
-        assert TOY.label in lines and TOY.label in [x.get_text() for x in ax.get_legend().get_texts()]
-        assert to_hex(lines[TOY.label].get_color()) == TOY_COLOR and lines[TOY.label].get_marker() == "p"
+        assert toy.label in lines and toy.label in [x.get_text() for x in ax.get_legend().get_texts()]
+        assert to_hex(lines[toy.label].get_color()) == toy.color and lines[toy.label].get_marker() == "p"
         plt.close(fig)
 
 
@@ -97,7 +83,7 @@ def test_training_uses_the_toy_quantizer(toy):
         exported = res.model[name]
         assert exported.kind in ("ter_conv", "ter_linear") and exported.attrs["ternary_method"] == "toy"
         # the exported kernel is the toy method's kernel of the trained latent weights
-        tw = toy_ternarize(res.network.model[name].params["weight"], granularity="channel")
+        tw = toy.ternarize(res.network.model[name].params["weight"], granularity="channel")
         np.testing.assert_array_equal(exported.params["weight"], tw.dequantize().astype(np.float32))
 
 
@@ -109,11 +95,11 @@ def _fake_results():
 
 
 def test_soft_vs_hard_lists_labels_and_plots_the_toy(toy):
-    assert "toy" in svh.METHODS and svh.LABELS["toy"] == TOY.label and svh.SHORT["toy"] == "toy"
+    assert "toy" in svh.METHODS and svh.LABELS["toy"] == toy.label and svh.SHORT["toy"] == "toy"
     comp = svh.tabulate(_fake_results(), ["sttn", "toy"], [0, 1, 2], svh.Settings().as_dict(), 0.0)
-    assert f"| {TOY.label} |" in svh.format_table(comp)
+    assert f"| {toy.label} |" in svh.format_table(comp)
     fig = svh.plot_comparison(comp)
     ax = fig.axes[0]
     assert [t.get_text() for t in ax.get_xticklabels()] == ["STTN", "toy"]
-    assert to_hex(ax.patches[1].get_facecolor(), keep_alpha=False) == TOY_COLOR
+    assert to_hex(ax.patches[1].get_facecolor(), keep_alpha=False) == toy.color
     plt.close(fig)
