@@ -151,6 +151,13 @@ class QuantizerAccumulator:
     ch_sum = property(lambda self: self.moments[2])
     ch_sumsq = property(lambda self: self.moments[3])
 
+    def same_quantizer(self, other: "QuantizerAccumulator") -> bool:
+        """Whether ``other`` describes the same quantizer with the same arrays (as the
+        accumulators of :meth:`empty_like` do): the fused kernel's prepared constants
+        then serve both."""
+        return all(getattr(self, a) is getattr(other, a) for a in ("gain", "offset", "edges", "mac_weights")) and \
+            (self.act_lo, self.act_hi, self.tie_eps, self.ties) == (other.act_lo, other.act_hi, other.tie_eps, other.ties)
+
     def fusable(self) -> bool:
         """Whether :func:`threshold_pack_accumulate` can add batches: uniform edges, at
         most 253 bins (one-byte slots), MAC maps whose per-plane sums fit int32, and —
@@ -672,8 +679,15 @@ class FusedThresholdStatistics:
             self.maps = np.zeros((1, c, s), np.int16), np.zeros((1, s), np.int16)
         self.tie_args = (acc.ties, float(acc.act_lo), float(acc.act_hi), float(acc.tie_eps))
 
-    def __call__(self, x: np.ndarray, threads: int | None = None) -> PackedTernary:
-        acc = self.acc
+    def __call__(self, x: np.ndarray, threads: int | None = None, acc: QuantizerAccumulator | None = None) \
+            -> PackedTernary:
+        """Threshold and pack ``x``, adding its statistics to ``acc`` (default: the
+        accumulator this was prepared for; another must be :meth:`~QuantizerAccumulator.same_quantizer`)."""
+        if acc is None:
+            acc = self.acc
+        elif acc is not self.acc and not self.acc.same_quantizer(acc):
+            raise ValueError("threshold_pack_accumulate: the accumulator describes another quantizer than the "
+                             "one these constants were prepared for")
         _check_batch(acc, x, "x")
         n, c, h, w = x.shape
         x = np.ascontiguousarray(x, np.int32 if self.integer else np.float32)

@@ -126,7 +126,7 @@ class Threshold(LayerKind):
         consumers = ctx.consumers(layer.name)
         packed_out = bool(consumers) and all(c.kind == "ternary_conv" for c in consumers) and \
             len(ctx.shapes[layer.name]) == 3
-        prepared = {}  # the fused statistics kernel of the last recorder's accumulator
+        prepared = {}  # the fused statistics constants of the last recorder's quantizer
         first = ctx.first_layer(layer)
 
         def run(args, recorder=None):
@@ -136,9 +136,12 @@ class Threshold(LayerKind):
             offer = getattr(recorder, "threshold_accumulator", None) if want_codes and packed_out else None
             acc = offer(first) if offer is not None else None
             if acc is not None:  # the recorder's statistics, computed inside the threshold pass
-                if prepared.get("acc") is not acc:
-                    prepared.update(acc=acc, run=FusedThresholdStatistics(acc, integer, direction, lo, hi, constant))
-                out = prepared["run"](x)
+                # one preparation serves every image part of a recorder (same quantizer
+                # arrays); the accumulator is passed per call, so threads never share one
+                fused = prepared.get("run")
+                if fused is None or not fused.acc.same_quantizer(acc):
+                    fused = prepared["run"] = FusedThresholdStatistics(acc, integer, direction, lo, hi, constant)
+                out = fused(x, acc=acc)
                 return out, LayerEvent(first, out, pre_activation=x, statistics=acc)
             if packed_out and want_codes:
                 out, codes = threshold_pack(x, direction, lo, hi, constant, with_codes=True)

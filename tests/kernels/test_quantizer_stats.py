@@ -11,6 +11,7 @@ import pytest
 
 from sttn_sim.kernels.fused import float32_thresholds, threshold_pack
 from sttn_sim.kernels.quantizer_stats import (
+    FusedThresholdStatistics,
     QuantizerAccumulator,
     accumulate,
     accumulate_reference,
@@ -119,6 +120,32 @@ def test_adding_batches_equals_one_batch():
     threshold_pack_accumulate(x[:1], direction, lo, hi, constant, parts[0])
     threshold_pack_accumulate(x[1:], direction, lo, hi, constant, parts[1])
     _assert_same(parts[0] + parts[1], whole)
+
+
+def test_one_preparation_serves_every_empty_copy_and_adds_in_place():
+    """FusedThresholdStatistics prepared for one accumulator adds to any empty_like copy
+    (the engine's per-image parts) and only to it; another quantizer's is refused.
+    ``add`` in place equals ``+``."""
+    rng = np.random.default_rng(4)
+    direction, lo, hi, constant, gain, offset = _quantizer(rng, 66)
+    x = _input(rng, (3, 66, 5, 7), False)
+    whole = QuantizerAccumulator(gain, offset, DEFAULT_EDGES, 35)
+    fused = FusedThresholdStatistics(whole, False, direction, lo, hi, constant)
+    parts = [whole.empty_like() for _ in range(3)]
+    assert all(whole.same_quantizer(p) for p in parts)
+    for i, part in enumerate(parts):
+        fused(x[i:i + 1], acc=part)
+    assert whole.n_images == 0 and whole.hist.sum() == 0
+    fused(x)
+    total = whole.empty_like()
+    for part in parts:
+        total.add(part)
+    _assert_same(total, whole)
+    _assert_same(parts[0] + parts[1] + parts[2], whole)
+    other = QuantizerAccumulator(gain.copy(), offset, DEFAULT_EDGES, 35)
+    assert not whole.same_quantizer(other)
+    with pytest.raises(ValueError, match="another quantizer"):
+        fused(x, acc=other)
 
 
 def test_not_fusable_and_bad_shapes():
