@@ -455,13 +455,17 @@ def _stem_tile(sid, v, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _direct_conv_kernel(sid, rows, lanes, group, xp, w_t, bias, slope, stride, kh, kw, out):
-    # One task per output row (n, oy).  The row's inputs are first gathered per tap
-    # (xs[tap·ld + ox]); then each block of ``rows`` output pixels × ``group`` output
-    # channels is one call of the register-tiled micro-kernel (accumulators in registers
-    # over all taps, summed in (c, dy, dx) order), written to a small tile, then bias
-    # and PReLU are applied on the way to the NCHW output.
-    n_img, c_in = xp.shape[0], xp.shape[1]
+def _direct_conv_kernel(sid, rows, lanes, group, xd, w_t, bias, slope, stride, kh, kw, out):
+    # One task per output row (n, oy).  ``xd`` is the padded input split by column
+    # phase (``xd[n, c, p, y, j] = xp[n, c, y, j·stride + p]``), so the inputs of tap
+    # (c, dy, dx) along the row are the contiguous run ``xd[n, c, dx % stride,
+    # oy·stride + dy, dx // stride + ox]``: the gather into ``xs[tap·ld + ox]`` is a
+    # vector copy.  Each block of ``rows`` output pixels × ``group`` output channels is
+    # one call of the register-tiled micro-kernel (accumulators in registers over all
+    # taps, summed in (c, dy, dx) order) into the row's tile ``acc[ox·c_pad + o]``;
+    # then bias and PReLU (a select, not a branch) go on the way to the NCHW output,
+    # channel by channel over the whole row.
+    n_img, c_in = xd.shape[0], xd.shape[1]
     c_pad = w_t.shape[1]  # a multiple of lanes
     c_real = out.shape[1]
     oh, ow = out.shape[2], out.shape[3]
@@ -469,28 +473,45 @@ def _direct_conv_kernel(sid, rows, lanes, group, xp, w_t, bias, slope, stride, k
     n_blocks = (ow + rows - 1) // rows
     ld = n_blocks * rows
     wflat = w_t.reshape(-1)
+    one = np.float32(1)
     for task in numba.prange(n_img * oh):
         n = task // oh
         oy = task - n * oh
-        xs = np.zeros(ntap * ld, np.float32)
+        xs = np.empty(ntap * ld, np.float32)
         for c in range(c_in):
             for dy in range(kh):
                 for dx in range(kw):
                     t = (c * kh + dy) * kw + dx
+                    src = xd[n, c, dx % stride, oy * stride + dy]
+                    j0 = dx // stride
                     for ox in range(ow):
-                        xs[t * ld + ox] = xp[n, c, oy * stride + dy, ox * stride + dx]
-        tile = np.empty(rows * c_pad, np.float32)
+                        xs[t * ld + ox] = src[j0 + ox]
+                    for ox in range(ow, ld):  # the last block's unused pixels
+                        xs[t * ld + ox] = 0
+        acc = np.empty(ld * c_pad, np.float32)
         for blk in range(n_blocks):
             b0 = blk * rows
             for g0 in range(0, c_pad, group):
                 v = min(group, c_pad - g0) // lanes
-                _stem_tile(sid, v, xs, b0, ld, wflat, g0, c_pad, ntap, tile, g0, c_pad)
-            for o in range(c_real):
-                b = bias[o]
-                s = _channel_slope(slope, o)
-                for i in range(min(rows, ow - b0)):
-                    y = tile[i * c_pad + o] + b
-                    out[n, o, oy, b0 + i] = y * s if y < 0 else y
+                _stem_tile(sid, v, xs, b0, ld, wflat, g0, c_pad, ntap, acc, b0 * c_pad + g0, c_pad)
+        for o in range(c_real):
+            b = bias[o]
+            s = _channel_slope(slope, o)
+            dst = out[n, o, oy]
+            for i in range(ow):
+                y = acc[i * c_pad + o] + b
+                dst[i] = y * (s if y < 0 else one)
+
+
+def _column_phases(xp: np.ndarray, stride: int) -> np.ndarray:
+    """``[N, C, H, W]`` -> ``[N, C, stride, H, ceil(W/stride)]`` with
+    ``out[n, c, p, y, j] = xp[n, c, y, j·stride + p]`` (zeros past the end)."""
+    n, c, h, w = xp.shape
+    out = np.zeros((n, c, stride, h, -(-w // stride)), np.float32)
+    for p in range(stride):
+        part = xp[:, :, :, p::stride]
+        out[:, :, p, :, :part.shape[3]] = part
+    return out
 
 
 @dataclass(frozen=True)
@@ -549,8 +570,8 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     oh, ow = (h + 2 * padding - w.kh) // stride + 1, (wd + 2 * padding - w.kw) // stride + 1
     out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(k.sid, k.rows, k.lanes, k.group, xp, w.w_t, np.ascontiguousarray(bias, np.float32),
-                        _slope_array(slope), stride, w.kh, w.kw, out)
+    _direct_conv_kernel(k.sid, k.rows, k.lanes, k.group, _column_phases(xp, stride), w.w_t,
+                        np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride, w.kh, w.kw, out)
     return out
 
 

@@ -155,7 +155,7 @@ def test_bias_prelu_to_nchw(c, slope):
 
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
     (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5)),
-    (3, 24, 3, 1, 1, (5, 7)), (2, 13, 3, 1, 1, (6, 3))])
+    (3, 24, 3, 1, 1, (5, 7)), (2, 13, 3, 1, 1, (6, 3)), (2, 70, 5, 3, 2, (17, 20))])
 @pytest.mark.parametrize("slope", [None, "channel"])
 def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope, stem_kernel):
     from sttn_sim.kernels.fused import direct_conv2d, prepack_direct_conv_weights
