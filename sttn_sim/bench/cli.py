@@ -105,7 +105,7 @@ def build_parser(prog: str = "python -m sttn_sim.bench") -> argparse.ArgumentPar
 def forwarded_arguments(args: argparse.Namespace) -> list[str]:
     """``args`` as command-line options, without ``--target`` (for its subprocess)."""
     argv = ["--repeats", str(args.repeats), "--threads", str(args.threads)]
-    for flag in ("skip_gemm", "skip_end_to_end", "skip_recording", "contention", "json"):
+    for flag in ("skip_gemm", "skip_end_to_end", "skip_recording", "contention", "evaluate", "json"):
         if getattr(args, flag):
             argv.append("--" + flag.replace("_", "-"))
     return argv

@@ -90,6 +90,10 @@ def test_target_reruns_the_benchmark_compiled_for_the_class(monkeypatch):
     assert (env["NUMBA_CPU_NAME"], env["NUMBA_CPU_FEATURES"]) == ("haswell", "")
     assert env["OPENBLAS_CORETYPE"] == "Haswell" and env[cli.TARGET_ENV] == "avx2"
     assert env["NUMBA_CACHE_DIR"].endswith("avx2") and "STTN_CPU_CLASS" not in env
+    calls.clear()  # every other option reaches the re-run
+    assert main(["--target", "generic", "--contention", "--evaluate", "--skip-recording"]) == 0
+    (command, env), = calls
+    assert command[3:] == ["--repeats", "20", "--threads", "auto", "--skip-recording", "--contention", "--evaluate"]
 
 
 def test_text_output_prints_the_tables_and_the_kernels(stand_ins, capsys):
