@@ -44,7 +44,7 @@ GEMM_COLUMNS = ("shape", "M", "K", "N", "ternary_ms", "ternary_gmacs", "pack_act
                 "numpy_f32_ms", "numpy_f32_gmacs", "ratio")
 
 
-def random_codes(rng: np.random.Generator, shape: tuple[int, ...], density: float) -> np.ndarray:
+def random_codes(rng: np.random.Generator, shape: tuple[int, ...], density: float = 2 / 3) -> np.ndarray:
     """int8 ternary codes: non-zero with probability ``density``, then ±1 equally likely."""
     nonzero = rng.random(shape) < density
     sign = rng.choice(np.array([-1, 1], np.int8), size=shape)

@@ -8,6 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sttn_sim.bench.gemm import random_codes
 from sttn_sim.errors import ShapeError
 from sttn_sim.kernels import (
     ConvWeights,
@@ -16,12 +17,6 @@ from sttn_sim.kernels import (
     ternary_conv2d,
     ternary_conv2d_reference,
 )
-
-
-def random_codes(rng, shape, density=2 / 3):
-    nz = rng.random(shape) < density
-    neg = rng.random(shape) < 0.5
-    return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
 
 
 def brute_force_conv(x, w, stride, padding):

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from sttn_sim.bench.gemm import random_codes
 from sttn_sim.errors import ShapeError
 from sttn_sim.kernels import (
     TERNARY_KERNELS,
@@ -18,12 +19,6 @@ from sttn_sim.kernels import (
     ternary_gemm,
     ternary_gemm_reference,
 )
-
-
-def random_codes(rng, shape, density=2 / 3):
-    nz = rng.random(shape) < density
-    neg = rng.random(shape) < 0.5
-    return np.where(nz, np.where(neg, -1, 1), 0).astype(np.int8)
 
 
 def check(a, b, kernel):
