@@ -1,5 +1,6 @@
 """The contention benchmark on a test-size model: its table (no wall-clock assertion)."""
 
+import numpy as np
 import pytest
 
 from sttn_sim.bench.contention import benchmark_contention
@@ -11,6 +12,6 @@ def test_contention_table():
     assert list(df.columns) == ["competitor", "threads", "idle_images_per_s", "contended_images_per_s", "ratio",
                                 "ratio_to_best_idle"]
     assert set(df["competitor"]) == {"busy"} and "auto" in set(df["threads"]) and "1" in set(df["threads"])
-    assert (df[["idle_images_per_s", "contended_images_per_s"]] > 0).all().all()
+    assert np.isfinite(df[["idle_images_per_s", "contended_images_per_s"]].to_numpy()).all()
     assert (df["ratio"] == df["contended_images_per_s"] / df["idle_images_per_s"]).all()
     assert (df["ratio_to_best_idle"] <= df["ratio"] + 1e-12).all()
