@@ -135,19 +135,26 @@ def _layer_ticks(ax, labels, *, axis="x", fontsize=7, rotation=60):
         ax.set_yticks(pos, [str(l) for l in labels], fontsize=fontsize)
 
 
-def _stacked_fractions(ax, labels, fractions: dict[int, np.ndarray], annotate=None):
+def _code_fraction_bars(table: pd.DataFrame, ax, annotate: str, ylabel: str, title: str):
+    """Stacked bars of ``table``'s ``frac_neg`` / ``frac_zero`` / ``frac_pos`` per
+    ``layer``, in table order, with ``table[annotate]`` in % above each bar."""
+    fig, ax = new_axes(ax, figsize=(max(6.0, 0.4 * len(table) + 2), 3.6))
+    labels = [str(n) for n in table["layer"]]
     x = np.arange(len(labels))
     bottom = np.zeros(len(labels))
-    for value in (-1, 0, 1):
-        heights = np.asarray(fractions[value], float)
+    for value, column in ((-1, "frac_neg"), (0, "frac_zero"), (1, "frac_pos")):
+        heights = table[column].to_numpy(float)
         ax.bar(x, heights, bottom=bottom, color=TERNARY_COLORS[value], label=TERNARY_LABELS[value], width=0.8)
         bottom += heights
-    if annotate is not None:
-        for xi, s in zip(x, annotate):
-            ax.text(xi, 1.01, f"{100 * s:.0f}", ha="center", va="bottom", fontsize=7)
+    for xi, share in zip(x, table[annotate].to_numpy(float)):
+        ax.text(xi, 1.01, f"{100 * share:.0f}", ha="center", va="bottom", fontsize=7)
     _layer_ticks(ax, labels)
     ax.set_ylim(0, 1.08)
     ax.grid(axis="x", visible=False)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    return fig
 
 
 def _require(df: pd.DataFrame, columns, what: str) -> None:
@@ -169,14 +176,8 @@ def plot_weight_sparsity(stats: pd.DataFrame, ax=None, title: str | None = None)
     """
     if len(stats) == 0:
         raise ValueError("plot_weight_sparsity: the statistics table is empty (a model without ternary layers?)")
-    fig, ax = new_axes(ax, figsize=(max(6.0, 0.38 * len(stats) + 2), 3.6))
-    _stacked_fractions(ax, [str(n) for n in stats["layer"]],
-                       {-1: stats["frac_neg"], 0: stats["frac_zero"], 1: stats["frac_pos"]},
-                       annotate=stats["sparsity"].to_numpy(float))
-    ax.set_ylabel("fraction of weights")
-    ax.set_title(title or "Ternary weight codes per layer (numbers: sparsity %)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
+    return _code_fraction_bars(stats, ax, "sparsity", "fraction of weights",
+                               title or "Ternary weight codes per layer (numbers: sparsity %)")
 
 
 def _class_histogram(ax, w, codes, bins, *, deltas=(), title=None, show_legend=True):
@@ -463,17 +464,11 @@ def plot_activation_distributions(histograms: pd.DataFrame, ax=None, *, lo: floa
 
 
 def plot_activation_occupancy(layer_table: pd.DataFrame, ax=None, title=None):
-    """Stacked bars of the -1 / 0 / +1 activation fractions per layer (numbers: % zeros;
-    ``d`` marks layers with dead channels). ``layer_table``: :meth:`ActivationRecorder.layer_table`."""
+    """Stacked bars of the -1 / 0 / +1 activation fractions per layer (numbers: % zeros).
+    ``layer_table``: :meth:`ActivationRecorder.layer_table`."""
     _require(layer_table, ["layer", "frac_neg", "frac_zero", "frac_pos"], "plot_activation_occupancy")
-    fig, ax = new_axes(ax, figsize=(max(6.0, 0.4 * len(layer_table) + 2), 3.6))
-    _stacked_fractions(ax, [str(n) for n in layer_table["layer"]],
-                       {-1: layer_table["frac_neg"], 0: layer_table["frac_zero"], 1: layer_table["frac_pos"]},
-                       annotate=layer_table["frac_zero"].to_numpy(float))
-    ax.set_ylabel("fraction of activations")
-    ax.set_title(title or "Ternary activation codes per layer (numbers: % zeros)")
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
-    return fig
+    return _code_fraction_bars(layer_table, ax, "frac_zero", "fraction of activations",
+                               title or "Ternary activation codes per layer (numbers: % zeros)")
 
 
 def plot_channel_occupancy(channel_table: pd.DataFrame, ax=None, title=None):

@@ -391,10 +391,14 @@ class Add(LayerKind):
             raise ShapeError(f"{where}: cannot add {list(x)} ({layer.inputs[0]}) and {list(other)} ({layer.inputs[1]})")
         return x
 
-    def reference(self, layer, inputs, run=None):
-        x, x2 = inputs
+    @staticmethod
+    def _same_shapes(layer, x, x2) -> None:
         if x.shape != x2.shape:
             raise ShapeError(f"layer {layer.name!r}: cannot add shapes {x.shape} and {x2.shape} ({layer.inputs})")
+
+    def reference(self, layer, inputs, run=None):
+        x, x2 = inputs
+        self._same_shapes(layer, x, x2)
         return np.asarray(x, np.float64) + np.asarray(x2, np.float64)
 
     def engine_forward(self, layer):
@@ -402,8 +406,7 @@ class Add(LayerKind):
 
     def train_forward(self, layer, inputs, net):
         x, x2 = inputs
-        if x.shape != x2.shape:
-            raise ShapeError(f"layer {layer.name!r}: cannot add shapes {x.shape} and {x2.shape}")
+        self._same_shapes(layer, x, x2)
         return x + x2, None
 
     def train_backward(self, layer, dy, cache, net, grads):
