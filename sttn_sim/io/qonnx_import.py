@@ -8,10 +8,13 @@ in it is executed — and maps its graph onto sttn_sim layer kinds.  The result 
 ==============================  =============================================================
 QONNX / ONNX node               sttn_sim layer
 ==============================  =============================================================
-``Quant`` on a weight           ternary codes ``t`` and per-channel scale ``s`` (bit width 2,
-(constant input)                signed, narrow range, zero point 0, rounding ``ROUND``):
-                                ``t = clip(round_half_even(w/s), -1, 1)``, i.e. the
-                                ``half_even`` rule with thresholds ``±s/2`` (exact)
+``Quant`` on a weight           ternary codes ``t`` and scale ``s`` (bit width 2, signed,
+(constant input)                narrow range, zero point 0, rounding ``ROUND``):
+                                ``t = clip(round_half_even(w/s), -1, 1)`` element by element
+                                (``s`` broadcast onto ``w``, NumPy's rule), i.e. the
+                                ``half_even`` rule with thresholds ``±s/2`` (exact); ``s`` is
+                                one value or one per output channel of the consuming op
+                                (see ``_channel_scale``)
 ``Quant`` on an activation      ``ternary_act`` with ``lo, hi = ∓s/2`` and ``tie="half_even"``
                                 (:func:`sttn_sim.rules.quant_ternary_bounds`); one scale ``s``
 ``MultiThreshold`` (2 per       ``threshold`` (non-strict, FINN's rule) with ``lo = T₀``,
@@ -21,7 +24,10 @@ channel), after an optional     ``hi = T₁``; a preceding ``Mul`` by a per-chan
 ``MatMul``                      ``ter_linear`` holding ``a·s·t`` (``a`` the activation's scale,
                                 absorbed: ``conv(a·q, s·t) = conv(q, a·s·t)``), bias as it is;
                                 otherwise (float input, e.g. the stem) ``conv`` / ``linear``
-                                with the dequantized or float weights
+                                with the dequantized or float weights.  The weight's output
+                                axis (0 of Conv's ``[O, I, kH, kW]`` and of Gemm
+                                ``transB=1``'s ``[out, in]``; 1 of MatMul's and Gemm
+                                ``transB=0``'s ``[in, out]``) is moved first
 ``BatchNormalization``          ``batchnorm``
 ``Relu`` / ``PRelu``            ``relu`` / ``prelu``
 ``MaxPool``                     ``maxpool``; on a ternary activation it is moved before the
@@ -39,8 +45,8 @@ channels)
 ==============================  =============================================================
 
 Anything else — another operator, another bit width, a ``Quant`` with a zero point, a
-per-channel activation scale, a float operation on ternary codes of a scale other
-than 1 — is refused with a
+per-channel activation scale, a weight scale along another axis than the output
+channels, a float operation on ternary codes of a scale other than 1 — is refused with a
 :class:`~sttn_sim.errors.CheckpointError` naming the file, the node, its op type and what
 is supported.  So are a truncated or malformed file, an ONNX graph without QONNX
 quantizers ("not QONNX"), shape mismatches (the model's validation, naming the node)
@@ -87,7 +93,7 @@ class _Value:
     layer: str | None = None          # the sttn_sim layer producing it (None: a constant)
     const: np.ndarray | None = None   # constant values
     codes: np.ndarray | None = None   # a Quant'ed weight: ternary codes ...
-    scale: np.ndarray | None = None   # ... and its per-channel scale
+    scale: np.ndarray | None = None   # ... and its Quant scale (broadcasts onto the codes)
     act_scale: float | None = None    # a ternary activation: value = act_scale · codes
     direction: np.ndarray | None = None  # a Mul by ±1/0 awaiting its MultiThreshold
 
@@ -244,12 +250,18 @@ class _Importer:
         scale = np.asarray(scale, np.float64)
         if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
             raise self.fail(node, "the scale must be finite and > 0")
-        if x.const is not None:  # a weight
+        if x.const is not None:  # a weight: codes element by element; the consumer reads the scale
             w = np.asarray(x.const, np.float64)
-            s = self._channel_scale(node, scale, w.shape)
-            per = (-1,) + (1,) * (w.ndim - 1)
-            lo, hi = quant_ternary_bounds(s.reshape(per))
-            self.values[node.output[0]] = _Value(codes=ternary_activation(w, lo, hi, tie="half_even"), scale=s)
+            try:
+                fits = np.broadcast_shapes(scale.shape, w.shape) == w.shape
+            except ValueError:
+                fits = False
+            if not fits:
+                raise self.fail(node, f"weight scale of shape {list(scale.shape)} for a weight of shape "
+                                      f"{list(w.shape)}: expected a scale that broadcasts onto the weight")
+            lo, hi = quant_ternary_bounds(scale)
+            self.values[node.output[0]] = _Value(codes=ternary_activation(w, lo, hi, tie="half_even"),
+                                                 scale=scale)
             return
         self._dynamic_input(node, x)
         if scale.size != 1:
@@ -259,14 +271,24 @@ class _Importer:
         self.add(node, index, "ternary_act", [x.layer], {"lo": float(lo), "hi": float(hi), "tie": "half_even"},
                  act_scale=s)
 
-    def _channel_scale(self, node, scale: np.ndarray, shape) -> np.ndarray:
-        """A weight scale as one value per output channel (axis 0)."""
+    def _channel_scale(self, node, scale: np.ndarray, shape, out_axis: int, layout: str) -> np.ndarray:
+        """A weight ``Quant``'s scale as one value per output channel: ``s_o``.
+
+        ``Quant`` dequantizes element by element, ``W = s·t`` with ``s`` broadcast onto
+        ``t`` (NumPy's rule: shapes aligned on the right, missing axes of size 1).  The
+        layer needs ``W[..., o, ...] = s_o·t[..., o, ...]``: one scale, or ``s`` of size 1
+        on every axis but the output axis ``out_axis`` (of the consumer's ``layout``),
+        which holds the ``C_out`` values.  A scale along another axis (per input channel
+        or per tap) is no per-output-channel ternary scale: refused."""
         if scale.size == 1:
-            return np.full(shape[0], float(scale.reshape(-1)[0]))
-        if scale.size == shape[0] and scale.shape[0] == shape[0]:
+            return np.full(shape[out_axis], float(scale.reshape(-1)[0]))
+        aligned = (1,) * (len(shape) - scale.ndim) + tuple(scale.shape)
+        if aligned[out_axis] == shape[out_axis] and all(n == 1 for k, n in enumerate(aligned) if k != out_axis):
             return scale.reshape(-1)
-        raise self.fail(node, f"weight scale of shape {list(scale.shape)} for a weight of shape {list(shape)}: "
-                              f"expected one scale, or one per output channel (axis 0)")
+        axes = ", ".join(str(k) for k, n in enumerate(aligned) if n != 1)
+        raise self.fail(node, f"weight scale of shape {list(scale.shape)} (along axis {axes}) for the weight of "
+                              f"shape {list(shape)} ({layout}): expected one scale, or one per output channel "
+                              f"(along axis {out_axis} only)")
 
     def _dynamic_input(self, node, x: _Value) -> None:
         if x.layer is None:
@@ -323,26 +345,34 @@ class _Importer:
         return self._input_shape(inputs[0])
 
     # -- weighted layers --------------------------------------------------------------
-    def _weighted(self, node, index, family: str, x: _Value, w: _Value, weight_t, bias, attrs: dict):
-        """``weight_t`` maps a [O, I, ...] kernel into the layer's layout (identity / transposes)."""
+    def _weighted(self, node, index, family: str, x: _Value, w: _Value, out_axis: int, layout: str, bias,
+                  attrs: dict):
+        """The layer of a Conv / Gemm / MatMul whose weight has its output channels along
+        ``out_axis`` (of ``layout``, named in errors): the layer's kernel is
+        ``moveaxis(W, out_axis, 0)`` (``[O, I, kH, kW]`` or ``[out, in]``), scaled per
+        output channel (:meth:`_channel_scale`)."""
         if x.act_scale is None:
             self._dynamic_input(node, x)
         elif x.direction is not None:
             raise self.fail(node, "a Mul by ±1/0 is supported only right before a MultiThreshold")
+        raw = w.codes if w.codes is not None else w.const
+        if raw is None:
+            raise self.fail(node, "the weight must be a constant or a Quant of a constant")
+        if np.ndim(raw) != (4 if family == "conv" else 2):
+            raise self.fail(node, f"weight of shape {list(np.shape(raw))}: expected a "
+                                  f"{4 if family == 'conv' else 2}-D weight ({layout})")
         if w.codes is not None:
-            codes, s = weight_t(w.codes), w.scale
+            s = self._channel_scale(node, w.scale, w.codes.shape, out_axis, layout)
+            codes = np.moveaxis(w.codes, out_axis, 0)
             per = (-1,) + (1,) * (codes.ndim - 1)
             if x.act_scale is not None:  # ternary codes in, ternary weights: a ternary layer
                 kernel = (x.act_scale * s).reshape(per) * codes
                 kind = "ter_conv" if family == "conv" else "ter_linear"
             else:
                 kernel, kind = s.reshape(per) * codes, family
-        elif w.const is not None:  # float weights (on codes of scale a: conv(a·q, W) = conv(q, a·W))
-            kernel, kind = weight_t(np.asarray(w.const, np.float64)) * (x.act_scale or 1.0), family
-        else:
-            raise self.fail(node, "the weight must be a constant or a Quant of a constant")
-        if kind in ("conv", "ter_conv") and kernel.ndim != 4:
-            raise self.fail(node, f"expected a 4-D convolution kernel, got shape {list(kernel.shape)}")
+        else:  # float weights (on codes of scale a: conv(a·q, W) = conv(q, a·W))
+            kernel = np.moveaxis(np.asarray(w.const, np.float64), out_axis, 0) * (x.act_scale or 1.0)
+            kind = family
         params = {"weight": kernel}
         if bias is not None:
             params["bias"] = np.asarray(bias, np.float64).reshape(-1)
@@ -360,8 +390,8 @@ class _Importer:
             raise self.fail(node, f"group {a.get('group', 1)}, dilations {a.get('dilations', [1, 1])}, strides "
                                   f"{strides}, pads {pads}: supported are group 1, dilation 1, equal strides and "
                                   f"equal pads on every side")
-        self._weighted(node, index, "conv", x, w, lambda k: k, bias, {"stride": int(strides[0]),
-                                                                      "padding": int(pads[0])})
+        self._weighted(node, index, "conv", x, w, 0, "Conv's [O, I, kH, kW]", bias,
+                       {"stride": int(strides[0]), "padding": int(pads[0])})
 
     def op_Gemm(self, node, index):
         a = self.attrs(node)
@@ -369,12 +399,14 @@ class _Importer:
         bias = self.constant(node, node.input[2]) if len(node.input) > 2 and node.input[2] else None
         if a.get("transA", 0) != 0 or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
             raise self.fail(node, "supported is transA=0, alpha=1, beta=1")
-        trans = a.get("transB", 0) == 1
-        self._weighted(node, index, "linear", x, w, (lambda k: k) if trans else (lambda k: k.T), bias, {})
+        if a.get("transB", 0) == 1:
+            self._weighted(node, index, "linear", x, w, 0, "Gemm transB=1's [out, in]", bias, {})
+        else:
+            self._weighted(node, index, "linear", x, w, 1, "Gemm transB=0's [in, out]", bias, {})
 
     def op_MatMul(self, node, index):
         x, w = self.value(node, node.input[0]), self.value(node, node.input[1])
-        self._weighted(node, index, "linear", x, w, lambda k: k.T, None, {})
+        self._weighted(node, index, "linear", x, w, 1, "MatMul's [in, out]", None, {})
 
     # -- float and shape layers -------------------------------------------------------
     def _float_input(self, node, name: str) -> _Value:
