@@ -15,7 +15,8 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("address", [f"tcp://127.0.0.1:{_free_port()}", "tcp://127.0.0.1:notaport"])
+@pytest.mark.parametrize("address", [f"tcp://127.0.0.1:{_free_port()}", "tcp://127.0.0.1:notaport"],
+                         ids=["closed-port", "not-a-port"])  # fixed ids: every pytest-xdist worker collects the same tests
 def test_unreachable_or_malformed_scheduler(address):
     with pytest.raises(EvaluationError, match="--scheduler " + address.replace(".", r"\.")):
         evaluate(ModelSpec.of(None), digits_source(), scheduler=address, connect_timeout=1.0, check=0, limit=4)
