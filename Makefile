@@ -24,7 +24,7 @@ demo: $(VENV)/.installed-demo
 	$(BIN)/python -m analysis.demo --out sttn_out
 
 test: $(VENV)/.installed-test
-	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist loadfile --durations 40
+	$(BIN)/python -m pytest -q -n auto --maxprocesses 4 --dist load --durations 40
 
 verify: $(VENV)/.installed-test
 	$(BIN)/python -m sttn_sim.verify

@@ -4,6 +4,7 @@ import re
 import tomllib
 from pathlib import Path
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -81,17 +82,23 @@ def test_readme_lists_every_entry_point():
         assert f"python -m {module}" in readme
 
 
-def test_readme_command_examples_run(tmp_path):
-    """Every `python -m ...` line of the README, run as written (outputs go to a scratch
-    folder that sees the repository's tests/fixtures)."""
+def test_readme_has_command_examples():
+    assert len(_readme_shell_commands()) >= 10
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("command", _readme_shell_commands())
+def test_readme_command_examples_run(command, tmp_path):
+    """Every `python -m ...` / `sttn ...` line of the README, run as written, each in its
+    own scratch folder that sees the repository's tests/fixtures (one test per line, so
+    pytest-xdist spreads them over the cores)."""
     import shlex
     import subprocess
     import sys
 
     (tmp_path / "tests").symlink_to(ROOT / "tests")
-    for command in _readme_shell_commands():
-        words = shlex.split(command)
-        # `sttn X` is the console script of analysis.cli; run it through this interpreter
-        argv = [sys.executable, "-m", "analysis.cli", *words[1:]] if words[0] == "sttn" else [sys.executable, *words[1:]]
-        proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
-        assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
+    words = shlex.split(command)
+    # `sttn X` is the console script of analysis.cli; run it through this interpreter
+    argv = [sys.executable, "-m", "analysis.cli", *words[1:]] if words[0] == "sttn" else [sys.executable, *words[1:]]
+    proc = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, f"{command}\n{proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
