@@ -469,41 +469,44 @@ def expand_plus1(typingctx, buf, offset, stride, m, s):
 _F32 = ir.FloatType()
 
 
-def make_float_microkernel(rows: int, vecs: int, lanes: int = 16, available: bool = True):
-    """Build the ``rows x (lanes*vecs)`` float32 FMA micro-kernel intrinsic (the stem
-    convolution), accumulators in ``<lanes x float>`` registers (16 = zmm, 8 = ymm,
-    4 = xmm / NEON) for the whole tap loop.
+def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bool = True):
+    """Build the ``(lanes*vecs) pixels x chans channels`` float32 FMA micro-kernel
+    intrinsic of the stem convolution: the vector lanes run over consecutive output
+    pixels of one row, one ``<lanes x float>`` accumulator per (channel, pixel vector)
+    (16 = zmm, 8 = ymm, 4 = xmm / NEON) for the whole tap loop.
 
     Signature (inside njit code)::
 
-        fmk(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        fmk(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
-    computes::
+    computes, for ``j < chans`` and ``i < lanes*vecs``::
 
-        out[out_off + r*out_ld + j] = Σ_{t < ntap} xs[x_off + t*x_ld + r] · w[w_off + t*w_ld + j]
+        out[out_off + j*out_ld + i] = Σ_{t < ntap} x[x_off + taps[t] + i] · w[w_off + t*w_ld + j]
 
-    for ``r < rows`` and ``j < lanes*vecs`` (flat float32 C-contiguous arrays; ``w`` rows
-    should be 64-byte aligned).  Each product is a multiply-add (``llvm.fmuladd``: one
-    fused ``vfmadd`` where the target has FMA, a multiply and an add elsewhere), summed
-    in tap order.  ``available=False`` compiles it to a trap (as :func:`make_microkernel`).
+    (flat float32 C-contiguous arrays, ``taps`` int64).  Per tap: ``vecs`` contiguous
+    vector loads of the input, ``chans`` broadcasts of a weight, ``vecs·chans``
+    multiply-adds (``llvm.fmuladd``: one fused ``vfmadd`` where the target has FMA, a
+    multiply and an add elsewhere), summed in tap order.  ``available=False`` compiles it
+    to a trap (as :func:`make_microkernel`).
     """
     vf32 = ir.VectorType(_F32, lanes)
 
     @intrinsic
-    def float_microkernel(typingctx, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
-        if not (_check_array(xs, types.float32) and _check_array(w, types.float32)
-                and _check_array(out, types.float32)):
+    def float_microkernel(typingctx, x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld):
+        if not (_check_array(x, types.float32) and _check_array(taps, types.int64)
+                and _check_array(w, types.float32) and _check_array(out, types.float32)):
             return None
-        sig = types.void(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+        sig = types.void(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
         def codegen(context, builder, signature, args):
             if not available:
                 return _trap(context, builder)
             sa = signature.args
             xptr = _data_ptr(context, builder, sa[0], args[0], _F32)
+            tptr = _data_ptr(context, builder, sa[2], args[2], _I64)
             wptr = _data_ptr(context, builder, sa[3], args[3], _F32)
             optr = _data_ptr(context, builder, sa[7], args[7], _F32)
-            x_off_v, x_ld_v = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 2))
+            x_off_v = _as_intp(context, builder, args[1], sa[1])
             w_off_v, w_ld_v = (_as_intp(context, builder, args[i], sa[i]) for i in (4, 5))
             n = _as_intp(context, builder, args[6], sa[6])
             o_off, o_ld = (_as_intp(context, builder, args[i], sa[i]) for i in (8, 9))
@@ -520,44 +523,44 @@ def make_float_microkernel(rows: int, vecs: int, lanes: int = 16, available: boo
             builder.position_at_end(loop)
             t = builder.phi(_I64, "t")
             t.add_incoming(ir.Constant(_I64, 0), pre)
-            acc = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(rows)]
-            for r in range(rows):
-                for v in range(vecs):
-                    acc[r][v].add_incoming(zero, pre)
+            acc = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(chans)]
+            for row in acc:
+                for a in row:
+                    a.add_incoming(zero, pre)
+            xbase = builder.add(x_off_v, builder.load(builder.gep(tptr, [t]), align=8))
+            xv = []
+            for r in range(vecs):
+                p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, lanes * r))])
+                xv.append(builder.load(builder.bitcast(p, vf32.as_pointer()), align=4))
             wbase = builder.add(w_off_v, builder.mul(t, w_ld_v))
-            xbase = builder.add(x_off_v, builder.mul(t, x_ld_v))
-            wv = []
-            for v in range(vecs):
-                p = builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, lanes * v))])
-                wv.append(builder.load(builder.bitcast(p, vf32.as_pointer()), align=4))
-            new = [[None] * vecs for _ in range(rows)]
-            for r in range(rows):
-                p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, r))])
-                xv = builder.insert_element(undef, builder.load(p, align=4), ir.Constant(_I32, 0))
-                xv = builder.shuffle_vector(xv, undef, splat0)
-                for v in range(vecs):
-                    new[r][v] = builder.call(fma, [xv, wv[v], acc[r][v]])
+            new = [[None] * vecs for _ in range(chans)]
+            for j in range(chans):
+                wj = builder.load(builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, j))]), align=4)
+                wb = builder.shuffle_vector(builder.insert_element(undef, wj, ir.Constant(_I32, 0)), undef, splat0)
+                for r in range(vecs):
+                    new[j][r] = builder.call(fma, [xv[r], wb, acc[j][r]])
             t_next = builder.add(t, ir.Constant(_I64, 1))
             tail = builder.block
             t.add_incoming(t_next, tail)
-            for r in range(rows):
-                for v in range(vecs):
-                    acc[r][v].add_incoming(new[r][v], tail)
+            for j in range(chans):
+                for r in range(vecs):
+                    acc[j][r].add_incoming(new[j][r], tail)
             builder.cbranch(builder.icmp_signed("<", t_next, n), loop, done)
 
             builder.position_at_end(done)
-            results = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(rows)]
-            for r in range(rows):
-                for v in range(vecs):
-                    results[r][v].add_incoming(zero, pre)
-                    results[r][v].add_incoming(new[r][v], tail)
-                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), o_ld))
-                for v in range(vecs):
-                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, lanes * v))])
-                    builder.store(results[r][v], builder.bitcast(p, vf32.as_pointer()), align=4)
+            results = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(chans)]
+            for j in range(chans):
+                for r in range(vecs):
+                    results[j][r].add_incoming(zero, pre)
+                    results[j][r].add_incoming(new[j][r], tail)
+            for j in range(chans):
+                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, j), o_ld))
+                for r in range(vecs):
+                    p = builder.gep(optr, [builder.add(row_off, ir.Constant(_I64, lanes * r))])
+                    builder.store(results[j][r], builder.bitcast(p, vf32.as_pointer()), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
 
-    float_microkernel.__name__ = f"float_microkernel_{rows}x{lanes * vecs}"
+    float_microkernel.__name__ = f"float_microkernel_{lanes * vecs}x{chans}"
     return float_microkernel

@@ -31,8 +31,10 @@ import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
 from ..errors import ShapeError
-from ..rules import apply_threshold as apply_threshold_reference  # the rule, in plain numpy
-from ..rules import float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
+from ..rules import (
+    apply_threshold as apply_threshold_reference,  # the rule, in plain numpy
+)
+from ..rules import conv_output_size, float32_thresholds, int32_thresholds  # noqa: F401  (re-exported for the engine)
 from ._llvm import key32_value, make_float_microkernel, order_key32
 from .cpu import CompileTarget, check_available, compile_target, requested_class
 from .packing import PackedTernary, pack_ternary_reference, words_for
@@ -56,20 +58,31 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 # thresholds
 
 
+#: pixels per task of :func:`_threshold_pack_kernel` (its two word buffers, 2·8·256 bytes, stay in L1)
+PACK_CHUNK = 256
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
-    # One task per image row (n, h).  For each 64-channel word, the bits of all W pixels
-    # of the row are built together: channel by channel, a contiguous vector loop over
-    # the pixels ORs one bit into each pixel's word (m[w], sg[w]); the finished words
-    # are then stored.  Reads of x are contiguous and the per-channel thresholds are
-    # loop-invariant scalars.
+    # One task per chunk of PACK_CHUNK pixels of one image's H·W plane (the pixels of a
+    # channel are contiguous in NCHW, so the small 14×14 and 7×7 planes still give long
+    # vector loops).  For each 64-channel word, the bits of all the chunk's pixels are
+    # built together: channel by channel, a contiguous vector loop over the pixels ORs
+    # one bit into each pixel's word (m[i], sg[i]); the finished words are then stored.
+    # The per-channel thresholds are loop-invariant scalars.
     n_img, c_count, height, width = x.shape
+    hw = height * width
     n_words = planes.shape[4]
-    for row in numba.prange(n_img * height):
-        n = row // height
-        h = row - n * height
-        m = np.empty(width, np.uint64)
-        sg = np.empty(width, np.uint64)
+    xf = x.reshape(n_img, c_count, hw)
+    pf = planes.reshape(2, n_img, hw, n_words)
+    cf = codes.reshape(codes.shape[0], codes.shape[1], -1)
+    n_chunks = (hw + PACK_CHUNK - 1) // PACK_CHUNK
+    for task in numba.prange(n_img * n_chunks):
+        n = task // n_chunks
+        p0 = (task - n * n_chunks) * PACK_CHUNK
+        size = min(PACK_CHUNK, hw - p0)
+        m = np.empty(size, np.uint64)
+        sg = np.empty(size, np.uint64)
         for k in range(n_words):
             m[:] = 0
             sg[:] = 0
@@ -79,27 +92,28 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_
                 if d == 0:
                     pos = constant[c] > 0
                     neg = constant[c] < 0
-                    for w in range(width):
-                        m[w] |= np.uint64(pos | neg) << b
-                        sg[w] |= np.uint64(neg) << b
+                    for i in range(size):
+                        m[i] |= np.uint64(pos | neg) << b
+                        sg[i] |= np.uint64(neg) << b
                         if write_codes:
-                            codes[n, c, h, w] = constant[c]
+                            cf[n, c, p0 + i] = constant[c]
                     continue
                 hc = hi[c]
                 lc = lo[c]
-                for w in range(width):  # branch-free: the vectoriser's loop
-                    z = x[n, c, h, w] * d
+                src = xf[n, c, p0:p0 + size]
+                for i in range(size):  # branch-free: the vectoriser's loop
+                    z = src[i] * d
                     p = z >= hc
                     q = z < lc
-                    m[w] |= np.uint64(p | q) << b
-                    sg[w] |= np.uint64(q) << b
+                    m[i] |= np.uint64(p | q) << b
+                    sg[i] |= np.uint64(q) << b
                 if write_codes:
-                    for w in range(width):
-                        z = x[n, c, h, w] * d
-                        codes[n, c, h, w] = np.int8(z >= hc) - np.int8(z < lc)
-            for w in range(width):
-                planes[0, n, h, w, k] = m[w]
-                planes[1, n, h, w, k] = sg[w]
+                    for i in range(size):
+                        z = src[i] * d
+                        cf[n, c, p0 + i] = np.int8(z >= hc) - np.int8(z < lc)
+            for i in range(size):
+                pf[0, n, p0 + i, k] = m[i]
+                pf[1, n, p0 + i, k] = sg[i]
 
 
 def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bool = False):
@@ -286,17 +300,23 @@ def _maxpool_kernel(x, k, s, p, out):
     # Separable, every inner loop a vector loop on int32 order keys (order_key32: integer
     # max vectorises, float max with its NaN rule does not): for each output row, first
     # the max over its k input rows into a row buffer with p cells of -inf on each side
-    # (contiguous along W), then for each window offset t the max of best[j] and
-    # row[j*s + t] over all output columns j (a strided vector loop).
+    # (contiguous along W), then the max over each window of k cells of that row.  For
+    # stride 2 the row buffer is read as int64 pairs (cells 2j, 2j+1), so the window
+    # {2j, 2j+1, 2j+2} (k = 3) or {2j, 2j+1} (k = 2) is a contiguous vector loop of
+    # shifts and maxes; any other stride reads cells j·s + t (a strided loop).
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    padded = width + 2 * p + k  # room for every j*s + t
+    padded = width + 2 * p + k + 1  # room for every j*s + t, and an even length
+    padded += padded % 2
     lowest = order_key32(np.float32(-np.inf))
+    low32 = np.int64(0xFFFFFFFF)
+    pair_path = s == 2 and (k == 2 or k == 3)
     for task in numba.prange(n_img * c_count):
         n = task // c_count
         c = task - n * c_count
         plane = x[n, c]
         rowmax = np.full(padded, lowest, np.int32)
+        pairs = rowmax.view(np.int64)  # pairs[j] = rowmax[2j] | rowmax[2j+1] << 32 (little-endian)
         best = np.empty(ow, np.int32)
         for i in range(oh):
             y0 = max(i * s - p, 0)
@@ -307,12 +327,20 @@ def _maxpool_kernel(x, k, s, p, out):
                 src = plane[y]
                 for xx in range(width):
                     row[xx] = max(row[xx], order_key32(src[xx]))
+            dst = out[n, c, i]
+            if pair_path:
+                for j in range(ow):
+                    here = pairs[j]
+                    m = max(np.int32(here & low32), np.int32(here >> 32))
+                    if k == 3:
+                        m = max(m, np.int32(pairs[j + 1] & low32))
+                    dst[j] = key32_value(m, np.float32(0))
+                continue
             for j in range(ow):
                 best[j] = rowmax[j * s]
             for t in range(1, k):
                 for j in range(ow):
                     best[j] = max(best[j], rowmax[j * s + t])
-            dst = out[n, c, i]
             for j in range(ow):
                 dst[j] = key32_value(best[j], np.float32(0))
 
@@ -320,7 +348,7 @@ def _maxpool_kernel(x, k, s, p, out):
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
     """float32 max pooling of NCHW x with -inf padding."""
     n, c, h, w = x.shape
-    oh, ow = (h + 2 * padding - kernel) // stride + 1, (w + 2 * padding - kernel) // stride + 1
+    oh, ow = conv_output_size(h, kernel, stride, padding), conv_output_size(w, kernel, stride, padding)
     out = np.empty((n, c, oh, ow), np.float32)
     _maxpool_kernel(np.ascontiguousarray(x, np.float32), kernel, stride, padding, out)
     return out
@@ -384,20 +412,21 @@ def im2col_f32(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
 
 @dataclass(frozen=True)
 class StemKernel:
-    """A register tile of :func:`direct_conv2d`: ``rows`` output pixels × up to
-    ``vecs`` vectors of ``lanes`` float32 output channels per micro-kernel call."""
+    """A register tile of :func:`direct_conv2d`: up to ``vecs`` vectors of ``lanes``
+    consecutive output pixels of one row × ``chans`` output channels per micro-kernel
+    call (``vecs·chans`` accumulators)."""
 
     name: str
     sid: int
-    rows: int
-    lanes: int
     vecs: int
+    lanes: int
+    chans: int
     description: str
     needs: tuple = ()  # features of the targets it is compiled for (portable IR otherwise)
 
     @property
-    def group(self) -> int:
-        """Output channels per micro-kernel call."""
+    def pixels(self) -> int:
+        """Output pixels per full micro-kernel call."""
         return self.lanes * self.vecs
 
     def available(self, target=None) -> bool:
@@ -412,113 +441,114 @@ class StemKernel:
 
 #: the stem kernels, by name (:mod:`.selection` picks one per CPU class)
 STEM_KERNELS = {k.name: k for k in (
-    StemKernel("fma-zmm-4x64", 0, 4, 16, 4, "float32 FMA, 4 pixels x 64 channels in <16 x float> (32 registers)",
-               ("avx512f",)),
-    StemKernel("fma-ymm-4x24", 1, 4, 8, 3, "float32 FMA, 4 pixels x 24 channels in <8 x float> (16 registers)",
-               ("avx2",)),
-    StemKernel("fma-xmm-3x12", 2, 3, 4, 3, "float32 multiply-add, 3 pixels x 12 channels in <4 x float>"),
+    StemKernel("fma-zmm-64px-4ch", 0, 4, 16, 4,
+               "float32 FMA, 64 pixels x 4 channels in 16 <16 x float> accumulators (32 registers)", ("avx512f",)),
+    StemKernel("fma-ymm-24px-4ch", 1, 3, 8, 4,
+               "float32 FMA, 24 pixels x 4 channels in 12 <8 x float> accumulators (16 registers)", ("avx2",)),
+    StemKernel("fma-xmm-12px-3ch", 2, 3, 4, 3, "float32 multiply-add, 12 pixels x 3 channels in <4 x float>"),
 )}
 
-_ZMM_OK = STEM_KERNELS["fma-zmm-4x64"].available()
-_YMM_OK = STEM_KERNELS["fma-ymm-4x24"].available()
-_FMK_ZMM1, _FMK_ZMM2, _FMK_ZMM3, _FMK_ZMM4 = (make_float_microkernel(4, v, 16, _ZMM_OK) for v in (1, 2, 3, 4))
-_FMK_YMM1, _FMK_YMM2, _FMK_YMM3 = (make_float_microkernel(4, v, 8, _YMM_OK) for v in (1, 2, 3))
-_FMK_XMM1, _FMK_XMM2, _FMK_XMM3 = (make_float_microkernel(3, v, 4) for v in (1, 2, 3))
+_ZMM_OK = STEM_KERNELS["fma-zmm-64px-4ch"].available()
+_YMM_OK = STEM_KERNELS["fma-ymm-24px-4ch"].available()
+_FMK_ZMM1, _FMK_ZMM2, _FMK_ZMM3, _FMK_ZMM4 = (make_float_microkernel(v, 4, 16, _ZMM_OK) for v in (1, 2, 3, 4))
+_FMK_YMM1, _FMK_YMM2, _FMK_YMM3 = (make_float_microkernel(v, 4, 8, _YMM_OK) for v in (1, 2, 3))
+_FMK_XMM1, _FMK_XMM2, _FMK_XMM3 = (make_float_microkernel(v, 3, 4) for v in (1, 2, 3))
 
 
 @numba.njit(inline="always")
-def _stem_tile(sid, v, xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld):
-    """One call of stem kernel ``sid``'s micro-kernel with ``v`` vectors of channels."""
+def _stem_tile(sid, v, x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld):
+    """One call of stem kernel ``sid``'s micro-kernel with ``v`` vectors of pixels."""
     if sid == 0:
         if v == 4:
-            _FMK_ZMM4(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_ZMM4(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         elif v == 3:
-            _FMK_ZMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_ZMM3(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         elif v == 2:
-            _FMK_ZMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_ZMM2(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         else:
-            _FMK_ZMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_ZMM1(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
     elif sid == 1:
         if v == 3:
-            _FMK_YMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_YMM3(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         elif v == 2:
-            _FMK_YMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_YMM2(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         else:
-            _FMK_YMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_YMM1(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
     else:
         if v == 3:
-            _FMK_XMM3(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_XMM3(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         elif v == 2:
-            _FMK_XMM2(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_XMM2(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
         else:
-            _FMK_XMM1(xs, x_off, x_ld, w, w_off, w_ld, ntap, out, out_off, out_ld)
+            _FMK_XMM1(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
-def _direct_conv_kernel(sid, rows, lanes, group, xd, w_t, bias, slope, stride, kh, kw, out):
+def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, stride, out):
     # One task per output row (n, oy).  ``xd`` is the padded input split by column
     # phase (``xd[n, c, p, y, j] = xp[n, c, y, j·stride + p]``), so the inputs of tap
-    # (c, dy, dx) along the row are the contiguous run ``xd[n, c, dx % stride,
-    # oy·stride + dy, dx // stride + ox]``: the gather into ``xs[tap·ld + ox]`` is a
-    # vector copy.  Each block of ``rows`` output pixels × ``group`` output channels is
-    # one call of the register-tiled micro-kernel (accumulators in registers over all
-    # taps, summed in (c, dy, dx) order) into the row's tile ``acc[ox·c_pad + o]``;
-    # then bias and PReLU (a select, not a branch) go on the way to the NCHW output,
-    # channel by channel over the whole row.
-    n_img, c_in = xd.shape[0], xd.shape[1]
-    c_pad = w_t.shape[1]  # a multiple of lanes
+    # (c, dy, dx) along the row are contiguous: ``x[row_base + taps[t] + ox]`` with
+    # ``row_base`` the offset of ``xd[n, 0, 0, oy·stride, 0]`` and ``taps[t]`` that of
+    # ``xd[0, c, dx % stride, dy, dx // stride]``.  Each block of ``vecs·lanes`` output
+    # pixels × ``chans`` output channels is one call of the register-tiled micro-kernel
+    # (vectors along the pixels, accumulators in registers over all taps, summed in
+    # (c, dy, dx) order) into the row's tile ``acc[o·ld + ox]`` — the input rows of one
+    # output row (c·kh·stride rows) and one channel group's weights stay in L1.  Then
+    # bias and PReLU (a select, not a branch) go to the NCHW output as contiguous rows.
+    n_img, c_in, n_phase, hp, wj = xd.shape
+    c_pad = w_t.shape[1]  # a multiple of chans
     c_real = out.shape[1]
     oh, ow = out.shape[2], out.shape[3]
-    ntap = c_in * kh * kw
-    n_blocks = (ow + rows - 1) // rows
-    ld = n_blocks * rows
+    ntap = taps.shape[0]
+    n_vec = (ow + lanes - 1) // lanes
+    ld = n_vec * lanes
+    xflat = xd.reshape(-1)
     wflat = w_t.reshape(-1)
     one = np.float32(1)
     for task in numba.prange(n_img * oh):
         n = task // oh
         oy = task - n * oh
-        xs = np.empty(ntap * ld, np.float32)
-        for c in range(c_in):
-            for dy in range(kh):
-                for dx in range(kw):
-                    t = (c * kh + dy) * kw + dx
-                    src = xd[n, c, dx % stride, oy * stride + dy]
-                    j0 = dx // stride
-                    for ox in range(ow):
-                        xs[t * ld + ox] = src[j0 + ox]
-                    for ox in range(ow, ld):  # the last block's unused pixels
-                        xs[t * ld + ox] = 0
-        acc = np.empty(ld * c_pad, np.float32)
-        for blk in range(n_blocks):
-            b0 = blk * rows
-            for g0 in range(0, c_pad, group):
-                v = min(group, c_pad - g0) // lanes
-                _stem_tile(sid, v, xs, b0, ld, wflat, g0, c_pad, ntap, acc, b0 * c_pad + g0, c_pad)
+        row_base = (n * c_in * n_phase * hp + oy * stride) * wj
+        acc = np.empty(c_pad * ld, np.float32)
+        for g0 in range(0, c_pad, chans):
+            for v0 in range(0, n_vec, vecs):
+                v = min(vecs, n_vec - v0)
+                _stem_tile(sid, v, xflat, row_base + v0 * lanes, taps, wflat, g0, c_pad, ntap,
+                           acc, g0 * ld + v0 * lanes, ld)
         for o in range(c_real):
             b = bias[o]
             s = _channel_slope(slope, o)
             dst = out[n, o, oy]
+            src = acc[o * ld:o * ld + ow]
             for i in range(ow):
-                y = acc[i * c_pad + o] + b
+                y = src[i] + b
                 dst[i] = y * (s if y < 0 else one)
 
 
-def _column_phases(xp: np.ndarray, stride: int) -> np.ndarray:
-    """``[N, C, H, W]`` -> ``[N, C, stride, H, ceil(W/stride)]`` with
-    ``out[n, c, p, y, j] = xp[n, c, y, j·stride + p]`` (zeros past the end)."""
-    n, c, h, w = xp.shape
-    out = np.zeros((n, c, stride, h, -(-w // stride)), np.float32)
+def _column_phases(xp: np.ndarray, stride: int, width: int) -> np.ndarray:
+    """``[N, C, H, W]`` -> ``[N, C, stride, H, width]`` with
+    ``out[n, c, p, y, j] = xp[n, c, y, j·stride + p]`` (zeros past the end; ``width`` at
+    least ``ceil(W/stride)``)."""
+    n, c, h, _ = xp.shape
+    out = np.zeros((n, c, stride, h, width), np.float32)
     for p in range(stride):
         part = xp[:, :, :, p::stride]
         out[:, :, p, :, :part.shape[3]] = part
     return out
 
 
+def _tap_offsets(c_in: int, kh: int, kw: int, stride: int, hp: int, wj: int) -> np.ndarray:
+    """Offset of tap (c, dy, dx)'s first input in the column-phase layout
+    ``[C, stride, hp, wj]``, taps in (c, dy, dx) order (int64)."""
+    c, dy, dx = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
+    return (((c * stride + dx % stride) * hp + dy) * wj + dx // stride).reshape(-1).astype(np.int64)
+
+
 @dataclass(frozen=True)
 class DirectConvWeights:
     """Weights of :func:`direct_conv2d` in the micro-kernel's layout: ``w_t[tap, o]``
     (tap = (c, dy, dx)), output channels zero-padded to a multiple of the kernel's
-    lanes, rows cache-line aligned; ``kernel`` the :class:`StemKernel`."""
+    ``chans``; ``kernel`` the :class:`StemKernel`."""
 
     w_t: np.ndarray
     c_out: int
@@ -532,7 +562,7 @@ def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None =
     and ``kernel`` (a :class:`StemKernel` or its name; default: this process's)."""
     kernel = _stem_kernel(kernel)
     o, c, kh, kw = w.shape
-    w_t = aligned_zeros((c * kh * kw, -(-o // kernel.lanes) * kernel.lanes), np.float32)
+    w_t = aligned_zeros((c * kh * kw, -(-o // kernel.chans) * kernel.chans), np.float32)
     w_t[:, :o] = np.asarray(w, np.float32).reshape(o, -1).T
     return DirectConvWeights(w_t, o, kh, kw, kernel)
 
@@ -540,8 +570,8 @@ def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None =
 def class_stem_kernel(cpu_class: str, target: CompileTarget) -> str:
     """The stem kernel of ``cpu_class`` (``target`` kept for symmetry with
     :func:`~sttn_sim.kernels.gemm.class_ternary_kernel`)."""
-    return {"avx512_vpopcntdq": "fma-zmm-4x64", "avx512": "fma-zmm-4x64", "avx2": "fma-ymm-4x24"}.get(
-        cpu_class, "fma-xmm-3x12")
+    return {"avx512_vpopcntdq": "fma-zmm-64px-4ch", "avx512": "fma-zmm-64px-4ch", "avx2": "fma-ymm-24px-4ch"}.get(
+        cpu_class, "fma-xmm-12px-3ch")
 
 
 def _stem_kernel(kernel) -> StemKernel:
@@ -566,12 +596,15 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
     if not isinstance(w, DirectConvWeights):
         w = prepack_direct_conv_weights(w)
     k = w.kernel
-    n, _, h, wd = x.shape
+    n, c, h, wd = x.shape
     xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
-    oh, ow = (h + 2 * padding - w.kh) // stride + 1, (wd + 2 * padding - w.kw) // stride + 1
+    oh, ow = conv_output_size(h, w.kh, stride, padding), conv_output_size(wd, w.kw, stride, padding)
+    # room for the last pixel vector's reads past the row: (kw-1)//stride + ceil(ow/lanes)·lanes
+    width = max(-(-xp.shape[3] // stride), (w.kw - 1) // stride + -(-ow // k.lanes) * k.lanes)
     out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(k.sid, k.rows, k.lanes, k.group, _column_phases(xp, stride), w.w_t,
-                        np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride, w.kh, w.kw, out)
+    _direct_conv_kernel(k.sid, k.vecs, k.lanes, k.chans, _column_phases(xp, stride, width),
+                        _tap_offsets(c, w.kh, w.kw, stride, xp.shape[2], width), w.w_t,
+                        np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride, out)
     return out
 
 

@@ -3,12 +3,12 @@
 ==================  =========================  ===================  =================
 class               ternary GEMM / conv        stem (float conv)    chosen because
 ==================  =========================  ===================  =================
-avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-4x64         ~140 MAC/cycle/core
-avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-4x64         ~100 MAC/cycle/core
+avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-64px-4ch     ~140 MAC/cycle/core
+avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-64px-4ch     ~100 MAC/cycle/core
                     or int8-maddubs-zmm-6x64
-avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-4x24         ~45 MAC/cycle/core
+avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-24px-4ch     ~45 MAC/cycle/core
                     VNNI) or int8-maddubs-ymm                       (maddubs)
-generic             popcount-generic-4x4       fma-xmm-3x12         portable
+generic             popcount-generic-4x4       fma-xmm-12px-3ch     portable
 ==================  =========================  ===================  =================
 
 (one thread, Sapphire Rapids-class Xeon at ~2.1 GHz, 1152-deep GEMM tiles: popcount

@@ -37,7 +37,7 @@ def _thresholds(rng, c, integer):
 
 @pytest.mark.parametrize("c", CHANNELS)
 @pytest.mark.parametrize("integer", [False, True])
-@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (2, 4, 9)])
+@pytest.mark.parametrize("shape", [(1, 1, 1), (5, 7, 3), (2, 4, 9), (2, 17, 19)])  # 323 pixels: two pack chunks
 def test_threshold_pack_and_codes_match_reference(c, integer, shape):
     n, h, w = shape
     rng = np.random.default_rng(c * 100 + h)
@@ -135,8 +135,9 @@ def test_asymmetric_epilogue_refuses_mismatched_partial_sums():
         asymmetric_epilogue(np.zeros((2, 3), np.int32), np.zeros((2, 4), np.int32), *(np.ones(3, np.float32),) * 3)
 
 
-@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (1, 1, 0)])
-@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (5, 9)])
+@pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 2, 1), (3, 1, 1), (1, 1, 0),
+                                                     (3, 3, 1)])
+@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (5, 9), (4, 34)])
 def test_maxpool_matches_reference(kernel, stride, padding, hw):
     x = np.random.default_rng(0).normal(0, 1, (2, 3) + hw).astype(np.float32)
     assert np.array_equal(maxpool2d(x, kernel, stride, padding), maxpool2d_reference(x, kernel, stride, padding))
@@ -155,7 +156,8 @@ def test_bias_prelu_to_nchw(c, slope):
 
 @pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
     (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5)),
-    (3, 24, 3, 1, 1, (5, 7)), (2, 13, 3, 1, 1, (6, 3)), (2, 70, 5, 3, 2, (17, 20))])
+    (3, 24, 3, 1, 1, (5, 7)), (2, 13, 3, 1, 1, (6, 3)), (2, 70, 5, 3, 2, (17, 20)),
+    (3, 7, 7, 2, 3, (6, 161)), (1, 9, 3, 1, 0, (3, 130))])  # rows of 81 and 128 pixels: several pixel blocks
 @pytest.mark.parametrize("slope", [None, "channel"])
 def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope, stem_kernel):
     from sttn_sim.kernels.fused import direct_conv2d, prepack_direct_conv_weights

@@ -20,13 +20,13 @@ def target(*features, x86=True):
 
 
 @pytest.mark.parametrize("t, expected", [
-    (target("avx512f", "avx512bw", "avx512vpopcntdq", "avx2", "fma"), ("popcount-zmm-5x16", "fma-zmm-4x64")),
-    (target("avx512f", "avx512bw", "avx2", "fma"), ("int8-maddubs-zmm-6x64", "fma-zmm-4x64")),
-    (target("avx512f", "avx512bw", "avx512vnni", "avx2", "fma"), ("int8-vnni-zmm-6x64", "fma-zmm-4x64")),
-    (target("avx2", "fma"), ("int8-maddubs-ymm-5x16", "fma-ymm-4x24")),
-    (target("avx2", "fma", "avxvnni"), ("int8-vnni-ymm-5x16", "fma-ymm-4x24")),
-    (target(), ("popcount-generic-4x4", "fma-xmm-3x12")),
-    (target("avx2", "fma", x86=False), ("popcount-generic-4x4", "fma-xmm-3x12")),
+    (target("avx512f", "avx512bw", "avx512vpopcntdq", "avx2", "fma"), ("popcount-zmm-5x16", "fma-zmm-64px-4ch")),
+    (target("avx512f", "avx512bw", "avx2", "fma"), ("int8-maddubs-zmm-6x64", "fma-zmm-64px-4ch")),
+    (target("avx512f", "avx512bw", "avx512vnni", "avx2", "fma"), ("int8-vnni-zmm-6x64", "fma-zmm-64px-4ch")),
+    (target("avx2", "fma"), ("int8-maddubs-ymm-5x16", "fma-ymm-24px-4ch")),
+    (target("avx2", "fma", "avxvnni"), ("int8-vnni-ymm-5x16", "fma-ymm-24px-4ch")),
+    (target(), ("popcount-generic-4x4", "fma-xmm-12px-3ch")),
+    (target("avx2", "fma", x86=False), ("popcount-generic-4x4", "fma-xmm-12px-3ch")),
 ])
 def test_class_kernels_of_each_target(t, expected):
     assert class_kernels(t.cpu_class, t) == expected
@@ -83,6 +83,6 @@ def test_a_class_the_target_cannot_run_is_refused(monkeypatch):
 
 def test_as_dict_names_class_target_and_kernels():
     d = kernel_set("generic").as_dict()
-    assert d["cpu_class"] == "generic" and d["ternary"] == "popcount-generic-4x4" and d["stem"] == "fma-xmm-3x12"
+    assert d["cpu_class"] == "generic" and d["ternary"] == "popcount-generic-4x4" and d["stem"] == "fma-xmm-12px-3ch"
     assert d["target_cpu"] and d["target_class"] in CPU_CLASSES
     assert np.all([isinstance(v, str) for v in d.values()])
