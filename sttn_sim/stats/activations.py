@@ -61,7 +61,13 @@ from ..graph import Layer, Model
 from ..kernels.quantizer_stats import QuantizerAccumulator, accumulate, accumulate_reference
 from ..recording import LayerEvent, Recorder
 from ..reference import run_reference
-from ..rules import activation_bounds, batchnorm_affine, folded_activation_bounds, thresholds_from_affine
+from ..rules import (
+    activation_bounds,
+    batchnorm_affine,
+    conv_output_size,
+    folded_activation_bounds,
+    thresholds_from_affine,
+)
 from ..shapes import infer_shapes
 from .weights import layer_ternary_weights
 
@@ -220,7 +226,7 @@ class _Consumer:
 
 def _valid_taps(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
     """``R[p, i] = 1`` if input index i meets kernel tap p for some output index."""
-    out = (size + 2 * pad - kernel) // stride + 1
+    out = conv_output_size(size, kernel, stride, pad)
     r = np.zeros((kernel, size), np.int64)
     for p in range(kernel):
         for o in range(out):
@@ -249,7 +255,7 @@ def mac_maps(nonzero: np.ndarray, input_shape: tuple, stride: int = 1, padding: 
         rows, cols = _valid_taps(h, kh, stride, padding), _valid_taps(w, kw, stride, padding)
         weights = np.einsum("cpq,ph,qw->chw", m, rows, cols).reshape(c, h * w)
         positions = np.outer(rows.sum(axis=0), cols.sum(axis=0)).reshape(h * w)
-        out_positions = ((h + 2 * padding - kh) // stride + 1) * ((w + 2 * padding - kw) // stride + 1)
+        out_positions = conv_output_size(h, kh, stride, padding) * conv_output_size(w, kw, stride, padding)
     else:
         c = input_shape[0]
         s = int(np.prod(input_shape[1:])) if flatten else 1
