@@ -106,9 +106,10 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
     """Static description of one activation quantizer (per channel, float64).
 
     Returns ``{"gain", "offset", "direction", "lo", "hi", "constant", "act_lo", "act_hi",
-    "domain", "integer"}``: the quantizer sees ``y = gain·x + offset`` and emits
-    ``+1 iff y >= act_hi``, ``-1 iff y < act_lo``; on x that is ``z = direction·x``,
-    ``+1 iff z >= hi``, ``-1 iff z < lo``, ``constant`` where direction is 0.
+    "domain", "integer", "tie"}``: the quantizer sees ``y = gain·x + offset`` and emits
+    ``+1 iff y >= act_hi`` (``y > act_hi`` when ``tie == "half_even"``), ``-1 iff
+    y < act_lo``; on x that is ``z = direction·x``, ``+1 iff z >= hi`` (``z > hi``),
+    ``-1 iff z < lo``, ``constant`` where direction is 0.
     ``domain`` names x: ``"pre_bn"`` (the residual stream / the BN input), ``"accumulator"``
     (an integer ternary accumulator), ``"input"`` (a bare activation).
     """
@@ -124,7 +125,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
         return {"gain": gain, "offset": offset, "direction": np.asarray(p["direction"], np.int8).reshape(c),
                 "lo": np.asarray(p["lo"], np.float64).reshape(c), "hi": np.asarray(p["hi"], np.float64).reshape(c),
                 "constant": np.asarray(p["constant"], np.int8).reshape(c), "act_lo": act_lo, "act_hi": act_hi,
-                "domain": domain, "integer": integer}
+                "domain": domain, "integer": integer, "tie": layer.attrs.get("tie", "sttn")}
     if layer.kind != "ternary_act":
         raise ModelError(f"layer {layer.name!r} ({layer.kind}) is not an activation quantizer")
     act_lo, act_hi = activation_bounds(layer.attrs)
@@ -140,7 +141,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
     direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi,
                                                          tie=layer.attrs.get("tie", "sttn"))
     return {"gain": gain, "offset": offset, "direction": direction, "lo": lo, "hi": hi, "constant": constant,
-            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False}
+            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False, "tie": layer.attrs.get("tie", "sttn")}
 
 
 def _fmt(v: float) -> str:
@@ -152,12 +153,14 @@ def _threshold_rows(name: str, order: int, info: dict) -> dict:
     c = d.size
     x_plus = np.where(d > 0, hi, np.where(d < 0, -hi, np.nan)).astype(np.float64)
     x_minus = np.where(d > 0, lo, np.where(d < 0, -lo, np.nan)).astype(np.float64)
+    strict = info.get("tie", "sttn") == "half_even"  # +1 iff z > hi instead of z >= hi
+    up, down = (">", "<") if strict else (">=", "<=")
     rules = []
     for o in range(c):
         if d[o] > 0:
-            rules.append(f"+1 if x >= {_fmt(hi[o])}; -1 if x < {_fmt(lo[o])}")
+            rules.append(f"+1 if x {up} {_fmt(hi[o])}; -1 if x < {_fmt(lo[o])}")
         elif d[o] < 0:
-            rules.append(f"+1 if x <= {_fmt(-hi[o])}; -1 if x > {_fmt(-lo[o])}")
+            rules.append(f"+1 if x {down} {_fmt(-hi[o])}; -1 if x > {_fmt(-lo[o])}")
         else:
             rules.append(f"constant {int(const[o]):+d}")
     nan = np.full(c, np.nan)
