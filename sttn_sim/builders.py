@@ -20,9 +20,7 @@ import numpy as np
 
 from .errors import ModelError
 from .graph import Layer, Model
-from .rules import ACTIVATION_HI, ACTIVATION_LO
-
-BN_EPS = 1e-5
+from .rules import ACTIVATION_HI, ACTIVATION_LO, BN_EPS, conv_output_size
 
 
 class _Builder:
@@ -82,10 +80,6 @@ class _Builder:
         return self.add(name, "linear", [src], {}, params)
 
 
-def _conv_out(size: int, kernel: int, stride: int, padding: int) -> int:
-    return (size + 2 * padding - kernel) // stride + 1
-
-
 def _check_positive(name: str, value, minimum=1):
     if not isinstance(value, (int, np.integer)) or value < minimum:
         raise ModelError(f"argument {name}={value!r}: expected an integer >= {minimum}")
@@ -132,7 +126,7 @@ def sttn_resnet18(
     if stem == "imagenet":
         x = b.add("features.0", "conv", ["input"], {"stride": 2, "padding": 3},
                   {"weight": b.float_weight((base, in_channels, 7, 7))})
-        size = _conv_out(input_size, 7, 2, 3)
+        size = conv_output_size(input_size, 7, 2, 3)
     else:
         x = b.add("features.0", "conv", ["input"], {"stride": 1, "padding": 1},
                   {"weight": b.float_weight((base, in_channels, 3, 3))})
@@ -141,7 +135,7 @@ def sttn_resnet18(
     x = b.add("features.2", "prelu", [x], {}, {"weight": np.full(base, 0.25, np.float32)})
     if stem == "imagenet":
         x = b.add("features.3", "maxpool", [x], {"kernel": 3, "stride": 2, "padding": 1})
-        size = _conv_out(size, 3, 2, 1)
+        size = conv_output_size(size, 3, 2, 1)
 
     for i, (c_in, c_out, stride) in enumerate(plan):
         p = f"features.{4 + i}"
@@ -161,7 +155,7 @@ def sttn_resnet18(
         h = b.batchnorm(f"{p}.bn_add1", h, c_out)
         h = b.add(f"{p}.add1", "add", [h, shortcut])
         a = b.add(f"{p}.prelu1", "prelu", [h], {}, {"weight": np.full(c_out, 0.25, np.float32)})
-        size = _conv_out(size, 3, stride, 1)
+        size = conv_output_size(size, 3, stride, 1)
         h = b.batchnorm(f"{p}.bn2", a, c_out)
         h = b.add(f"{p}.tact2", "ternary_act", [h], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
         h = b.sttn_conv(f"{p}.conv2", h, c_out, c_out, 1)
@@ -214,7 +208,7 @@ def plain_ternary_cnn(
         x = b.sttn_conv(f"features.{index}", x, c_prev, c, stride)
         x = b.batchnorm(f"features.{index + 1}", x, c)
         x = b.add(f"features.{index + 2}", "ternary_act", [x], {"lo": ACTIVATION_LO, "hi": ACTIVATION_HI})
-        size, c_prev, index = _conv_out(size, 3, stride, 1), c, index + 3
+        size, c_prev, index = conv_output_size(size, 3, stride, 1), c, index + 3
     x = b.add("avgpool", "avgpool", [x], {"kernel": size, "stride": size})
     x = b.add("flatten", "flatten", [x])
     b.linear("fc", x, c_prev, num_classes)

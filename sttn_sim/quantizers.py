@@ -56,7 +56,14 @@ from typing import Callable
 import numpy as np
 
 from sttn_sim.errors import QuantizationError
-from sttn_sim.rules import ACTIVATION_HI, ACTIVATION_LO, sttn_alpha, sttn_codes
+from sttn_sim.rules import (
+    ACTIVATION_HI,
+    ACTIVATION_LO,
+    near_threshold,
+    sttn_codes,
+    sttn_scale,
+    ternary_activation,
+)
 
 __all__ = [
     "TernaryWeights",
@@ -676,7 +683,7 @@ def sttn_ternarize(
     shape = a.shape
     a = np.clip(a, -1.0, 1.0).reshape(a.shape[0], -1)
     b = np.clip(b, -1.0, 1.0).reshape(b.shape[0], -1)
-    alpha = sttn_alpha(a, b)
+    scale = sttn_scale(a, b)
 
     z1 = int(np.count_nonzero(a == 0.0))
     z2 = int(np.count_nonzero(b == 0.0))
@@ -695,7 +702,7 @@ def sttn_ternarize(
     codes = sttn_codes(b1, b2)  # an odd sum (sign(0) = 0) becomes 0
     return TernaryWeights(
         codes=codes.reshape(shape),
-        scale=2.0 * alpha,
+        scale=scale,
         method="sttn",
         granularity="channel",
         delta=None,
@@ -824,9 +831,9 @@ def ternarize_activations(
     if eps < 0:
         raise QuantizationError(f"{name}: tie_eps must be >= 0, got {eps}")
     x64 = _as_float64(x, name, min_ndim=1)
-    codes = np.where(x64 >= hi_v, 1, np.where(x64 < lo_v, -1, 0)).astype(np.int8)
+    codes = ternary_activation(x64, lo_v, hi_v)
     exact = int(np.count_nonzero((x64 == lo_v) | (x64 == hi_v)))
-    near = int(np.count_nonzero((np.abs(x64 - lo_v) <= eps) | (np.abs(x64 - hi_v) <= eps)))
+    near = int(np.count_nonzero(near_threshold(x64, lo_v, hi_v, eps)))
     return TernaryActivations(codes=codes, lo=lo_v, hi=hi_v, exact_ties=exact, near_ties=near)
 
 

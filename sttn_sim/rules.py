@@ -34,6 +34,11 @@ Comparison thresholds (what the engine and the exports compare with)
     :func:`comparison_thresholds` gives ``(lo', hi')`` for either tie rule, exactly, in
     the executor's type (int32 for integer accumulators, float32 otherwise).
 
+BatchNorm (inference)
+    ``y = (x - mean) / σ · γ + β`` with ``σ = sqrt(var + eps)`` (:func:`batchnorm_std`):
+    written out in float64 by :func:`batchnorm_inference` (the reference), and as the
+    affine map ``y = g·x + h`` by :func:`batchnorm_affine` (what folding and the engine use).
+
 STTN weights (§2.1)
     ``α_o = (Σ|W1_o| + Σ|W2_o|) / (2n)`` after clamping to [-1, 1], ``B_k = sign W_k``,
     codes ``t = (B1 + B2) / 2``, scale ``s_o = 2α_o``.
@@ -138,6 +143,20 @@ def float32_near_threshold(z: np.ndarray, t: np.ndarray) -> np.ndarray:
 # BatchNorm as an affine map, and thresholds through it
 
 
+def batchnorm_std(var, eps: float = BN_EPS):
+    """``σ = sqrt(var + eps)``, the BatchNorm standard deviation, in the dtype numpy gives
+    ``var + eps`` (float32 stays float32: training keeps its dtype)."""
+    return np.sqrt(var + eps)
+
+
+def batchnorm_inference(x: np.ndarray, mean, var, gamma, beta, eps: float = BN_EPS) -> np.ndarray:
+    """Inference BatchNorm as written, in float64 (channel axis 1):
+    ``y = (x - mean) / sqrt(var + eps) · γ + β``, in that order of operations (the
+    ground truth; :func:`batchnorm_affine` is the same map rearranged as ``g·x + h``)."""
+    f = lambda v: _per_channel(np.asarray(v, np.float64), x.ndim)
+    return (np.asarray(x, np.float64) - f(mean)) / batchnorm_std(f(var), eps) * f(gamma) + f(beta)
+
+
 def batchnorm_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     """BN layer ``bn`` as ``y = g·x + h`` (float64): ``g = γ / sqrt(var + eps)``,
     ``h = β - g·mean``.  Raises :class:`FoldError` naming the layer for a negative
@@ -152,7 +171,7 @@ def batchnorm_affine(bn) -> tuple[np.ndarray, np.ndarray]:
     eps = float(bn.attrs.get("eps", BN_EPS))
     if not np.all(var + eps > 0):
         raise FoldError(f"layer {bn.name!r}: running_var + eps must be > 0 (eps={eps})")
-    g = p["weight"] / np.sqrt(var + eps)
+    g = p["weight"] / batchnorm_std(var, eps)
     h = p["bias"] - g * p["running_mean"]
     return g, h
 
@@ -323,6 +342,12 @@ def sttn_alpha(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
     return (np.abs(r1).sum(axis=1) + np.abs(r2).sum(axis=1)) / (2.0 * r1.shape[1])
 
 
+def sttn_scale(w1: np.ndarray, w2: np.ndarray) -> np.ndarray:
+    """The per-output-channel magnitude ``s_o = 2α_o`` of the codes ``t`` in the effective
+    kernel ``α_o (B1 + B2) = s_o t`` (:func:`sttn_alpha`; the doubling is exact)."""
+    return 2.0 * sttn_alpha(w1, w2)
+
+
 def sttn_codes(b1: np.ndarray, b2: np.ndarray) -> np.ndarray:
     """int8 codes ``t = (B1 + B2) / 2`` of two sign kernels in {-1, +1}; a sum of ±1
     (an exactly-zero latent weight with ``sign(0) = 0``) becomes 0."""
@@ -342,7 +367,7 @@ def conv_output_size(size: int, kernel: int, stride: int, padding: int) -> int:
 __all__ = [
     "ACTIVATION_LO", "ACTIVATION_HI", "TIE_RULES", "BN_EPS", "FLOAT32_REL_ROUNDING", "INTEGER_THRESHOLD_LIMIT",
     "activation_bounds", "folded_activation_bounds", "ternary_activation", "apply_threshold", "near_threshold",
-    "float32_near_threshold", "batchnorm_affine", "thresholds_from_affine", "exact_ceil", "exact_floor",
+    "float32_near_threshold", "batchnorm_std", "batchnorm_inference", "batchnorm_affine", "thresholds_from_affine", "exact_ceil", "exact_floor",
     "float32_thresholds", "int32_thresholds", "comparison_thresholds", "constant_thresholds", "midpoint_thresholds",
-    "float32_sum_error_bound", "quant_ternary_bounds", "check_tie", "sttn_alpha", "sttn_codes", "conv_output_size",
+    "float32_sum_error_bound", "quant_ternary_bounds", "check_tie", "sttn_alpha", "sttn_scale", "sttn_codes", "conv_output_size",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -205,3 +206,84 @@ def test_float32_sum_error_bound_covers_a_float32_sum():
     a = rng.normal(size=5000).astype(np.float32)
     exact = float(np.sum(a.astype(np.float64)))
     assert abs(float(np.sum(a, dtype=np.float32)) - exact) <= rules.float32_sum_error_bound(a.size, np.abs(a).sum())
+
+
+def test_batchnorm_inference_is_the_formula_and_the_affine_map():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 3, 4, 4)).astype(np.float32)
+    mean, gamma, beta = rng.normal(size=3), rng.normal(size=3), rng.normal(size=3)
+    var = rng.uniform(0.1, 2.0, 3).astype(np.float32)
+    y = rules.batchnorm_inference(x, mean, var, gamma, beta, 1e-3)
+    c = lambda v: np.asarray(v, np.float64).reshape(1, -1, 1, 1)
+    assert y.dtype == np.float64
+    assert np.array_equal(y, (x.astype(np.float64) - c(mean)) / np.sqrt(c(var) + 1e-3) * c(gamma) + c(beta))
+
+    bn = SimpleNamespace(name="bn", attrs={"eps": 1e-3},
+                         params={"weight": gamma, "bias": beta, "running_mean": mean, "running_var": var})
+    g, h = rules.batchnorm_affine(bn)
+    np.testing.assert_allclose(y, x * c(g) + c(h), rtol=1e-12, atol=1e-12)
+    assert rules.batchnorm_inference(x[:, :, 0, 0], mean, var, gamma, beta).shape == (2, 3)  # (N, C) too
+
+
+def test_batchnorm_std_keeps_the_dtype():
+    var = np.array([0.25, 1.0], np.float32)
+    assert rules.batchnorm_std(var, 0.0).dtype == np.float32 and rules.batchnorm_std(var, 0.0).tolist() == [0.5, 1.0]
+    assert rules.batchnorm_std(var.astype(np.float64)).dtype == np.float64
+    assert rules.batchnorm_std(np.float64(4.0)) == np.sqrt(4.0 + 1e-5)  # the default eps is BN_EPS
+
+
+def test_sttn_scale_is_twice_alpha():
+    rng = np.random.default_rng(1)
+    w1, w2 = rng.uniform(-1, 1, (4, 2, 3, 3)), rng.uniform(-1, 1, (4, 2, 3, 3))
+    assert np.array_equal(rules.sttn_scale(w1, w2), 2.0 * rules.sttn_alpha(w1, w2))
+
+
+@pytest.mark.parametrize("size,kernel,stride,padding", [(7, 3, 1, 1), (8, 3, 2, 1), (224, 7, 2, 3), (5, 5, 1, 0),
+                                                        (9, 2, 3, 0), (4, 3, 2, 1)])
+def test_conv_output_size_counts_the_windows(size, kernel, stride, padding):
+    windows = np.lib.stride_tricks.sliding_window_view(np.zeros(size + 2 * padding), kernel)[::stride]
+    assert rules.conv_output_size(size, kernel, stride, padding) == len(windows)
+
+
+def _contains(node, predicate) -> bool:
+    return any(predicate(n) for n in ast.walk(node))
+
+
+def _is_window_size(node) -> bool:
+    """``(… 2·p …) // s + 1``."""
+    return isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add) and \
+        isinstance(node.right, ast.Constant) and node.right.value == 1 and \
+        isinstance(node.left, ast.BinOp) and isinstance(node.left.op, ast.FloorDiv) and \
+        _contains(node.left.left, lambda n: isinstance(n, ast.BinOp) and isinstance(n.op, ast.Mult) and
+                  any(isinstance(v, ast.Constant) and v.value == 2 for v in (n.left, n.right)))
+
+
+def _is_bn_std(node) -> bool:
+    """``sqrt(… eps …)``."""
+    return isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) == "sqrt" and \
+        bool(node.args) and _contains(node.args[0], lambda n: isinstance(n, ast.Name) and "eps" in n.id.lower())
+
+
+def size_and_bn_copies(tree: ast.AST) -> list[int]:
+    """Line numbers of ``(… 2·p …) // s + 1`` (a window output size) and of
+    ``sqrt(… + eps)`` (a BatchNorm standard deviation) written out."""
+    return sorted(node.lineno for node in ast.walk(tree) if _is_window_size(node) or _is_bn_std(node))
+
+
+def test_the_size_and_bn_scan_finds_what_it_looks_for():
+    code = "o = (n + 2 * p - k) // s + 1\ny = np.sqrt(var + eps)\nz = math.sqrt(v + self_eps)\nq = (n + 1) // 2 + 1\n"
+    assert size_and_bn_copies(ast.parse(code)) == [1, 2, 3]
+
+
+def test_window_sizes_and_batchnorm_only_in_rules():
+    """The window output size and sqrt(var + eps) are written only in rules.py (the numba
+    kernels in sttn_sim/kernels/ may inline them)."""
+    found = {}
+    for folder in ("sttn_sim", "analysis"):
+        for path in sorted((ROOT / folder).rglob("*.py")):
+            if path == ROOT / "sttn_sim" / "rules.py" or (ROOT / "sttn_sim" / "kernels") in path.parents:
+                continue
+            lines = size_and_bn_copies(ast.parse(path.read_text(), filename=str(path)))
+            if lines:
+                found[str(path.relative_to(ROOT))] = lines
+    assert found == {}

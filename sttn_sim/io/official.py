@@ -34,10 +34,11 @@ from typing import Any
 
 import numpy as np
 
-from ..builders import BN_EPS, sttn_resnet18
+from ..builders import sttn_resnet18
 from ..errors import CheckpointError, ModelError, QuantizationError, ShapeError
 from ..graph import Layer, Model
 from ..quantizers import recover_merged_ternary, sttn_ternarize
+from ..rules import BN_EPS
 from .torch_reader import read_torch_file
 from .torch_writer import write_torch_zip
 

@@ -50,6 +50,7 @@ import numpy as np
 from ..errors import CheckpointError, ModelError
 from ..graph import Layer, Model
 from ..rules import (
+    BN_EPS,
     comparison_thresholds,
     constant_thresholds,
     float32_sum_error_bound,
@@ -170,7 +171,7 @@ class OnnxGraph:
     def emit_batchnorm(self, layer, ins, out):
         p = layer.params
         names = [self.const(f"{layer.name}.{k}", p[k]) for k in ("weight", "bias", "running_mean", "running_var")]
-        self.node("BatchNormalization", [ins[0], *names], out, layer.name, epsilon=float(layer.attrs.get("eps", 1e-5)))
+        self.node("BatchNormalization", [ins[0], *names], out, layer.name, epsilon=float(layer.attrs.get("eps", BN_EPS)))
 
     def emit_prelu(self, layer, ins, out):
         slope = np.asarray(layer.params["weight"]).reshape(-1)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-from ..rules import ternary_activation
+from ..rules import batchnorm_std, conv_output_size, ternary_activation
 from . import _im2col as _k
 
 #: use the Numba im2col/col2im kernels (False: the pure NumPy versions, kept as a cross-check)
@@ -36,8 +36,8 @@ USE_NUMBA = True
 def _im2col(x: np.ndarray, kh: int, kw: int, stride: int, padding: int):
     """(N·Ho·Wo, C·kh·kw) patches of the zero-padded x, and (Ho, Wo)."""
     if USE_NUMBA:
-        ho = (x.shape[2] + 2 * padding - kh) // stride + 1
-        wo = (x.shape[3] + 2 * padding - kw) // stride + 1
+        ho = conv_output_size(x.shape[2], kh, stride, padding)
+        wo = conv_output_size(x.shape[3], kw, stride, padding)
         return _k.im2col(np.ascontiguousarray(x), kh, kw, stride, padding, ho, wo), ho, wo
     if padding:
         x = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
@@ -120,7 +120,7 @@ def batchnorm_forward(x, params: dict, eps: float, train: bool, momentum: float 
         mean = x.mean(axis=axes)
         xc = x - _ch(mean, x.ndim)
         var = (xc * xc).mean(axis=axes)
-        inv = 1.0 / np.sqrt(var + eps)
+        inv = 1.0 / batchnorm_std(var, eps)
         xhat = xc * _ch(inv, x.ndim)
         rm, rv = params["running_mean"], params["running_var"]
         unbiased = var * (m / max(m - 1, 1))
@@ -129,7 +129,7 @@ def batchnorm_forward(x, params: dict, eps: float, train: bool, momentum: float 
         y = xhat * _ch(gamma, x.ndim) + _ch(beta, x.ndim)
         return y.astype(x.dtype, copy=False), (True, xhat, inv, gamma)
     mean = params["running_mean"].astype(x.dtype)
-    inv = (1.0 / np.sqrt(params["running_var"].astype(np.float64) + eps)).astype(x.dtype)
+    inv = (1.0 / batchnorm_std(params["running_var"].astype(np.float64), eps)).astype(x.dtype)
     y = (x - _ch(mean, x.ndim)) * _ch(inv * gamma, x.ndim) + _ch(beta, x.ndim)
     return y, (False, x, mean, inv, gamma)
 

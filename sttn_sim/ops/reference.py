@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from ..rules import batchnorm_inference
+
 
 def is_ternary(a: np.ndarray) -> bool:
     """True when every element of ``a`` is -1, 0 or +1."""
@@ -41,10 +43,9 @@ def integer_linear(x_codes: np.ndarray, w_codes: np.ndarray) -> np.ndarray:
 
 
 def batchnorm(x: np.ndarray, p: dict, eps: float) -> np.ndarray:
-    """Inference BatchNorm: ``(x - mean) / sqrt(var + eps) · γ + β`` (channel axis 1)."""
-    shape = (1, -1) + (1,) * (x.ndim - 2)
-    f = lambda k: np.asarray(p[k], np.float64).reshape(shape)  # noqa: E731
-    return (np.asarray(x, np.float64) - f("running_mean")) / np.sqrt(f("running_var") + eps) * f("weight") + f("bias")
+    """Inference BatchNorm of the parameters ``p``: :func:`sttn_sim.rules.batchnorm_inference`,
+    ``(x - mean) / sqrt(var + eps) · γ + β`` in float64 (channel axis 1)."""
+    return batchnorm_inference(x, p["running_mean"], p["running_var"], p["weight"], p["bias"], eps)
 
 
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:

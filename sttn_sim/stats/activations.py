@@ -61,7 +61,13 @@ from ..graph import Layer, Model
 from ..kernels.quantizer_stats import QuantizerAccumulator, accumulate, accumulate_reference
 from ..recording import LayerEvent, Recorder
 from ..reference import run_reference
-from ..rules import activation_bounds, batchnorm_affine, folded_activation_bounds, thresholds_from_affine
+from ..rules import (
+    activation_bounds,
+    batchnorm_affine,
+    conv_output_size,
+    folded_activation_bounds,
+    thresholds_from_affine,
+)
 from ..shapes import infer_shapes
 from .weights import layer_ternary_weights
 
@@ -100,9 +106,10 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
     """Static description of one activation quantizer (per channel, float64).
 
     Returns ``{"gain", "offset", "direction", "lo", "hi", "constant", "act_lo", "act_hi",
-    "domain", "integer"}``: the quantizer sees ``y = gain·x + offset`` and emits
-    ``+1 iff y >= act_hi``, ``-1 iff y < act_lo``; on x that is ``z = direction·x``,
-    ``+1 iff z >= hi``, ``-1 iff z < lo``, ``constant`` where direction is 0.
+    "domain", "integer", "tie"}``: the quantizer sees ``y = gain·x + offset`` and emits
+    ``+1 iff y >= act_hi`` (``y > act_hi`` when ``tie == "half_even"``), ``-1 iff
+    y < act_lo``; on x that is ``z = direction·x``, ``+1 iff z >= hi`` (``z > hi``),
+    ``-1 iff z < lo``, ``constant`` where direction is 0.
     ``domain`` names x: ``"pre_bn"`` (the residual stream / the BN input), ``"accumulator"``
     (an integer ternary accumulator), ``"input"`` (a bare activation).
     """
@@ -118,7 +125,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
         return {"gain": gain, "offset": offset, "direction": np.asarray(p["direction"], np.int8).reshape(c),
                 "lo": np.asarray(p["lo"], np.float64).reshape(c), "hi": np.asarray(p["hi"], np.float64).reshape(c),
                 "constant": np.asarray(p["constant"], np.int8).reshape(c), "act_lo": act_lo, "act_hi": act_hi,
-                "domain": domain, "integer": integer}
+                "domain": domain, "integer": integer, "tie": layer.attrs.get("tie", "sttn")}
     if layer.kind != "ternary_act":
         raise ModelError(f"layer {layer.name!r} ({layer.kind}) is not an activation quantizer")
     act_lo, act_hi = activation_bounds(layer.attrs)
@@ -134,7 +141,7 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
     direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi,
                                                          tie=layer.attrs.get("tie", "sttn"))
     return {"gain": gain, "offset": offset, "direction": direction, "lo": lo, "hi": hi, "constant": constant,
-            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False}
+            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False, "tie": layer.attrs.get("tie", "sttn")}
 
 
 def _fmt(v: float) -> str:
@@ -146,12 +153,14 @@ def _threshold_rows(name: str, order: int, info: dict) -> dict:
     c = d.size
     x_plus = np.where(d > 0, hi, np.where(d < 0, -hi, np.nan)).astype(np.float64)
     x_minus = np.where(d > 0, lo, np.where(d < 0, -lo, np.nan)).astype(np.float64)
+    strict = info.get("tie", "sttn") == "half_even"  # +1 iff z > hi instead of z >= hi
+    up, down = (">", "<") if strict else (">=", "<=")
     rules = []
     for o in range(c):
         if d[o] > 0:
-            rules.append(f"+1 if x >= {_fmt(hi[o])}; -1 if x < {_fmt(lo[o])}")
+            rules.append(f"+1 if x {up} {_fmt(hi[o])}; -1 if x < {_fmt(lo[o])}")
         elif d[o] < 0:
-            rules.append(f"+1 if x <= {_fmt(-hi[o])}; -1 if x > {_fmt(-lo[o])}")
+            rules.append(f"+1 if x {down} {_fmt(-hi[o])}; -1 if x > {_fmt(-lo[o])}")
         else:
             rules.append(f"constant {int(const[o]):+d}")
     nan = np.full(c, np.nan)
@@ -220,7 +229,7 @@ class _Consumer:
 
 def _valid_taps(size: int, kernel: int, stride: int, pad: int) -> np.ndarray:
     """``R[p, i] = 1`` if input index i meets kernel tap p for some output index."""
-    out = (size + 2 * pad - kernel) // stride + 1
+    out = conv_output_size(size, kernel, stride, pad)
     r = np.zeros((kernel, size), np.int64)
     for p in range(kernel):
         for o in range(out):
@@ -249,7 +258,7 @@ def mac_maps(nonzero: np.ndarray, input_shape: tuple, stride: int = 1, padding: 
         rows, cols = _valid_taps(h, kh, stride, padding), _valid_taps(w, kw, stride, padding)
         weights = np.einsum("cpq,ph,qw->chw", m, rows, cols).reshape(c, h * w)
         positions = np.outer(rows.sum(axis=0), cols.sum(axis=0)).reshape(h * w)
-        out_positions = ((h + 2 * padding - kh) // stride + 1) * ((w + 2 * padding - kw) // stride + 1)
+        out_positions = conv_output_size(h, kh, stride, padding) * conv_output_size(w, kw, stride, padding)
     else:
         c = input_shape[0]
         s = int(np.prod(input_shape[1:])) if flatten else 1

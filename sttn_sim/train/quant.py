@@ -55,7 +55,7 @@ import numpy as np
 
 from ..errors import ModelError, QuantizationError
 from ..quantizers import MethodNames, TernaryWeights, get_method
-from ..rules import sttn_alpha, sttn_codes
+from ..rules import sttn_alpha, sttn_codes, sttn_scale
 
 #: every trainable registered method, then the full-precision baseline (a live view)
 TRAIN_METHODS = MethodNames(lambda m: m.train_rule is not None, extra=("float",))
@@ -73,7 +73,8 @@ def _bcast(v, w):
 class SttnQuant:
     """Two latent kernels ``weight1``/``weight2`` → ``α(B1 + B2) = 2α·t`` (see module doc).
 
-    α and the codes come from :func:`sttn_sim.rules.sttn_alpha` / :func:`~sttn_sim.rules.sttn_codes`
+    α, the scale 2α and the codes come from :func:`sttn_sim.rules.sttn_alpha` /
+    :func:`~sttn_sim.rules.sttn_scale` / :func:`~sttn_sim.rules.sttn_codes`
     in float64 (what :func:`sttn_sim.quantizers.sttn_ternarize` computes); an exactly
     zero latent weight makes an odd sign sum, whose code is 0."""
 
@@ -88,7 +89,11 @@ class SttnQuant:
     @staticmethod
     def alpha(params) -> np.ndarray:
         """float64 α per output channel of the latent kernels."""
-        return sttn_alpha(np.asarray(params["weight1"], np.float64), np.asarray(params["weight2"], np.float64))
+        return sttn_alpha(*SttnQuant._latent64(params))
+
+    @staticmethod
+    def _latent64(params) -> tuple[np.ndarray, np.ndarray]:
+        return np.asarray(params["weight1"], np.float64), np.asarray(params["weight2"], np.float64)
 
     def forward(self, params, aux):
         w1 = params["weight1"]
@@ -127,7 +132,7 @@ class SttnQuant:
     def codes_and_scale(self, params, aux):
         """int8 codes and the float64 per-channel magnitude of the ±1 codes of W_eff (= 2α)."""
         codes = sttn_codes(np.sign(params["weight1"]), np.sign(params["weight2"]))
-        return codes, 2.0 * self.alpha(params)
+        return codes, sttn_scale(*self._latent64(params))
 
 
 class HardQuant:

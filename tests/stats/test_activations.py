@@ -350,3 +350,23 @@ def test_a_recorded_batch_run_image_by_image_equals_the_whole_batch_run():
 def test_image_parts_need_a_prepared_recorder():
     with pytest.raises(SttnError, match="on_batch_start"):
         ActivationRecorder().image_parts(2)
+
+
+@pytest.mark.parametrize("tie, text", [
+    ("sttn", ["+1 if x >= 0.5; -1 if x < -0.5", "+1 if x <= -0.5; -1 if x > 0.5"]),
+    ("half_even", ["+1 if x > 0.5; -1 if x < -0.5", "+1 if x < -0.5; -1 if x > 0.5"]),
+])
+def test_threshold_table_rule_text_follows_the_tie_rule(tie, text):
+    model = tiny_conv_model()
+    act = model["act"]
+    model = model.replace_layers([Layer(l.name, l.kind, l.inputs, {**l.attrs, "tie": tie}, l.params) if l is act else l
+                                  for l in model.layers])
+    for form in (model, fold(model)):
+        rules = activation_thresholds(form)["rule"].tolist()
+        assert rules[:2] == text and rules[2] == "constant +1"
+    # the text is the rule the executor applies: x exactly on the threshold of channel 0
+    x = np.zeros((1, 4, 2, 2), np.float32)
+    x[0, 0] = 0.5
+    for form in (model, fold(model)):
+        codes = run_reference(form, x, record=True).outputs["act"][0, 0]
+        assert (codes == (1 if tie == "sttn" else 0)).all()
