@@ -424,11 +424,6 @@ class StemKernel:
     description: str
     needs: tuple = ()  # features of the targets it is compiled for (portable IR otherwise)
 
-    @property
-    def pixels(self) -> int:
-        """Output pixels per full micro-kernel call."""
-        return self.lanes * self.vecs
-
     def available(self, target=None) -> bool:
         """Whether ``target`` (default: this process's) compiles it to real code (the
         IR is portable; a wide tile is not compiled for a narrow target)."""

@@ -138,10 +138,10 @@ def quantizer_affine(model: Model, layer: Layer, shapes=None) -> dict:
         c = _channels_of(model, layer, shapes)
         gain, offset = np.ones(c), np.zeros(c)
         domain = "input"
-    direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi,
-                                                         tie=layer.attrs.get("tie", "sttn"))
+    tie = layer.attrs.get("tie", "sttn")
+    direction, lo, hi, constant = thresholds_from_affine(gain, offset, act_lo, act_hi, tie=tie)
     return {"gain": gain, "offset": offset, "direction": direction, "lo": lo, "hi": hi, "constant": constant,
-            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False, "tie": layer.attrs.get("tie", "sttn")}
+            "act_lo": act_lo, "act_hi": act_hi, "domain": domain, "integer": False, "tie": tie}
 
 
 def _fmt(v: float) -> str:
@@ -153,7 +153,7 @@ def _threshold_rows(name: str, order: int, info: dict) -> dict:
     c = d.size
     x_plus = np.where(d > 0, hi, np.where(d < 0, -hi, np.nan)).astype(np.float64)
     x_minus = np.where(d > 0, lo, np.where(d < 0, -lo, np.nan)).astype(np.float64)
-    strict = info.get("tie", "sttn") == "half_even"  # +1 iff z > hi instead of z >= hi
+    strict = info["tie"] == "half_even"  # +1 iff z > hi instead of z >= hi
     up, down = (">", "<") if strict else (">=", "<=")
     rules = []
     for o in range(c):
