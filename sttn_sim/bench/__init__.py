@@ -13,7 +13,9 @@ against a baseline measured in the same run):
    (:mod:`.end_to_end`);
 3. the cost of recording activation statistics while the engine runs (:mod:`.recording`);
 4. with ``--contention``, the engine's throughput against a competing process
-   (:mod:`.contention`).
+   (:mod:`.contention`);
+5. the speed targets of the CPU-class work, each met or not in this run
+   (:mod:`.targets`).
 
 The CPU class and kernels are printed first; ``--target CLASS`` measures another
 class's kernels on this machine (:mod:`.cli`).
@@ -25,7 +27,7 @@ For a fair numpy baseline run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZ
 
 Modules: :mod:`.timing` (timing helpers), :mod:`.gemm`, :mod:`.workload` (the model),
 :mod:`.peers` (the runtimes' worker processes), :mod:`.end_to_end`, :mod:`.recording`,
-:mod:`.contention`, :mod:`.torch_baseline` and :mod:`.torch_peers` (the only modules
+:mod:`.contention`, :mod:`.targets`, :mod:`.torch_baseline` and :mod:`.torch_peers` (the only modules
 that import PyTorch / onnxruntime), :mod:`.cli` (:func:`add_arguments`, :func:`run`,
 :func:`main`).
 """

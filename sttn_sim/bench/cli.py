@@ -33,6 +33,7 @@ from .end_to_end import benchmark_end_to_end, summary
 from .evaluate import benchmark_evaluate
 from .gemm import benchmark_gemm
 from .recording import benchmark_recording
+from .targets import check_targets
 from .timing import busy_machine_warning, openblas_env_warning, set_blas_threads, thread_info
 
 DESCRIPTION = "How fast is packed ternary inference on this CPU?"
@@ -163,6 +164,10 @@ def run(args: argparse.Namespace) -> int:
         result["contention"] = benchmark_contention(max(5, args.repeats))
         if not args.json:
             print(result["contention"].to_string(index=False))
+    result["targets"] = check_targets(result)
+    if not args.json:
+        print("targets (docs: sttn_sim/bench/targets.py):")
+        print(result["targets"].to_string(index=False))
     if args.json:
         print(json.dumps({k: (v.to_dict(orient="records") if isinstance(v, pd.DataFrame) else v)
                           for k, v in result.items()}, indent=2, default=float))

@@ -9,8 +9,9 @@
   and the OS deschedules one of the engine's threads, each of the dozens of short
   regions per image stalls for a scheduler slice (measured on a 2-core machine against
   a PyTorch loop: 20x slower with 2 threads, 1.5x slower with 1).  The chooser times
-  each run; when runs at the current count become much slower than the best seen at
-  that count, it tries the other count and keeps whichever is faster, probing the
+  each run; when :data:`SLOW_RUNS` runs in a row at the current count are much slower
+  than the best seen at that count (one slow run is noise on a shared VM), it tries the
+  other count and keeps whichever is faster, probing the
   larger count again now and then (less and less often while the probes lose) so that
   an idle machine gets all its cores back.
 """
@@ -27,6 +28,10 @@ from ..errors import SttnError
 
 #: a run this much slower than the best at its thread count means contention
 SLOWDOWN = 1.5
+#: consecutive slow runs at the current count before the chooser tries the other one
+#: (on an idle but noisy VM single runs 1.5x slower than the best came in 7 of 40 runs
+#: at batch 8; two in a row are contention)
+SLOW_RUNS = 2
 #: at the smaller count, probe the larger one after this many runs; each probe that
 #: loses doubles the interval (a contended probe can cost 20 runs' time), up to MAX_PROBE_EVERY
 PROBE_EVERY = 8
@@ -82,7 +87,7 @@ class ThreadChooser:
 
     def _entry(self, key):
         return self._state.setdefault(key, {"n": self.most, "best": {}, "last": {}, "wait": 0,
-                                            "every": PROBE_EVERY})
+                                            "every": PROBE_EVERY, "slow": 0})
 
     def choose(self, key) -> int:
         entry = self._entry(key)
@@ -101,12 +106,15 @@ class ThreadChooser:
         previous = best.get(threads)
         best[threads] = seconds if previous is None else min(previous, seconds)
         if threads == entry["n"] and seconds > SLOWDOWN * best[threads]:
+            entry["slow"] += 1
             # contended at this count: switch when the other count has done better lately
             other = 1 if threads == self.most else self.most
-            if other not in last or last[other] < seconds:
+            if entry["slow"] >= SLOW_RUNS and (other not in last or last[other] < seconds):
                 entry["n"] = other
-                entry["wait"], entry["every"] = 0, PROBE_EVERY
-        elif threads != entry["n"]:  # a probe of the larger count
+                entry["wait"], entry["every"], entry["slow"] = 0, PROBE_EVERY, 0
+        elif threads == entry["n"]:
+            entry["slow"] = 0
+        else:  # a probe of the larger count
             if seconds < last.get(entry["n"], float("inf")):
                 entry["n"] = threads  # faster than the current count now: back to it
             else:
@@ -117,4 +125,4 @@ class ThreadChooser:
             best[n] *= 1.01
 
 
-__all__ = ["SLOWDOWN", "PROBE_EVERY", "MAX_PROBE_EVERY", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]
+__all__ = ["SLOWDOWN", "SLOW_RUNS", "PROBE_EVERY", "MAX_PROBE_EVERY", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]

@@ -59,7 +59,12 @@ def stand_ins(monkeypatch):
 def test_json_output_holds_every_table_as_records(stand_ins, capsys):
     assert main(["--repeats", "12", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"kernels", "threads", "warnings", "gemm", "end_to_end", "end_to_end_summary", "recording"}
+    assert set(out) == {"kernels", "threads", "warnings", "gemm", "end_to_end", "end_to_end_summary", "recording",
+                        "targets"}
+    verdicts = {row["target"]: row["met"] for row in out["targets"]}
+    assert verdicts["engine / PyTorch int8, batch 1"] is True  # 0.5 < 1
+    assert verdicts["recording overhead, batch 8"] is True  # 1.1 <= 1.10
+    assert verdicts["batch 8 / batch 1, per image"] is None  # not in the stand-in summary
     assert out["kernels"]["cpu_class"] and out["kernels"]["ternary"]
     assert out["gemm"] == [{"shape": "s", "ratio": 10.0}]
     assert out["end_to_end"][0] == {"batch": 1, "runtime": "engine", "ms": 3.5, "ms_per_image": 3.5}
@@ -75,6 +80,7 @@ def test_threads_and_contention_options(stand_ins, capsys):
     assert main(ALL_SKIPPED + ["--threads", "1", "--contention", "--json"]) == 0
     out = json.loads(capsys.readouterr().out)
     assert out["contention"] == [{"competitor": "busy", "ratio": 0.6}]
+    assert all(row["met"] is None for row in out["targets"])  # nothing measured with the auto threads
     with pytest.raises(SystemExit):
         main(["--threads", "0"])
     assert "argument --threads" in capsys.readouterr().err
@@ -107,4 +113,5 @@ def test_text_output_prints_the_tables_and_the_kernels(stand_ins, capsys):
 def test_everything_skipped_prints_only_the_machine_report(capsys):
     assert main(ALL_SKIPPED + ["--json"]) == 0
     out = json.loads(capsys.readouterr().out)
-    assert set(out) == {"kernels", "threads", "warnings"} and out["threads"]["numba_threads"] >= 1
+    assert set(out) == {"kernels", "threads", "warnings", "targets"} and out["threads"]["numba_threads"] >= 1
+    assert out["targets"] and all(row["met"] is None and row["measured"] is None for row in out["targets"])

@@ -7,6 +7,7 @@ import pytest
 
 from sttn_sim.kernels.threads import (
     PROBE_EVERY,
+    SLOW_RUNS,
     SLOWDOWN,
     ThreadChooser,
     ThreadCountError,
@@ -60,9 +61,10 @@ def test_chooser_drops_to_one_thread_under_contention_and_comes_back():
         n = chooser.choose("s")
         seen.append(n)
         chooser.record("s", n, time_at[n])
-    assert seen[0] == 2 and seen[1] == 1  # one slow run, then one thread
-    probes = [i for i, n in enumerate(seen) if n == 2][1:]
-    assert probes == [PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY]  # intervals 8, 16, 32
+    assert SLOW_RUNS == 2
+    assert seen[:3] == [2, 2, 1]  # two slow runs in a row, then one thread
+    probes = [i for i, n in enumerate(seen) if n == 2][2:]
+    assert probes == [p + 1 for p in (PROBE_EVERY, 3 * PROBE_EVERY, 7 * PROBE_EVERY)]  # intervals 8, 16, 32
     assert len(probes) == 3  # each losing probe doubles the interval
     assert time_at[2] > SLOWDOWN * 0.010
     time_at = {2: 0.010, 1: 0.018}  # idle again: the next probe brings both threads back
@@ -72,9 +74,20 @@ def test_chooser_drops_to_one_thread_under_contention_and_comes_back():
     assert chooser.choose("s") == 2
 
 
+def test_chooser_ignores_isolated_slow_runs():
+    # an idle but noisy machine: every fourth run 1.6x slower than the best, never two in a row
+    chooser = ThreadChooser(2)
+    for i in range(100):
+        n = chooser.choose("s")
+        assert n == 2, f"run {i} dropped to one thread"
+        chooser.record("s", n, 0.016 if i % 4 == 3 else 0.010)
+
+
 def test_chooser_is_per_shape_and_single_cpu_does_nothing():
     chooser = ThreadChooser(2)
     chooser.record("a", 2, 0.01)
+    chooser.record("a", 2, 1.0)
+    assert chooser.choose("a") == 2  # one slow run is not contention
     chooser.record("a", 2, 1.0)
     assert chooser.choose("a") == 1 and chooser.choose("b") == 2
     single = ThreadChooser(1)
