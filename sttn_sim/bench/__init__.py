@@ -27,9 +27,9 @@ For a fair numpy baseline run with ``env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZ
 
 Modules: :mod:`.timing` (timing helpers), :mod:`.gemm`, :mod:`.workload` (the model),
 :mod:`.peers` (the runtimes' worker processes), :mod:`.end_to_end`, :mod:`.recording`,
-:mod:`.contention`, :mod:`.targets`, :mod:`.torch_baseline` and :mod:`.torch_peers` (the only modules
-that import PyTorch / onnxruntime), :mod:`.cli` (:func:`add_arguments`, :func:`run`,
-:func:`main`).
+:mod:`.contention`, :mod:`.targets`, :mod:`.torch_baseline` and :mod:`.torch_peers`
+(the only modules that import PyTorch / onnxruntime), :mod:`.cli`
+(:func:`add_arguments`, :func:`run`, :func:`main`).
 """
 
 from .cli import add_arguments, build_parser, main, run
