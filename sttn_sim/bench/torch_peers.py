@@ -128,38 +128,40 @@ def onnxruntime_session(example: np.ndarray, *, int8: bool, threads: int,
     import onnxruntime as ort  # noqa: PLC0415  (optional peer)
 
     model = PlainResNet18(**model_args)
-    folder = Path(tempfile.mkdtemp(prefix="sttn_bench_onnx_"))
-    fp32 = folder / "resnet18.onnx"
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(model, (torch.from_numpy(example),), str(fp32), input_names=["x"], output_names=["y"],
-                          opset_version=17, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
-    path = fp32
-    if int8:
-        from onnxruntime.quantization import (  # noqa: PLC0415
-            CalibrationDataReader,
-            QuantFormat,
-            QuantType,
-            quantize_static,
-        )
+    # the exported files are needed only until the session has read them (46 MB each)
+    with tempfile.TemporaryDirectory(prefix="sttn_bench_onnx_") as name:
+        folder = Path(name)
+        fp32 = folder / "resnet18.onnx"
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(model, (torch.from_numpy(example),), str(fp32), input_names=["x"], output_names=["y"],
+                              opset_version=17, dynamic_axes={"x": {0: "n"}, "y": {0: "n"}}, dynamo=False)
+        path = fp32
+        if int8:
+            from onnxruntime.quantization import (  # noqa: PLC0415
+                CalibrationDataReader,
+                QuantFormat,
+                QuantType,
+                quantize_static,
+            )
 
-        class Reader(CalibrationDataReader):
-            def __init__(self):
-                self.batches = iter(_calibration(example))
+            class Reader(CalibrationDataReader):
+                def __init__(self):
+                    self.batches = iter(_calibration(example))
 
-            def get_next(self):
-                batch = next(self.batches, None)
-                return None if batch is None else {"x": batch}
+                def get_next(self):
+                    batch = next(self.batches, None)
+                    return None if batch is None else {"x": batch}
 
-        path = folder / "resnet18_int8.onnx"
-        logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, on the root logger
-        quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+            path = folder / "resnet18_int8.onnx"
+            logging.getLogger().setLevel(logging.ERROR)  # its advice to pre-process, on the root logger
+            quantize_static(str(fp32), str(path), Reader(), quant_format=QuantFormat.QDQ,
+                            activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def run(x: np.ndarray) -> np.ndarray:
         return session.run(None, {"x": x})[0]
