@@ -36,7 +36,6 @@ chains are listed in :attr:`Engine.fused`.
 from __future__ import annotations
 
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -96,7 +95,8 @@ class Engine:
     this process may run on (affinity and cgroup quota,
     :func:`sttn_sim.kernels.threads.usable_cpus`) and drops to one thread while another
     process competes for the cores (:class:`~sttn_sim.kernels.threads.ThreadChooser`);
-    an integer fixes it."""
+    an integer fixes it.  A batch runs whole, each kernel splitting the batch's work over
+    the threads, so the per-step Python and dispatch cost is paid once per batch."""
 
     def __init__(self, model: Model, *, use_reference: bool = False, cpu_class: str | None = None,
                  threads: int | str = "auto"):
@@ -113,7 +113,6 @@ class Engine:
         self.kernel_set = kernel_set(cpu_class)
         self.threads = threads if threads == "auto" else thread_count(threads)
         self._chooser = ThreadChooser(thread_count(usable_cpus())) if threads == "auto" else None
-        self._pool, self._pool_size = None, 0  # the workers of _run_images_in_parallel
         ctx = EngineContext(self.graph, model, self.kernel_set)
         self.steps = [Step(layer.name, ctx.first_layer(layer), list(layer.inputs),
                            layer.spec.engine_step(layer, ctx), list(layer.attrs.get("fused_from", [layer.name])[1:]))
@@ -148,20 +147,12 @@ class Engine:
         x = np.ascontiguousarray(x, dtype=np.float32)
         threads = self._chooser.choose(x.shape) if self._chooser is not None else self.threads
         start = time.perf_counter()
-        parallel = threads > 1 and len(x) > 1
-        parts = recorder.image_parts(len(x)) if parallel and recorder is not None and \
-            hasattr(recorder, "image_parts") else None
-        if parallel and (recorder is None or parts is not None):
-            logits = self._run_images_in_parallel(x, threads, parts)
-            if parts is not None:
-                recorder.add_parts(parts)
-        else:
-            before = numba.get_num_threads()
-            numba.set_num_threads(threads)
-            try:
-                logits = self._walk(x, execute)
-            finally:
-                numba.set_num_threads(before)
+        before = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            logits = self._walk(x, execute)
+        finally:
+            numba.set_num_threads(before)
         if self._chooser is not None:
             self._chooser.record(x.shape, threads, time.perf_counter() - start)
         return logits
@@ -169,31 +160,6 @@ class Engine:
     def _walk(self, x: np.ndarray, execute) -> np.ndarray:
         output = self.steps[-1].name
         return np.asarray(walk(self.steps, {"input": x}, execute, output=output)[output], np.float32)
-
-    def _run_images_in_parallel(self, x: np.ndarray, threads: int, parts: list | None = None) -> np.ndarray:
-        """``threads`` workers take the images one by one, each running the whole network
-        on its image with single-threaded kernels.  One image's activations stay in its
-        core's cache, no parallel region waits for another thread (a descheduled worker
-        delays only its own image), and the weights and prepacked tiles are shared.
-        Every kernel computes each output element the same way whatever the batch, so
-        the logits equal the whole-batch run's.  With ``parts`` (a recorder's
-        :meth:`~sttn_sim.recording.Recorder.image_parts`) image i's events go to
-        ``parts[i]``."""
-        def one(i: int) -> np.ndarray:
-            numba.set_num_threads(1)  # per calling thread
-            part = None if parts is None else parts[i]
-
-            def execute(step: Step, args: list):
-                out, event = step.run(args, part)
-                if part is not None:
-                    part.on_layer(event)
-                return out
-            return self._walk(x[i:i + 1], execute)
-
-        if self._pool is None or self._pool_size != threads:
-            self._pool = ThreadPoolExecutor(threads, thread_name_prefix="sttn-engine")
-            self._pool_size = threads
-        return np.concatenate(list(self._pool.map(one, range(len(x)))))
 
     __call__ = run
 

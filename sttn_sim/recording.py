@@ -48,18 +48,6 @@ class Recorder:
     def on_layer(self, event: LayerEvent) -> None:  # pragma: no cover - default no-op
         pass
 
-    def image_parts(self, n: int) -> list | None:
-        """Optional: ``n`` empty recorders of the same statistics, one per image of the
-        batch just announced by :meth:`on_batch_start`, so that the engine can run a
-        recorded batch image by image on several threads; it gives each image's events
-        to its part and then calls :meth:`add_parts` with them in image order.  None
-        (the default): this recorder sees whole batches."""
-        return None
-
-    def add_parts(self, parts: list) -> None:  # pragma: no cover - only with image_parts
-        """Add the parts of :meth:`image_parts` (in image order) to this recorder."""
-        raise NotImplementedError
-
     def threshold_accumulator(self, layer: Layer):
         """Optional fast path: a :class:`sttn_sim.kernels.quantizer_stats.QuantizerAccumulator`
         for this activation quantizer, or None (the default).  The packed engine then runs

@@ -136,8 +136,8 @@ class Threshold(LayerKind):
             offer = getattr(recorder, "threshold_accumulator", None) if want_codes and packed_out else None
             acc = offer(first) if offer is not None else None
             if acc is not None:  # the recorder's statistics, computed inside the threshold pass
-                # one preparation serves every image part of a recorder (same quantizer
-                # arrays); the accumulator is passed per call, so threads never share one
+                # one preparation serves every accumulator of the same quantizer arrays
+                # (a recorder's merged or empty_like copies); the accumulator is passed per call
                 fused = prepared.get("run")
                 if fused is None or not fused.acc.same_quantizer(acc):
                     fused = prepared["run"] = FusedThresholdStatistics(acc, integer, direction, lo, hi, constant)

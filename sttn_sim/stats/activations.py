@@ -50,7 +50,7 @@ Tables are tidy DataFrames with a ``layer`` column ordered as in the model.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -463,27 +463,6 @@ class ActivationRecorder(Recorder):
             add(stats.acc, x, codes)
         except (ValueError, OverflowError) as e:
             raise SttnError(f"ActivationRecorder: layer {layer.name!r}: {e}") from None
-
-    # -- a batch run image by image (the engine's threads) ------------------------------
-    def image_parts(self, n: int) -> list["ActivationRecorder"]:
-        """``n`` empty recorders sharing this one's prepared layers (edges, thresholds,
-        MAC maps); see :meth:`sttn_sim.recording.Recorder.image_parts`."""
-        if self._model_key is None:
-            raise SttnError("ActivationRecorder.image_parts: call on_batch_start(model, ...) first")
-        parts = []
-        for _ in range(n):
-            part = ActivationRecorder(self.edges, tie_eps=self.tie_eps, macs=self.count_macs, backend=self.backend)
-            part._model_key, part._order = self._model_key, self._order
-            part._stats = {name: replace(st, acc=st.acc.empty_like()) for name, st in self._stats.items()}
-            parts.append(part)
-        return parts
-
-    def add_parts(self, parts: list["ActivationRecorder"]) -> None:
-        """Add the image parts' statistics, in the given (image) order: the integer
-        statistics equal a whole-batch run's; sums of y differ by float64 rounding."""
-        for part in parts:
-            for name, st in part._stats.items():
-                self._stats[name].acc.add(st.acc)
 
     # -- merging ---------------------------------------------------------------------
     def __getstate__(self) -> dict:

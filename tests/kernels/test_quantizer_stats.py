@@ -124,7 +124,7 @@ def test_adding_batches_equals_one_batch():
 
 def test_one_preparation_serves_every_empty_copy_and_adds_in_place():
     """FusedThresholdStatistics prepared for one accumulator adds to any empty_like copy
-    (the engine's per-image parts) and only to it; another quantizer's is refused.
+    (a recorder's merged copies) and only to it; another quantizer's is refused.
     ``add`` in place equals ``+``."""
     rng = np.random.default_rng(4)
     direction, lo, hi, constant, gain, offset = _quantizer(rng, 66)

@@ -318,24 +318,20 @@ def test_bins_the_engine_cannot_fuse_fall_back_to_the_codes():
     assert uneven.consumer_macs() == even.consumer_macs()
 
 
-def test_a_recorded_batch_run_image_by_image_equals_the_whole_batch_run():
-    """With two threads the engine runs a recorded batch image by image, each image into
-    its own part of the recorder (``image_parts``), added back in image order: every
-    integer statistic equals the one-thread whole-batch run's; the float64 sums differ
-    only by summation order (rtol 1e-12: a handful of roundings of sums of 1e3-1e4 terms)."""
+def test_a_recorded_batch_on_two_threads_equals_the_one_thread_run():
+    """With two threads every kernel splits the batch into tasks with their own partial
+    statistics: every integer statistic equals the one-thread run's; the float64 sums
+    differ only by summation order (rtol 1e-12: a handful of roundings of sums of
+    1e3-1e4 terms)."""
     from sttn_sim.engine import Engine
     from sttn_sim.synthetic import synthetic_model
 
     model = fold(synthetic_model("sttn_resnet18", width=0.125, input_size=32, num_classes=10, seed=6))
-    whole, by_image = Engine(model, threads=1), Engine(model, threads=2)
-    assert by_image.threads == 2, "the image-by-image path needs two numba threads"
+    whole, split = Engine(model, threads=1), Engine(model, threads=2)
+    assert split.threads == 2
     one, two = ActivationRecorder(), ActivationRecorder()
-    split = []
-    original = two.image_parts
-    two.image_parts = lambda n: split.append(n) or original(n)
     for x in _batches(model, 2, size=5):
-        np.testing.assert_array_equal(whole.run(x, recorder=one), by_image.run(x, recorder=two))
-    assert split == [5, 5]
+        np.testing.assert_array_equal(whole.run(x, recorder=one), split.run(x, recorder=two))
     assert (one.batches, one.samples) == (two.batches, two.samples) == (2, 10)
     for layer in one.layers:
         a, b = one._stats[layer].acc, two._stats[layer].acc
@@ -345,11 +341,6 @@ def test_a_recorded_batch_run_image_by_image_equals_the_whole_batch_run():
         np.testing.assert_allclose(b.ch_sum, a.ch_sum, rtol=1e-12, atol=1e-9)
         np.testing.assert_allclose(b.ch_sumsq, a.ch_sumsq, rtol=1e-12, atol=1e-9)
     assert one.consumer_macs() == two.consumer_macs()
-
-
-def test_image_parts_need_a_prepared_recorder():
-    with pytest.raises(SttnError, match="on_batch_start"):
-        ActivationRecorder().image_parts(2)
 
 
 @pytest.mark.parametrize("tie, text", [
