@@ -24,6 +24,7 @@ comparison is exactly the float64 rule applied to the float32 value.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numba
@@ -520,23 +521,57 @@ def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, str
                 dst[i] = y * (s if y < 0 else one)
 
 
-def _column_phases(xp: np.ndarray, stride: int, width: int) -> np.ndarray:
-    """``[N, C, H, W]`` -> ``[N, C, stride, H, width]`` with
-    ``out[n, c, p, y, j] = xp[n, c, y, j·stride + p]`` (zeros past the end; ``width`` at
-    least ``ceil(W/stride)``)."""
-    n, c, h, _ = xp.shape
-    out = np.zeros((n, c, stride, h, width), np.float32)
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _column_phase_kernel(x, padding, stride, out):
+    n_img, c_in, h, w = x.shape
+    hp, wj = out.shape[3], out.shape[4]
+    for task in numba.prange(n_img * c_in):
+        n = task // c_in
+        c = task - n * c_in
+        for p in range(stride):
+            for y in range(hp):
+                row = out[n, c, p, y]
+                iy = y - padding
+                if iy < 0 or iy >= h:
+                    row[:] = 0
+                    continue
+                src = x[n, c, iy]
+                for j in range(wj):
+                    ix = j * stride + p - padding
+                    row[j] = src[ix] if 0 <= ix < w else np.float32(0)
+
+
+def column_phases(x: np.ndarray, padding: int, stride: int, width: int) -> np.ndarray:
+    """``[N, C, H, W]`` -> ``[N, C, stride, H + 2·padding, width]`` with
+    ``out[n, c, p, y, j] = xp[n, c, y, j·stride + p]``, ``xp`` the input zero-padded by
+    ``padding`` on every side (zeros past its end; ``width`` at least
+    ``ceil((W + 2·padding)/stride)``): the padding and the split in one pass."""
+    n, c, h, _ = x.shape
+    out = np.empty((n, c, stride, h + 2 * padding, width), np.float32)
+    _column_phase_kernel(np.ascontiguousarray(x, np.float32), padding, stride, out)
+    return out
+
+
+def column_phases_reference(x: np.ndarray, padding: int, stride: int, width: int) -> np.ndarray:
+    """numpy :func:`column_phases`: ``np.pad``, then one strided copy per phase."""
+    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    n, c, hp, _ = xp.shape
+    out = np.zeros((n, c, stride, hp, width), np.float32)
     for p in range(stride):
-        part = xp[:, :, :, p::stride]
+        part = xp[:, :, :, p::stride][:, :, :, :width]
         out[:, :, p, :, :part.shape[3]] = part
     return out
 
 
+@functools.lru_cache(maxsize=64)
 def _tap_offsets(c_in: int, kh: int, kw: int, stride: int, hp: int, wj: int) -> np.ndarray:
     """Offset of tap (c, dy, dx)'s first input in the column-phase layout
-    ``[C, stride, hp, wj]``, taps in (c, dy, dx) order (int64)."""
+    ``[C, stride, hp, wj]``, taps in (c, dy, dx) order (int64; one read-only array per
+    geometry, kept)."""
     c, dy, dx = np.meshgrid(np.arange(c_in), np.arange(kh), np.arange(kw), indexing="ij")
-    return (((c * stride + dx % stride) * hp + dy) * wj + dx // stride).reshape(-1).astype(np.int64)
+    taps = (((c * stride + dx % stride) * hp + dy) * wj + dx // stride).reshape(-1).astype(np.int64)
+    taps.setflags(write=False)
+    return taps
 
 
 @dataclass(frozen=True)
@@ -592,13 +627,13 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
         w = prepack_direct_conv_weights(w)
     k = w.kernel
     n, c, h, wd = x.shape
-    xp = np.pad(np.asarray(x, np.float32), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    hp, wp = h + 2 * padding, wd + 2 * padding
     oh, ow = conv_output_size(h, w.kh, stride, padding), conv_output_size(wd, w.kw, stride, padding)
     # room for the last pixel vector's reads past the row: (kw-1)//stride + ceil(ow/lanes)·lanes
-    width = max(-(-xp.shape[3] // stride), (w.kw - 1) // stride + -(-ow // k.lanes) * k.lanes)
+    width = max(-(-wp // stride), (w.kw - 1) // stride + -(-ow // k.lanes) * k.lanes)
     out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(k.sid, k.vecs, k.lanes, k.chans, _column_phases(xp, stride, width),
-                        _tap_offsets(c, w.kh, w.kw, stride, xp.shape[2], width), w.w_t,
+    _direct_conv_kernel(k.sid, k.vecs, k.lanes, k.chans, column_phases(x, padding, stride, width),
+                        _tap_offsets(c, w.kh, w.kw, stride, hp, width), w.w_t,
                         np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride, out)
     return out
 

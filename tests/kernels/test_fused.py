@@ -176,6 +176,28 @@ def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope,
     assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
+@pytest.mark.parametrize("padding, stride, hw, extra", [
+    (3, 2, (23, 17), 3), (0, 1, (4, 5), 0), (1, 1, (5, 7), 2), (2, 3, (17, 20), 1), (3, 2, (6, 161), 0),
+    (0, 2, (1, 1), 4)])
+def test_column_phases_match_the_padded_definition(padding, stride, hw, extra):
+    """The stem's input layout: zero padding and the split by column phase in one pass,
+    against numpy and against the definition ``out[n, c, p, y, j] = xp[n, c, y, j·s + p]``."""
+    from sttn_sim.kernels.fused import column_phases, column_phases_reference
+
+    rng = np.random.default_rng(sum(hw))
+    x = rng.normal(0, 1, (2, 3) + hw).astype(np.float32)
+    width = -(-(hw[1] + 2 * padding) // stride) + extra
+    got = column_phases(x, padding, stride, width)
+    assert got.shape == (2, 3, stride, hw[0] + 2 * padding, width)
+    assert np.array_equal(got, column_phases_reference(x, padding, stride, width))
+    xp = np.pad(x, ((0, 0), (0, 0), (padding, padding), (padding, padding)))
+    for p in range(stride):
+        for j in range(width):
+            col = j * stride + p
+            expected = xp[:, :, :, col] if col < xp.shape[3] else 0.0
+            assert np.array_equal(got[:, :, p, :, j], np.broadcast_to(expected, got[:, :, p, :, j].shape))
+
+
 @pytest.mark.parametrize("n, k, o", [(1, 512, 1000), (5, 63, 7), (2, 1, 1)])
 def test_linear_against_float64(n, k, o):
     from sttn_sim.kernels.fused import linear_f32
