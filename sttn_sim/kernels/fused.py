@@ -69,8 +69,10 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_
     # channel are contiguous in NCHW, so the small 14×14 and 7×7 planes still give long
     # vector loops).  For each 64-channel word, the bits of all the chunk's pixels are
     # built together: channel by channel, a contiguous vector loop over the pixels ORs
-    # one bit into each pixel's word (m[i], sg[i]); the finished words are then stored.
-    # The per-channel thresholds are loop-invariant scalars.
+    # one bit into each pixel's word; the finished words are then stored.  The words
+    # are built as 32-bit halves (m[h, i], sg[h, i] hold bits 32h..32h+31), so the loop
+    # runs as many lanes as the float32 (or int32) input: a 64-bit word array would
+    # halve the vector width.  The per-channel thresholds are loop-invariant scalars.
     n_img, c_count, height, width = x.shape
     hw = height * width
     n_words = planes.shape[4]
@@ -82,20 +84,22 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_
         n = task // n_chunks
         p0 = (task - n * n_chunks) * PACK_CHUNK
         size = min(PACK_CHUNK, hw - p0)
-        m = np.empty(size, np.uint64)
-        sg = np.empty(size, np.uint64)
+        m = np.empty((2, size), np.uint32)
+        sg = np.empty((2, size), np.uint32)
+        none = np.uint32(0)
         for k in range(n_words):
-            m[:] = 0
-            sg[:] = 0
+            m[:, :] = 0
+            sg[:, :] = 0
             for c in range(k * 64, min(c_count, (k + 1) * 64)):
                 d = direction[c]
-                b = np.uint64(c - k * 64)
+                half = (c - k * 64) >> 5
+                bit = np.uint32(1 << ((c - k * 64) & 31))
                 if d == 0:
                     pos = constant[c] > 0
                     neg = constant[c] < 0
                     for i in range(size):
-                        m[i] |= np.uint64(pos | neg) << b
-                        sg[i] |= np.uint64(neg) << b
+                        m[half, i] = m[half, i] | (bit if pos | neg else none)
+                        sg[half, i] = sg[half, i] | (bit if neg else none)
                         if write_codes:
                             cf[n, c, p0 + i] = constant[c]
                     continue
@@ -106,15 +110,15 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_
                     z = src[i] * d
                     p = z >= hc
                     q = z < lc
-                    m[i] |= np.uint64(p | q) << b
-                    sg[i] |= np.uint64(q) << b
+                    m[half, i] = m[half, i] | (bit if p | q else none)
+                    sg[half, i] = sg[half, i] | (bit if q else none)
                 if write_codes:
                     for i in range(size):
                         z = src[i] * d
                         cf[n, c, p0 + i] = np.int8(z >= hc) - np.int8(z < lc)
             for i in range(size):
-                pf[0, n, p0 + i, k] = m[i]
-                pf[1, n, p0 + i, k] = sg[i]
+                pf[0, n, p0 + i, k] = np.uint64(m[0, i]) | (np.uint64(m[1, i]) << np.uint64(32))
+                pf[1, n, p0 + i, k] = np.uint64(sg[0, i]) | (np.uint64(sg[1, i]) << np.uint64(32))
 
 
 def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bool = False):
