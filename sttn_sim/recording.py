@@ -21,7 +21,9 @@ class LayerEvent:
     """What one layer did on one batch.
 
     * ``output`` — the layer's output (codes for activation quantizers).
-    * ``accumulator`` — int accumulators of a ternary layer (``conv(x, t)``), else None.
+    * ``accumulator`` — int accumulators of a ternary layer (``conv(x, t)``), else None
+      (also None from the packed engine's fused convolution + epilogue, used unless the
+      recorder :attr:`~Recorder.wants_accumulators`).
     * ``pre_activation`` — for an activation quantizer, the value it compared with its
       thresholds: the BN output y for ``ternary_act``; for a folded ``threshold`` its
       input x (pre-BN value or integer accumulator; y = gain·x + offset).
@@ -40,7 +42,14 @@ class LayerEvent:
 
 
 class Recorder:
-    """Base class: override :meth:`on_layer`.  ``on_batch_start`` is called once per run."""
+    """Base class: override :meth:`on_layer`.  ``on_batch_start`` is called once per run.
+
+    ``wants_accumulators``: whether events of ternary layers must carry their int
+    accumulators.  The packed engine otherwise applies a convolution's float epilogue
+    inside the convolution kernel and never materialises them (``event.accumulator``
+    is then None); recorders that do not read accumulators set it False."""
+
+    wants_accumulators: bool = True
 
     def on_batch_start(self, model, batch_size: int) -> None:  # pragma: no cover - default no-op
         pass

@@ -7,6 +7,7 @@ from sttn_sim import ModelError, ShapeError, fold, reference_forward, synthetic_
 from sttn_sim.engine import Engine
 from sttn_sim.check import check_engine
 from sttn_sim.kernels.selection import runnable_classes
+from sttn_sim.recording import Recorder
 from sttn_sim.reference import run_reference
 
 MODELS = {
@@ -58,6 +59,37 @@ def test_logits_and_recorded_accumulators(folded):
             if e.accumulator is not None:
                 assert np.array_equal(e.accumulator.astype(np.int64), ref.accumulators[e.layer.name]["acc"])
     assert sum(e.accumulator is not None for e in events) == len(folded.ternary_layers())
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_epilogue_inside_the_convolution_gives_the_values_of_the_separate_one(folded, threads):
+    """A recorder that does not want accumulators gets the convolutions with their float
+    epilogue applied inside the kernel: every layer's output and the logits are the
+    separate epilogue's, bit for bit; only the accumulators are missing."""
+
+    class Outputs(Recorder):
+        def __init__(self, wants):
+            self.wants_accumulators = wants
+            self.events = []
+
+        def on_layer(self, event):
+            self.events.append(event)
+
+    x = synthetic_input(folded, 3, seed=5)
+    engine = Engine(folded, threads=threads)
+    separate, fused = Outputs(True), Outputs(False)
+    logits_separate = engine.run(x, recorder=separate)
+    logits_fused = engine.run(x, recorder=fused)
+    assert np.array_equal(logits_fused.view(np.uint32), logits_separate.view(np.uint32))
+    assert np.array_equal(engine.run(x).view(np.uint32), logits_separate.view(np.uint32))
+    assert [e.layer.name for e in fused.events] == [e.layer.name for e in separate.events]
+    for a, b in zip(separate.events, fused.events):
+        out_a, out_b = np.asarray(a.output), np.asarray(b.output)
+        assert out_a.dtype == out_b.dtype and np.array_equal(out_a.view(np.uint8), out_b.view(np.uint8)), a.layer.name
+        if a.accumulator is None or (a.layer.kind == "ternary_conv" and out_a.dtype == np.float32):
+            assert b.accumulator is None, a.layer.name  # the epilogue ran inside the convolution
+        else:
+            assert np.array_equal(b.accumulator, a.accumulator), a.layer.name
 
 
 def test_zero_and_all_nonzero_inputs():
@@ -115,6 +147,26 @@ def test_engine_check_fails_on_a_wrong_kernel():
     report = check_engine(altered, synthetic_input(model, 2, 0), engine=engine)
     assert not report.passed
     assert report.first_failure["layer"] == "features.6" and report.first_failure["check"] == "accumulator"
+
+
+def test_engine_check_fails_on_a_wrong_fused_epilogue(monkeypatch):
+    """The unrecorded run's in-kernel epilogue is checked too: one whose bias is off by
+    2^-20 is caught, where the float tolerance alone would pass it."""
+    from sttn_sim.kinds import ternary_layers
+    from sttn_sim.kernels.fused import AffineEpilogue
+
+    def off_by_a_little(scale, bias, residual=None, slope=None):
+        return AffineEpilogue(scale, (bias + np.float32(2.0**-20)).astype(np.float32), residual, slope)
+
+    name, kwargs = MODELS["resnet_w8"]
+    model = synthetic_model(name, seed=3, **kwargs)
+    folded = fold(model)
+    x = synthetic_input(model, 2, 0)
+    assert check_engine(folded, x).passed
+    monkeypatch.setattr(ternary_layers, "AffineEpilogue", off_by_a_little)
+    report = check_engine(folded, x)
+    assert not report.passed and report.first_failure["check"] == "fused epilogue"
+    assert report.table.loc[report.table["step"] == report.first_failure["layer"], "status"].item() == "FAIL"
 
 
 def test_use_reference_switch(folded):

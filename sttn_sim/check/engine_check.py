@@ -5,7 +5,9 @@ that layer (codes as int8, floats rounded to float32), so each layer is judged o
 own arithmetic:
 
 * ternary layers: engine int32 accumulators ``==`` reference int64 accumulators
-  (exact; the mismatch count is reported);
+  (exact; the mismatch count is reported), and the step run as the engine runs it
+  unrecorded (a convolution's epilogue applied inside its kernel, no accumulators)
+  gives the recorded run's output bit for bit;
 * thresholds: engine codes equal the reference codes except where the reference input
   lies within float32 rounding of a threshold — ``|z - t| <= 2⁻²³·max(|z|, |t|)`` with
   ``z = direction·x`` — because the engine sees ``float32(x)``; such codes are counted
@@ -147,7 +149,7 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
                          "acc_mismatches": None, "code_mismatches": int(mismatch.sum()),
                          "near_ties": int((mismatch & near).sum()), "max_abs_float_diff": None, "status": status})
             continue
-        out, event = step.run(args)
+        out, event = step.run(args, Recorder())  # a plain recorder: the accumulators are kept
         acc_mismatches = None
         status = "ok"
         if layer.ternary_form == "folded":
@@ -158,6 +160,11 @@ def check_engine(folded: Model, x: np.ndarray, engine: Engine | None = None) -> 
                 status = "FAIL"
                 if first is None:
                     first = {"layer": layer.name, "check": "accumulator", **_first(bad)}
+            unrecorded = np.asarray(step.run(args)[0])
+            if unrecorded.dtype != out.dtype or unrecorded.view(np.uint8).tobytes() != out.view(np.uint8).tobytes():
+                status = "FAIL"
+                if first is None:
+                    first = {"layer": step.name, "check": "fused epilogue", **_first(unrecorded != out)}
         y_ref = np.asarray(ref.outputs[step.name])
         diff = float(np.max(np.abs(np.asarray(out, np.float64) - y_ref))) if y_ref.size else 0.0
         tol = FLOAT32_RTOL * max(1.0, float(np.max(np.abs(y_ref))))

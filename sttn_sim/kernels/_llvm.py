@@ -564,3 +564,83 @@ def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bo
 
     float_microkernel.__name__ = f"float_microkernel_{lanes * vecs}x{chans}"
     return float_microkernel
+
+
+_V16F32 = ir.VectorType(_F32, 16)
+_V16I32 = ir.VectorType(_I32, 16)
+
+
+def _vector_at(builder, ptr, off, vty):
+    return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
+
+
+@intrinsic
+def copy16(typingctx, dst, dst_off, src, src_off):
+    """``dst[dst_off + i] = src[src_off + i]`` for ``i < 16`` (int32, C-contiguous) as one
+    ``<16 x i32>`` load and store: the loop vectoriser leaves 16-trip loops scalar."""
+    if not (_check_array(dst, types.int32) and _check_array(src, types.int32)):
+        return None
+    sig = types.void(dst, dst_off, src, src_off)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        dptr = _data_ptr(context, builder, sa[0], args[0], _I32)
+        sptr = _data_ptr(context, builder, sa[2], args[2], _I32)
+        d_off, s_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3))
+        v = builder.load(_vector_at(builder, sptr, s_off, _V16I32), align=4)
+        builder.store(v, _vector_at(builder, dptr, d_off, _V16I32), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
+def affine16(typingctx, out, out_off, acc, acc_off, a, b, residual, res_off, has_residual, slope):
+    """The affine epilogue of 16 consecutive values as ``<16 x float>`` operations (two
+    ymm on AVX2, four xmm or NEON registers elsewhere)::
+
+        y = float32(acc[acc_off + i]) · a + b  [+ residual[res_off + i] if has_residual]
+        out[out_off + i] = y · slope if y < 0 else y          (i < 16)
+
+    rounded step by step as :func:`sttn_sim.kernels.fused.affine_value` (``sitofp``,
+    ``fmul``, ``fadd``, no contraction), so the values are the scalar rule's bit for bit.
+    ``acc`` int32, ``out`` and ``residual`` float32, C-contiguous; ``residual`` is read
+    only when ``has_residual``."""
+    if not (_check_array(out, types.float32) and _check_array(acc, types.int32)
+            and _check_array(residual, types.float32) and a == types.float32 and b == types.float32
+            and slope == types.float32 and isinstance(has_residual, types.Boolean)):
+        return None
+    sig = types.void(out, out_off, acc, acc_off, a, b, residual, res_off, has_residual, slope)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        optr = _data_ptr(context, builder, sa[0], args[0], _F32)
+        aptr = _data_ptr(context, builder, sa[2], args[2], _I32)
+        rptr = _data_ptr(context, builder, sa[6], args[6], _F32)
+        o_off, a_off, r_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3, 7))
+        undef = ir.Constant(_V16F32, ir.Undefined)
+        splat0 = ir.Constant(_V16I32, [0] * 16)
+
+        def splat(x):
+            return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(_I32, 0)), undef, splat0)
+
+        v = builder.load(_vector_at(builder, aptr, a_off, _V16I32), align=4)
+        y = builder.fadd(builder.fmul(builder.sitofp(v, _V16F32), splat(args[4])), splat(args[5]))
+        before = builder.block
+        with builder.if_then(args[8]):
+            with_res = builder.fadd(y, builder.load(_vector_at(builder, rptr, r_off, _V16F32), align=4))
+            added = builder.block
+        y = _phi(builder, _V16F32, (y, before), (with_res, added))
+        negative = builder.fcmp_ordered("<", y, ir.Constant(_V16F32, None))
+        builder.store(builder.select(negative, builder.fmul(y, splat(args[9])), y),
+                      _vector_at(builder, optr, o_off, _V16F32), align=4)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+def _phi(builder, ty, *incoming):
+    node = builder.phi(ty)
+    for value, block in incoming:
+        node.add_incoming(value, block)
+    return node

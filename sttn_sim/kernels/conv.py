@@ -35,7 +35,8 @@ import numpy as np
 from sttn_sim.errors import QuantizationError, ShapeError
 
 from ..rules import conv_output_size
-from ._llvm import expand_plus1
+from ._llvm import affine16, copy16, expand_plus1
+from .fused import AffineEpilogue, channel_slope, affine_value
 from .gemm import GemmWeights, block_planes, int8_tile, int8_weights, popcount_tile, resolve_kernel
 from .packing import (
     PackedTernary,
@@ -44,6 +45,9 @@ from .packing import (
     pack_ternary,
     words_for,
 )
+
+#: accumulators per thread's output panel (128 KiB of int32: stays in L2)
+PANEL_VALUES = 32768
 
 _NO_POP = np.zeros(1, np.uint64)  # the operands a kernel family does not use
 _NO_INT8 = np.zeros(1, np.int32)
@@ -148,10 +152,10 @@ def _pack_transposed(codes8: np.ndarray, name: str) -> PackedTernary:
 
 
 @numba.njit(inline="always")
-def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0):
-    """Output offset and first input word of each of the ``tile_n`` columns (output
-    pixels) of column block ``nb``; the number of valid ones, and whether they are one
-    contiguous run of one image's output row-major order."""
+def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0, colimg):
+    """Output offset, first input word and image of each of the ``tile_n`` columns
+    (output pixels) of column block ``nb``, and the number of valid ones (the columns
+    past the last pixel repeat it; their results are never written)."""
     n0 = nb * tile_n
     nvalid = min(tile_n, ncols - n0)
     # walk (image, oy, ox) of the block's columns without divisions
@@ -163,6 +167,7 @@ def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, s
         if j < nvalid:
             coloff[j] = img * m * p + oy * ow + ox
             src0[j] = ((img * hp + oy * sh) * wp + ox * sw) * wc
+            colimg[j] = img
             ox += 1
             if ox == ow:
                 ox = 0
@@ -170,24 +175,71 @@ def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, s
                 if oy == oh:
                     oy = 0
                     img += 1
-        else:  # repeat the last valid column; its results are discarded
+        else:
             coloff[j] = coloff[j - 1]
             src0[j] = src0[j - 1]
-    contiguous = nvalid == tile_n and coloff[tile_n - 1] - coloff[0] == tile_n - 1
-    return nvalid, contiguous
+            colimg[j] = colimg[j - 1]
+    return nvalid
+
+
+@numba.njit(inline="always")
+def _flush_panel(panel, ld, cols, pcol, pimg, row_lo, row_hi, m, p, epilogue, out, outf, scale, bias, residual,
+                 res_channels, slope):
+    """Write the ``cols`` finished columns of a panel (rows ``row_lo .. row_hi`` of the
+    output, leading dimension ``ld``; column j is output pixel ``pcol[j]`` of image
+    ``pimg[j]``, ``pcol`` a flat offset into ``out`` for channel 0) as one contiguous run
+    per channel and run of consecutive pixels: the int32 accumulators to ``out``, or
+    their float32 epilogue (:func:`~.fused.affine_value`) to ``outf``."""
+    j0 = 0
+    while j0 < cols:
+        j1 = j0 + 1
+        while j1 < cols and pcol[j1] == pcol[j1 - 1] + 1:
+            j1 += 1
+        run = j1 - j0
+        first = pcol[j0]
+        img = pimg[j0]
+        whole = run - run % 16  # in vectors of 16 (explicit: the loop vectoriser leaves short runs scalar)
+        for c in range(row_lo, row_hi):
+            s0 = (c - row_lo) * ld + j0
+            o0 = first + c * p
+            if not epilogue:
+                for j in range(0, whole, 16):
+                    copy16(out, o0 + j, panel, s0 + j)
+                for j in range(whole, run):
+                    out[o0 + j] = panel[s0 + j]
+                continue
+            ac = scale[c]
+            bc = bias[c]
+            sc = channel_slope(slope, c)
+            has_res = c < res_channels
+            r0 = first - img * (m - res_channels) * p + c * p if has_res else 0
+            for j in range(0, whole, 16):
+                affine16(outf, o0 + j, panel, s0 + j, ac, bc, residual, r0 + j, has_res, sc)
+            for j in range(whole, run):
+                rv = residual[r0 + j] if has_res else np.float32(0)
+                outf[o0 + j] = affine_value(panel[s0 + j], ac, bc, has_res, rv, sc)
+        j0 = j1
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad, nimg, hp, wp, wc, kh, kw, sh, sw,
-                 oh, ow, mchunks, nchunks, out):
+                 oh, ow, mchunks, nchunks, panel_cols, out, epilogue, scale, bias, residual, res_channels, slope,
+                 outf):
     """Implicit-GEMM convolution on zero-padded packed NHWC input.
 
     ``family`` 0: popcount kernel ``kid`` on the uint64 blocks ``apop``; 1: int8 kernel
     ``kid`` on ``a8`` (the int32 view of the int8 blocks) with the row sums ``corr``.
     ``xpad``: flat ``uint64[2, nimg, hp, wp, wc]`` (padding already applied, so every
     tap of every output pixel is in bounds).  ``out``: flat ``int32[nimg, m, oh*ow]``.
-    Tasks = (column block of ``tile_n`` output pixels) x (chunk of row blocks); each of
-    the ``nchunks`` parallel chunks owns a contiguous range of tasks and its own buffers.
+    Tasks = (chunk of row blocks) x (column block of ``tile_n`` output pixels), column
+    blocks inner; each of the ``nchunks`` parallel chunks owns a contiguous range of
+    tasks and its own buffers.  The tiles of a task's consecutive column blocks gather
+    in a panel of up to ``panel_cols`` columns (in L2), written out as one run per
+    channel and image: so the epilogue works on long runs of a channel, reads the
+    residual in runs, and the output is written in runs, not as the tiles' 16-value
+    rows ``oh*ow`` apart.  With ``epilogue`` the float32 epilogue (``scale``, ``bias``,
+    flat ``residual [nimg, res_channels, oh*ow]``, ``slope``) goes to ``outf`` (flat
+    ``float32[nimg, m, oh*ow]``) instead of the accumulators to ``out``.
     """
     p = oh * ow
     ncols = nimg * p
@@ -199,21 +251,34 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
     plane_off = nimg * hp * wp * wc
     blk = 2 * tile_n
     ntasks = nb_count * mchunks
+    ld = panel_cols + tile_n  # a block's tile writes all tile_n columns, valid or not
     for ch in numba.prange(nchunks):
         buf = np.empty(nw * blk, dtype=np.uint64)
         qbuf = np.empty(nq * tile_n if family == 1 else 1, dtype=np.int32)
         coloff = np.empty(tile_n, dtype=np.int64)
         src0 = np.empty(tile_n, dtype=np.int64)
-        tmp = np.empty(tile_m * tile_n, dtype=np.int32)
+        colimg = np.empty(tile_n, dtype=np.int64)
+        panel = np.empty(per_chunk * tile_m * ld, dtype=np.int32)  # a tile writes all its rows too
+        pcol = np.empty(ld, dtype=np.int64)
+        pimg = np.empty(ld, dtype=np.int64)
+        cols = 0  # finished columns in the panel, of row chunk pan_mc
+        pan_mc = -1
         built = -1
         nvalid = 0
-        contiguous = False
         for t in range(ch * ntasks // nchunks, (ch + 1) * ntasks // nchunks):
-            nb = t // mchunks
-            mc = t - nb * mchunks
+            mc = t // nb_count
+            nb = t - mc * nb_count
+            mb_lo = mc * per_chunk
+            mb_hi = min(mb_count, mb_lo + per_chunk)
+            if cols > 0 and (mc != pan_mc or cols + tile_n > panel_cols):
+                _flush_panel(panel, ld, cols, pcol, pimg, pan_mc * per_chunk * tile_m,
+                             min(m, (pan_mc * per_chunk + per_chunk) * tile_m), m, p, epilogue, out, outf,
+                             scale, bias, residual, res_channels, slope)
+                cols = 0
+            pan_mc = mc
             if nb != built:
                 built = nb
-                nvalid, contiguous = _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0)
+                nvalid = _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0, colimg)
                 # im2col: tap (dy, dx), channel word c -> K word (dy*kw + dx)*wc + c
                 for dy in range(kh):
                     for dx in range(kw):
@@ -231,26 +296,24 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
                                 for j in range(tile_n):
                                     src = src0[j] + toff + c
                                     expand_plus1(qbuf, d + j, tile_n, xpad[src], xpad[plane_off + src])
-            mb_lo = mc * per_chunk
-            mb_hi = min(mb_count, mb_lo + per_chunk)
             for mb in range(mb_lo, mb_hi):
-                m0 = mb * tile_m
-                direct = contiguous and m0 + tile_m <= m
-                dst = out if direct else tmp
-                d_off = coloff[0] + m0 * p if direct else 0
-                d_ld = p if direct else tile_n
+                d_off = (mb - mb_lo) * tile_m * ld + cols
                 if family == 0:
-                    popcount_tile(kid, nvalid, apop, mb * 2 * tile_m * nw, buf, 0, nw, dst, d_off, d_ld)
+                    popcount_tile(kid, nvalid, apop, mb * 2 * tile_m * nw, buf, 0, nw, panel, d_off, ld)
                 else:
-                    int8_tile(kid, tile_m, tile_n, max_depth, a8, mb * tile_m * nq, qbuf, 0, nq, dst, d_off, d_ld,
-                              corr, m0)
-                if not direct:
-                    for r in range(min(tile_m, m - m0)):
-                        for j in range(nvalid):
-                            out[coloff[j] + (m0 + r) * p] = tmp[r * tile_n + j]
+                    int8_tile(kid, tile_m, tile_n, max_depth, a8, mb * tile_m * nq, qbuf, 0, nq, panel, d_off, ld,
+                              corr, mb * tile_m)
+            for j in range(nvalid):
+                pcol[cols + j] = coloff[j]
+                pimg[cols + j] = colimg[j]
+            cols += nvalid
+        if cols > 0:
+            _flush_panel(panel, ld, cols, pcol, pimg, pan_mc * per_chunk * tile_m,
+                         min(m, (pan_mc * per_chunk + per_chunk) * tile_m), m, p, epilogue, out, outf,
+                         scale, bias, residual, res_channels, slope)
 
 
-def ternary_conv2d(x, w, stride=1, padding=0, kernel=None) -> np.ndarray:
+def ternary_conv2d(x, w, stride=1, padding=0, kernel=None, epilogue: AffineEpilogue | None = None) -> np.ndarray:
     """Exact packed ternary 2-D convolution, int32 ``[N, C_out, OH, OW]``.
 
     ``x``: int codes NCHW ``[N, C_in, H, W]`` or a channel-packed NHWC
@@ -258,6 +321,10 @@ def ternary_conv2d(x, w, stride=1, padding=0, kernel=None) -> np.ndarray:
     ``w``: int codes ``[C_out, C_in, kh, kw]`` or :class:`ConvWeights` (whose kernel
     is used; int codes are packed for ``kernel``, default: this process's).
     ``stride``, ``padding``: int or ``(h, w)`` pair; zero padding.
+    ``epilogue``: an :class:`~.fused.AffineEpilogue`; the result is then its float32
+    ``[N, C_out, OH, OW]``, bit for bit ``affine_epilogue(ternary_conv2d(x, w, ...), ...)``,
+    applied to each tile of accumulators as it is finished (the int32 tensor is never
+    written out and read back).
     """
     sh, sw = _pair(stride, "stride", 1)
     ph, pw = _pair(padding, "padding", 0)
@@ -280,9 +347,18 @@ def ternary_conv2d(x, w, stride=1, padding=0, kernel=None) -> np.ndarray:
             f"kernel {(cw.kh, cw.kw)}"
         )
     m = cw.c_out
-    out = np.empty((nimg, m, oh, ow), dtype=np.int32)
+    if epilogue is None:
+        out = np.empty((nimg, m, oh, ow), dtype=np.int32)
+        outf = scale = bias = slope = residual = np.zeros(1, np.float32)
+        res_channels = 0
+    else:
+        outf = np.empty((nimg, m, oh, ow), dtype=np.float32)
+        out = np.zeros(1, np.int32)
+        scale, bias, residual, res_channels, slope = epilogue.kernel_args(nimg, m, oh * ow)
+        residual = residual.reshape(-1)
+    result = out if epilogue is None else outf
     if nimg == 0:
-        return out
+        return result
     k = cw.kernel
     ncols = nimg * oh * ow
     nb_count = -(-ncols // k.tile_n)
@@ -302,9 +378,13 @@ def ternary_conv2d(x, w, stride=1, padding=0, kernel=None) -> np.ndarray:
         family, apop, a8, corr = 1, _NO_POP, cw.gemm.blocks.reshape(-1).view(np.int32), cw.gemm.corr
     else:
         family, apop, a8, corr = 0, cw.gemm.blocks.reshape(-1), _NO_INT8, _NO_INT8
+    # panels of about PANEL_VALUES accumulators (whole column blocks) per row chunk
+    rows = -(-mb_count // mchunks) * k.tile_m
+    panel_cols = max(1, PANEL_VALUES // (rows * k.tile_n)) * k.tile_n
     _conv_kernel(family, k.kid, k.tile_m, k.tile_n, k.max_depth, apop, a8, corr, m, planes.reshape(-1), nimg,
-                 h + 2 * ph, wd + 2 * pw, xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, out.reshape(-1))
-    return out
+                 h + 2 * ph, wd + 2 * pw, xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, panel_cols,
+                 out.reshape(-1), epilogue is not None, scale, bias, residual, res_channels, slope, outf.reshape(-1))
+    return result
 
 
 def ternary_conv2d_reference(x_codes, w_codes, stride=1, padding=0) -> np.ndarray:

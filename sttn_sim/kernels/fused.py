@@ -182,7 +182,7 @@ def _slope_array(slope) -> np.ndarray:
 
 
 @numba.njit(inline="always")
-def _channel_slope(slope, c):
+def channel_slope(slope, c):
     """The PReLU slope of channel ``c``; 1 when ``slope`` is empty (no PReLU: y·1 = y
     exactly, so the kernels apply ``y·s if y < 0`` without a second branch)."""
     n = slope.shape[0]
@@ -202,6 +202,48 @@ def _prelu_reference(y: np.ndarray, slope) -> np.ndarray:
 # epilogue
 
 
+@numba.njit(inline="always")
+def affine_value(acc, a, b, has_residual, r, slope):
+    """The affine epilogue of one element, float32 ``y = acc·a + b [+ r]``, then
+    ``y·slope if y < 0`` (slope 1: no PReLU).  Every kernel that applies the epilogue
+    calls this, so all of them round alike (no fused multiply-add: numba does not
+    contract)."""
+    y = np.float32(acc) * a + b
+    if has_residual:
+        y = y + r
+    return y * slope if y < 0 else y
+
+
+@dataclass(frozen=True)
+class AffineEpilogue:
+    """The float tail ``y = acc·scale_c + bias_c [+ residual] [→ PReLU(slope)]`` of a
+    ternary layer, as arguments for :func:`affine_epilogue` or for the convolution
+    kernel that applies it while each output tile is in cache
+    (``ternary_conv2d(..., epilogue=...)``).
+
+    ``scale``, ``bias``: float32 ``[C]``.  ``residual``: float32 ``[N, C_r, ...]`` with
+    ``C_r <= C`` (the missing channels count as zero: the zero-channel-pad shortcut), or
+    None.  ``slope``: C entries, 1 (shared), or None."""
+
+    scale: np.ndarray
+    bias: np.ndarray
+    residual: np.ndarray | None = None
+    slope: np.ndarray | None = None
+
+    def kernel_args(self, n: int, c: int, positions: int) -> tuple:
+        """``(scale, bias, residual [N, C_r, positions], C_r, slopes)`` for an output of
+        ``n`` images, ``c`` channels and ``positions`` values per channel."""
+        if self.scale.shape != (c,) or self.bias.shape != (c,):
+            raise ShapeError(f"epilogue: scale {self.scale.shape} and bias {self.bias.shape}; expected ({c},) each")
+        if self.residual is None:
+            return self.scale, self.bias, np.zeros((1, 1, 1), np.float32), 0, _slope_array(self.slope)
+        r = np.ascontiguousarray(self.residual, np.float32)
+        if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or int(np.prod(r.shape[2:])) != positions:
+            raise ShapeError(f"epilogue: residual of shape {r.shape}; expected {n} images, at most {c} channels "
+                             f"and {positions} values per channel")
+        return self.scale, self.bias, r.reshape(n, r.shape[1], positions), r.shape[1], _slope_array(self.slope)
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
     n_img, c_count, hw = acc.shape
@@ -210,30 +252,22 @@ def _affine_epilogue_kernel(acc, a, b, residual, res_channels, slope, out):
         c = t - n * c_count
         ac = a[c]
         bc = b[c]
-        sc = _channel_slope(slope, c)
+        sc = channel_slope(slope, c)
         has_res = c < res_channels
         for i in range(hw):
-            y = np.float32(acc[n, c, i]) * ac + bc
-            if has_res:
-                y = y + residual[n, c, i]
-            out[n, c, i] = y * sc if y < 0 else y
+            r = residual[n, c, i] if has_res else np.float32(0)
+            out[n, c, i] = affine_value(acc[n, c, i], ac, bc, has_res, r, sc)
 
 
 def affine_epilogue(acc: np.ndarray, a: np.ndarray, b: np.ndarray, residual: np.ndarray | None = None,
                     slope: np.ndarray | None = None) -> np.ndarray:
-    """float32 ``y = acc·a_c + b_c [+ residual] [→ PReLU(slope)]`` for NCHW or N×C acc.
-
-    ``residual`` may have fewer channels than acc: the missing ones count as zero (the
-    zero-channel-pad shortcut).  ``slope`` has C entries, or 1 (shared), or is None."""
+    """float32 ``y = acc·a_c + b_c [+ residual] [→ PReLU(slope)]`` for NCHW or N×C acc
+    (see :class:`AffineEpilogue`)."""
     n, c = acc.shape[:2]
     acc3 = acc.reshape(n, c, -1)
-    if residual is None:
-        res3, res_channels = np.zeros((1, 1, 1), np.float32), 0
-    else:
-        res3 = np.ascontiguousarray(residual, np.float32).reshape(n, residual.shape[1], -1)
-        res_channels = residual.shape[1]
+    args = AffineEpilogue(a, b, residual, slope).kernel_args(n, c, acc3.shape[2])
     out = np.empty(acc3.shape, np.float32)
-    _affine_epilogue_kernel(acc3, a, b, res3, res_channels, _slope_array(slope), out)
+    _affine_epilogue_kernel(acc3, *args, out)
     return out.reshape(acc.shape)
 
 
@@ -256,7 +290,7 @@ def _asymmetric_epilogue_kernel(acc_pos, acc_neg, a_pos, a_neg, b, residual, res
         pc = a_pos[c]
         nc = a_neg[c]
         bc = b[c]
-        sc = _channel_slope(slope, c)
+        sc = channel_slope(slope, c)
         has_res = c < res_channels
         for i in range(hw):
             y = (np.float32(acc_pos[n, c, i]) * pc - np.float32(acc_neg[n, c, i]) * nc) + bc
@@ -377,7 +411,7 @@ def _bias_prelu_to_nchw_kernel(rows, bias, slope, n_img, hw, out):
         n = t // c_count
         c = t - n * c_count
         b = bias[c]
-        s = _channel_slope(slope, c)
+        s = channel_slope(slope, c)
         for i in range(hw):
             y = rows[n * hw + i, c] + b
             out[n, c, i] = y * s if y < 0 else y
@@ -517,7 +551,7 @@ def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, str
                            acc, g0 * ld + v0 * lanes, ld)
         for o in range(c_real):
             b = bias[o]
-            s = _channel_slope(slope, o)
+            s = channel_slope(slope, o)
             dst = out[n, o, oy]
             src = acc[o * ld:o * ld + ow]
             for i in range(ow):

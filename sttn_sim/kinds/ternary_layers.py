@@ -27,7 +27,7 @@ import numpy as np
 from ..errors import ModelError, ShapeError
 from ..kernels import prepack_conv_weights, prepack_gemm_columns, prepack_gemm_weights, ternary_gemm
 from ..kernels.conv import ternary_conv2d
-from ..kernels.fused import affine_epilogue, asymmetric_epilogue
+from ..kernels.fused import AffineEpilogue, affine_epilogue, asymmetric_epilogue
 from ..ops.reference import conv2d, integer_conv2d, integer_linear, is_ternary
 from ..quantizers import TernaryWeights, recover_merged_ternary, sttn_ternarize
 from ..recording import LayerEvent
@@ -282,14 +282,17 @@ class FoldedTernary(LayerKind):
         if self.family == "conv":
             weights = prepack_conv_weights(codes, where, kernel)
             stride, padding = self.attr(layer, "stride"), self.attr(layer, "padding")
-            return lambda x: ternary_conv2d(x, weights, stride, padding)
+            return lambda x, epilogue=None: ternary_conv2d(x, weights, stride, padding, epilogue=epilogue)
         weights = prepack_gemm_weights(codes, where, kernel)
         return lambda x: np.ascontiguousarray(ternary_gemm(weights, prepack_gemm_columns(x, kernel=kernel)).T)
 
     def engine_step(self, layer, ctx):
         """Packed popcount convolution (or GEMM) with exact int32 accumulators, then one
         fused float32 epilogue ``acc·s + b [+ residual] [→ PReLU]`` (scale and bias
-        rounded once to float32).  Asymmetric layers: :meth:`asymmetric_engine_step`."""
+        rounded once to float32).  A convolution applies the epilogue inside its kernel,
+        tile by tile, unless the recorder :attr:`~sttn_sim.recording.Recorder.wants_accumulators`
+        (the same float32 values either way).  Asymmetric layers:
+        :meth:`asymmetric_engine_step`."""
         if self.asymmetric(layer):
             return self.asymmetric_engine_step(layer, ctx)
         p = layer.params
@@ -299,11 +302,16 @@ class FoldedTernary(LayerKind):
         slope = f32(p["slope"]).reshape(-1) if "slope" in p else None
         first = ctx.first_layer(layer)
 
+        fusable = affine and self.family == "conv"
+
         def run(args, recorder=None):
+            residual = args[1] if len(args) == 2 else None
+            if fusable and not getattr(recorder, "wants_accumulators", recorder is not None):
+                y = accumulate(args[0], AffineEpilogue(mult32, shift32, residual, slope))
+                return y, LayerEvent(first, y)
             acc = accumulate(args[0])
             if not affine:
                 return acc, LayerEvent(first, acc, accumulator=acc)
-            residual = args[1] if len(args) == 2 else None
             y = affine_epilogue(acc, mult32, shift32, residual, slope)
             return y, LayerEvent(first, y, accumulator=acc)
         return run

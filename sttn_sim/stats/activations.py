@@ -366,6 +366,8 @@ class ActivationRecorder(Recorder):
     :meth:`histogram_table` and :meth:`histogram` read the results.
     """
 
+    wants_accumulators = False  # quantizer inputs only: the engine may fuse its epilogues
+
     def __init__(self, bins=None, *, tie_eps: float = DEFAULT_TIE_EPS, macs: bool = True, backend: str = "numba"):
         self.edges = _check_edges(bins)
         if backend not in ("numba", "numpy"):

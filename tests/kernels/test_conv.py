@@ -17,6 +17,8 @@ from sttn_sim.kernels import (
     ternary_conv2d,
     ternary_conv2d_reference,
 )
+from sttn_sim.kernels import conv as conv_module
+from sttn_sim.kernels.fused import AffineEpilogue, affine_epilogue_reference
 
 
 def brute_force_conv(x, w, stride, padding):
@@ -184,3 +186,68 @@ def test_conv_error_positions_are_in_nchw_coordinates():
         pack_activations_nhwc(np.full((1, 2, 1, 1), 5, np.int64))
     with pytest.raises(ShapeError, match="x_codes"):
         ternary_conv2d_reference(np.ones((1, 4, 5)), np.ones((2, 4, 3, 3)))
+
+
+# ------------------------------------------------------------------------------------
+# output panels and the epilogue applied inside the convolution
+
+
+@pytest.mark.parametrize("panel_values", [1, 200, 5000])
+@pytest.mark.parametrize("shape,c_out", [((3, 70, 7, 7), 9), ((2, 64, 13, 11), 40), ((1, 5, 30, 30), 3)])
+def test_conv_panels_of_any_width(panel_values, shape, c_out, ternary_kernel, monkeypatch):
+    """Panels of one column block up to many, runs that cross images (7x7 at batch 3)
+    and partial blocks: the accumulators are those of the reference."""
+    monkeypatch.setattr(conv_module, "PANEL_VALUES", panel_values)
+    rng = np.random.default_rng(panel_values + c_out)
+    x = random_codes(rng, shape)
+    w = random_codes(rng, (c_out, shape[1], 3, 3))
+    check(x, w, 1, 1, ternary_kernel)
+
+
+def _epilogue(rng, n, c_out, spatial, residual_channels, slope) -> AffineEpilogue:
+    a = rng.normal(0, 0.1, c_out).astype(np.float32)
+    a[0] = -abs(a[0])  # a negative folded BN scale
+    if c_out > 2:
+        a[1] = 0.0  # a zero BN scale
+    b = rng.normal(0, 1, c_out).astype(np.float32)
+    residual = None if residual_channels is None else \
+        rng.normal(0, 1, (n, residual_channels) + spatial).astype(np.float32)
+    sl = {"channel": rng.uniform(0, 0.5, c_out).astype(np.float32), "shared": np.array([0.25], np.float32),
+          None: None}[slope]
+    return AffineEpilogue(a, b, residual, sl)
+
+
+@pytest.mark.parametrize("c_in,c_out,residual,slope", [
+    (1, 3, None, "channel"), (63, 17, "all", "shared"), (65, 6, "fewer", None), (130, 40, "all", "channel"),
+    (64, 130, "fewer", "channel")])
+@pytest.mark.parametrize("stride,padding", [(1, 1), (2, 0)])
+@pytest.mark.parametrize("hw,batch", [((7, 7), 1), ((7, 7), 3), ((12, 20), 2)])
+@pytest.mark.parametrize("panel_values", [1, conv_module.PANEL_VALUES])
+def test_conv_with_epilogue_is_the_reference_epilogue_bit_for_bit(c_in, c_out, residual, slope, stride, padding, hw,
+                                                                  batch, panel_values, ternary_kernel, monkeypatch):
+    """``ternary_conv2d(..., epilogue=e)`` against the numpy epilogue of the numpy
+    convolution (float32 arithmetic in numpy, rounded step by step as the kernel is),
+    compared as bits: -0.0 and +0.0 differ."""
+    monkeypatch.setattr(conv_module, "PANEL_VALUES", panel_values)
+    rng = np.random.default_rng(c_in * 31 + c_out + 7 * batch + stride)
+    x = random_codes(rng, (batch, c_in) + hw)
+    w = random_codes(rng, (c_out, c_in, 3, 3))
+    acc = ternary_conv2d_reference(x, w, stride, padding)
+    res_c = {None: None, "all": c_out, "fewer": max(1, c_out // 2)}[residual]
+    e = _epilogue(rng, batch, c_out, acc.shape[2:], res_c, slope)
+    ref = affine_epilogue_reference(acc, e.scale, e.bias, e.residual, e.slope)
+    got = ternary_conv2d(x, w, stride, padding, kernel=ternary_kernel, epilogue=e)
+    assert got.dtype == np.float32 and got.shape == ref.shape
+    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
+
+
+def test_conv_epilogue_errors():
+    rng = np.random.default_rng(3)
+    x = random_codes(rng, (2, 8, 5, 5))
+    w = random_codes(rng, (4, 8, 3, 3))
+    ones = np.ones(4, np.float32)
+    with pytest.raises(ShapeError, match=r"epilogue: scale \(3,\) and bias \(4,\); expected \(4,\) each"):
+        ternary_conv2d(x, w, 1, 1, epilogue=AffineEpilogue(ones[:3], ones))
+    for bad in [(2, 5, 5, 5), (1, 4, 5, 5), (2, 4, 4, 5)]:
+        with pytest.raises(ShapeError, match=r"epilogue: residual of shape .* expected 2 images, at most 4 channels"):
+            ternary_conv2d(x, w, 1, 1, epilogue=AffineEpilogue(ones, ones, np.zeros(bad, np.float32)))

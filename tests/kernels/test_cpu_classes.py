@@ -32,6 +32,8 @@ CLASS_TESTS = [
     "tests/kernels/test_gemm.py::test_kernel_compiles_to_its_instructions",
     "tests/kernels/test_conv.py::test_conv_sweep",
     "tests/kernels/test_conv.py::test_conv_other_geometries",
+    "tests/kernels/test_conv.py::test_conv_panels_of_any_width",
+    "tests/kernels/test_conv.py::test_conv_with_epilogue_is_the_reference_epilogue_bit_for_bit",
     "tests/kernels/test_fused.py::test_direct_conv_against_float64",
     "tests/kernels/test_fused.py::test_column_phases_match_the_padded_definition",
     "tests/kernels/test_fused.py::test_maxpool_matches_reference",
