@@ -221,7 +221,7 @@ class AffineEpilogue:
     kernel that applies it while each output tile is in cache
     (``ternary_conv2d(..., epilogue=...)``).
 
-    ``scale``, ``bias``: float32 ``[C]``.  ``residual``: float32 ``[N, C_r, ...]`` with
+    ``scale``, ``bias``: ``[C]``, used as float32.  ``residual``: float32 ``[N, C_r, ...]`` with
     ``C_r <= C`` (the missing channels count as zero: the zero-channel-pad shortcut), or
     None.  ``slope``: C entries, 1 (shared), or None."""
 
@@ -233,15 +233,17 @@ class AffineEpilogue:
     def kernel_args(self, n: int, c: int, positions: int) -> tuple:
         """``(scale, bias, residual [N, C_r, positions], C_r, slopes)`` for an output of
         ``n`` images, ``c`` channels and ``positions`` values per channel."""
-        if self.scale.shape != (c,) or self.bias.shape != (c,):
-            raise ShapeError(f"epilogue: scale {self.scale.shape} and bias {self.bias.shape}; expected ({c},) each")
+        scale = np.ascontiguousarray(self.scale, np.float32)
+        bias = np.ascontiguousarray(self.bias, np.float32)
+        if scale.shape != (c,) or bias.shape != (c,):
+            raise ShapeError(f"epilogue: scale {scale.shape} and bias {bias.shape}; expected ({c},) each")
         if self.residual is None:
-            return self.scale, self.bias, np.zeros((1, 1, 1), np.float32), 0, _slope_array(self.slope)
+            return scale, bias, np.zeros((1, 1, 1), np.float32), 0, _slope_array(self.slope)
         r = np.ascontiguousarray(self.residual, np.float32)
         if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or int(np.prod(r.shape[2:])) != positions:
             raise ShapeError(f"epilogue: residual of shape {r.shape}; expected {n} images, at most {c} channels "
                              f"and {positions} values per channel")
-        return self.scale, self.bias, r.reshape(n, r.shape[1], positions), r.shape[1], _slope_array(self.slope)
+        return scale, bias, r.reshape(n, r.shape[1], positions), r.shape[1], _slope_array(self.slope)
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)

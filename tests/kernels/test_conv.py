@@ -251,3 +251,13 @@ def test_conv_epilogue_errors():
     for bad in [(2, 5, 5, 5), (1, 4, 5, 5), (2, 4, 4, 5)]:
         with pytest.raises(ShapeError, match=r"epilogue: residual of shape .* expected 2 images, at most 4 channels"):
             ternary_conv2d(x, w, 1, 1, epilogue=AffineEpilogue(ones, ones, np.zeros(bad, np.float32)))
+
+
+def test_conv_epilogue_takes_scale_and_bias_as_float32():
+    rng = np.random.default_rng(4)
+    x = random_codes(rng, (2, 8, 5, 5))
+    w = random_codes(rng, (4, 8, 3, 3))
+    a64, b64 = rng.normal(0, 0.1, 4), rng.normal(0, 1, 4)
+    as32 = ternary_conv2d(x, w, 1, 1, epilogue=AffineEpilogue(a64.astype(np.float32), b64.astype(np.float32)))
+    got = ternary_conv2d(x, w, 1, 1, epilogue=AffineEpilogue(a64, b64))
+    assert got.dtype == np.float32 and np.array_equal(got.view(np.uint32), as32.view(np.uint32))
