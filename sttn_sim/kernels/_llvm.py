@@ -513,8 +513,6 @@ def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bo
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vf32, [vf32] * 3), f"llvm.fmuladd.v{lanes}f32")
             zero = ir.Constant(vf32, None)
-            undef = ir.Constant(vf32, ir.Undefined)
-            splat0 = ir.Constant(ir.VectorType(_I32, lanes), [0] * lanes)
 
             pre = builder.block
             loop = builder.append_basic_block("float_mk.loop")
@@ -536,7 +534,7 @@ def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bo
             new = [[None] * vecs for _ in range(chans)]
             for j in range(chans):
                 wj = builder.load(builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, j))]), align=4)
-                wb = builder.shuffle_vector(builder.insert_element(undef, wj, ir.Constant(_I32, 0)), undef, splat0)
+                wb = _splat(builder, wj, vf32)
                 for r in range(vecs):
                     new[j][r] = builder.call(fma, [xv[r], wb, acc[j][r]])
             t_next = builder.add(t, ir.Constant(_I64, 1))
@@ -568,6 +566,13 @@ def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bo
 
 _V16F32 = ir.VectorType(_F32, 16)
 _V16I32 = ir.VectorType(_I32, 16)
+
+
+def _splat(builder, x, vty):
+    """``x`` in every lane of a ``vty`` vector (insert into lane 0, shuffle with a zero mask)."""
+    undef = ir.Constant(vty, ir.Undefined)
+    mask = ir.Constant(ir.VectorType(_I32, vty.count), [0] * vty.count)
+    return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(_I32, 0)), undef, mask)
 
 
 def _vector_at(builder, ptr, off, vty):
@@ -618,21 +623,16 @@ def affine16(typingctx, out, out_off, acc, acc_off, a, b, residual, res_off, has
         aptr = _data_ptr(context, builder, sa[2], args[2], _I32)
         rptr = _data_ptr(context, builder, sa[6], args[6], _F32)
         o_off, a_off, r_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3, 7))
-        undef = ir.Constant(_V16F32, ir.Undefined)
-        splat0 = ir.Constant(_V16I32, [0] * 16)
-
-        def splat(x):
-            return builder.shuffle_vector(builder.insert_element(undef, x, ir.Constant(_I32, 0)), undef, splat0)
-
         v = builder.load(_vector_at(builder, aptr, a_off, _V16I32), align=4)
-        y = builder.fadd(builder.fmul(builder.sitofp(v, _V16F32), splat(args[4])), splat(args[5]))
+        a, b = (_splat(builder, args[i], _V16F32) for i in (4, 5))
+        y = builder.fadd(builder.fmul(builder.sitofp(v, _V16F32), a), b)
         before = builder.block
         with builder.if_then(args[8]):
             with_res = builder.fadd(y, builder.load(_vector_at(builder, rptr, r_off, _V16F32), align=4))
             added = builder.block
         y = _phi(builder, _V16F32, (y, before), (with_res, added))
         negative = builder.fcmp_ordered("<", y, ir.Constant(_V16F32, None))
-        builder.store(builder.select(negative, builder.fmul(y, splat(args[9])), y),
+        builder.store(builder.select(negative, builder.fmul(y, _splat(builder, args[9], _V16F32)), y),
                       _vector_at(builder, optr, o_off, _V16F32), align=4)
         return context.get_dummy_value()
 

@@ -214,6 +214,18 @@ def affine_value(acc, a, b, has_residual, r, slope):
     return y * slope if y < 0 else y
 
 
+def _residual_args(residual, n: int, c: int, positions: int) -> tuple[np.ndarray, int]:
+    """``(residual [N, C_r, positions] float32, C_r)`` for an epilogue kernel of ``n``
+    images, ``c`` channels and ``positions`` values per channel (a dummy and 0 for None)."""
+    if residual is None:
+        return np.zeros((1, 1, 1), np.float32), 0
+    r = np.ascontiguousarray(residual, np.float32)
+    if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or int(np.prod(r.shape[2:])) != positions:
+        raise ShapeError(f"epilogue: residual of shape {r.shape}; expected {n} images, at most {c} channels "
+                         f"and {positions} values per channel")
+    return r.reshape(n, r.shape[1], positions), r.shape[1]
+
+
 @dataclass(frozen=True)
 class AffineEpilogue:
     """The float tail ``y = acc·scale_c + bias_c [+ residual] [→ PReLU(slope)]`` of a
@@ -237,13 +249,7 @@ class AffineEpilogue:
         bias = np.ascontiguousarray(self.bias, np.float32)
         if scale.shape != (c,) or bias.shape != (c,):
             raise ShapeError(f"epilogue: scale {scale.shape} and bias {bias.shape}; expected ({c},) each")
-        if self.residual is None:
-            return scale, bias, np.zeros((1, 1, 1), np.float32), 0, _slope_array(self.slope)
-        r = np.ascontiguousarray(self.residual, np.float32)
-        if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or int(np.prod(r.shape[2:])) != positions:
-            raise ShapeError(f"epilogue: residual of shape {r.shape}; expected {n} images, at most {c} channels "
-                             f"and {positions} values per channel")
-        return scale, bias, r.reshape(n, r.shape[1], positions), r.shape[1], _slope_array(self.slope)
+        return (scale, bias, *_residual_args(self.residual, n, c, positions), _slope_array(self.slope))
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -311,11 +317,7 @@ def asymmetric_epilogue(acc_pos: np.ndarray, acc_neg: np.ndarray, a_pos: np.ndar
         raise ShapeError(f"acc_neg: shape {acc_neg.shape} differs from acc_pos {acc_pos.shape}")
     n, c = acc_pos.shape[:2]
     pos3, neg3 = acc_pos.reshape(n, c, -1), acc_neg.reshape(n, c, -1)
-    if residual is None:
-        res3, res_channels = np.zeros((1, 1, 1), np.float32), 0
-    else:
-        res3 = np.ascontiguousarray(residual, np.float32).reshape(n, residual.shape[1], -1)
-        res_channels = residual.shape[1]
+    res3, res_channels = _residual_args(residual, n, c, pos3.shape[2])
     out = np.empty(pos3.shape, np.float32)
     _asymmetric_epilogue_kernel(pos3, neg3, a_pos, a_neg, b, res3, res_channels, _slope_array(slope), out)
     return out.reshape(acc_pos.shape)
