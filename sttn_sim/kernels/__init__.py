@@ -1,5 +1,8 @@
 """Packed ternary arithmetic kernels (Numba): packing, GEMM, 2-D convolution.
 
+Numba's cache (:mod:`._cache`): a cached kernel is recompiled when any ``.py`` file of
+this package changes, not only its own (its micro-kernels live in other modules).
+
 Environment (set with ``os.environ.setdefault`` before this package imports numba, so
 an explicit user setting always wins):
 
@@ -13,8 +16,9 @@ an explicit user setting always wins):
 
 CPU classes (:mod:`.cpu`, :mod:`.selection`): the kernels are chosen for the target numba
 compiles for -- AVX-512 with VPOPCNTDQ (popcount on zmm bit planes), AVX-512 without it
-and AVX2 (int8 multiply-add on the codes, ``vpmaddubsw`` / VNNI ``vpdpbusd``), and a
-portable fallback -- and every variant is exact (tests/kernels/).  Explicit vector IR
+and AVX2 (int8 multiply-add on the codes with VNNI ``vpdpbusd``, else a ``vpshufb``
+table lookup on pairs of codes), and a portable fallback -- and every variant is exact
+(tests/kernels/).  Explicit vector IR
 (``<8 x i64>``, ``<16 x float>``) is not split by LLVM's 256-bit preference on Intel
 AVX-512 server CPUs (numba sets no ``min-legal-vector-width``, so 512-bit types stay
 legal; checked in the assembly); only the auto-vectorised loops (threshold + pack,
@@ -50,6 +54,10 @@ message starts with the argument's name.
 import os
 
 os.environ.setdefault("NUMBA_SLP_VECTORIZE", "1")
+
+from ._cache import install as _install_cache_locators
+
+_install_cache_locators()  # cached kernels: recompiled when any kernel source changes
 
 from .packing import (  # noqa: E402
     PackedTernary,

@@ -16,6 +16,9 @@ Everything here is reachable from ``@numba.njit`` code through
 * :func:`make_int8_microkernel` -- the x86 int8 multiply-add micro-kernel on ternary
   codes (``vpmaddubsw`` on AVX2 / AVX-512BW, ``vpdpbusd`` with VNNI), for targets
   without a vector popcount; :func:`expand_plus1` writes its B operand from bit planes.
+* :func:`make_lut_microkernel` -- the x86 table-lookup micro-kernel on pairs of codes
+  (``vpshufb`` in the 16-byte table of each weight pair, ``vpaddb``), for targets without
+  VNNI; :func:`expand_pairs8` writes its B operand from bit planes.
 * :func:`make_float_microkernel` -- the float32 FMA micro-kernel of the stem.
 
 Bit identity (docs/design.md §2.5), with ``t = m_a & m_b`` and
@@ -434,6 +437,211 @@ def make_int8_microkernel(rows: int, vecs: int, vector_bytes: int, op: str, avai
     microkernel.__name__ = f"int8_{op}_microkernel_{rows}x{width}"
     return microkernel
 
+
+
+#: the x86 byte shuffle of each LUT micro-kernel vector width and the LLVM features it
+#: needs (see :func:`make_lut_microkernel`)
+LUT_OPS = {
+    32: ("llvm.x86.avx2.pshuf.b", ("avx2",)),
+    64: ("llvm.x86.avx512.pshuf.b.512", ("avx512bw",)),
+}
+#: K pairs per LUT micro-kernel call: each adds at most 2 to a byte lane, so 63 pairs
+#: stay within int8
+LUT_DEPTH = 63
+
+
+def lut_weight_index(w0, w1):
+    """The table of the weight pair ``(w0, w1)`` (codes in {-1, 0, 1}): ``(w0+1) + 3(w1+1)``
+    in 0..8 (4 = the pair (0, 0), whose table is all zeros)."""
+    return (w0 + 1) + 3 * (w1 + 1)
+
+
+def lut_nibble(x0, x1):
+    """The 4-bit index of the activation pair ``(x0, x1)``: ``(x0+1) + 4(x1+1)`` (5 = the
+    pair (0, 0), the padding value)."""
+    return (x0 + 1) + 4 * (x1 + 1)
+
+
+def lut_tables() -> list[list[int]]:
+    """The 9 tables of 16 int8 entries: ``table[lut_weight_index(w0, w1)][lut_nibble(x0, x1)]
+    = w0·x0 + w1·x1`` (entries of nibbles that are no pair are 0)."""
+    tables = [[0] * 16 for _ in range(9)]
+    for w0 in (-1, 0, 1):
+        for w1 in (-1, 0, 1):
+            for x0 in (-1, 0, 1):
+                for x1 in (-1, 0, 1):
+                    tables[lut_weight_index(w0, w1)][lut_nibble(x0, x1)] = w0 * x0 + w1 * x1
+    return tables
+
+
+def _lut_table_global(module, vector_bytes):
+    """The 9 tables, each repeated to ``vector_bytes`` bytes (one per 128-bit lane), as a
+    constant global of ``module``: ``[9 x <vector_bytes x i8>]``."""
+    name = f"sttn_sim.lut_tables.{vector_bytes}"
+    if name in module.globals:
+        return module.globals[name]
+    vty = ir.VectorType(_I8, vector_bytes)
+    arr = ir.ArrayType(vty, 9)
+    gv = ir.GlobalVariable(module, arr, name)
+    gv.linkage = "internal"
+    gv.global_constant = True
+    gv.align = vector_bytes
+    gv.initializer = ir.Constant(arr, [ir.Constant(vty, [t[i % 16] for i in range(vector_bytes)]) for t in lut_tables()])
+    return gv
+
+
+def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: bool = True):
+    """Build the ``rows x (vecs*vector_bytes)`` table-lookup micro-kernel on pairs of
+    ternary codes (x86 ``vpshufb``; ``vector_bytes`` 32 = ymm, 64 = zmm).
+
+    Two codes of K form a pair.  A weight pair (w0, w1) has 9 values, so the products
+    ``w0·x0 + w1·x1`` of all 9 activation pairs fit one 16-byte table
+    (:func:`lut_tables`); one ``vpshufb`` looks up ``vector_bytes`` columns' activation
+    pairs (their nibbles, :func:`lut_nibble`) in the table of one row's weight pair and
+    one ``vpaddb`` adds them: 2·vector_bytes multiply-adds in two instructions, no
+    offset correction (the tables hold the exact products).  Operands are bytes, passed
+    as int32 views, offsets counted in bytes:
+
+    * ``a``: for each pair ``q``, the ``rows`` rows' table numbers
+      (:func:`lut_weight_index`) at ``a_off + q*rows + r``;
+    * ``b``: for each pair, ``NB = vecs*vector_bytes`` columns' nibbles at
+      ``b_off + q*NB + j``;
+    * ``npairs`` in 1..:data:`LUT_DEPTH` (byte accumulators; the caller chunks K).
+
+    The result goes to ``out[out_off + r*ldo + j]`` (int32, sign-extended from the
+    bytes), added to it when ``accumulate``.  ``corr``/``corr_off`` are unused (the
+    signature of :func:`make_int8_microkernel`, so one dispatch serves both).
+    """
+    width = vecs * vector_bytes
+    name, _ = LUT_OPS[vector_bytes]
+    v8 = ir.VectorType(_I8, vector_bytes)
+    v8x8 = ir.VectorType(_I8, 8)
+
+    @intrinsic
+    def microkernel(typingctx, a, a_off, b, b_off, npairs, out, out_off, ldo, corr, corr_off, accumulate):
+        if not (_check_array(a, types.int32) and _check_array(b, types.int32) and _check_array(out, types.int32)):
+            return None
+        sig = types.void(a, a_off, b, b_off, npairs, out, out_off, ldo, corr, corr_off, accumulate)
+
+        def codegen(context, builder, signature, args):
+            if not available:
+                return _trap(context, builder)
+            sa = signature.args
+            aptr = _data_ptr(context, builder, sa[0], args[0], _I8)
+            bptr = _data_ptr(context, builder, sa[2], args[2], _I8)
+            optr = _data_ptr(context, builder, sa[5], args[5], _I32)
+            a_off_v, b_off_v, npr, o_off, ldo_v = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3, 4, 6, 7))
+            acc_in = context.cast(builder, args[10], sa[10], types.boolean)
+            shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), name)
+            tables = _lut_table_global(builder.module, vector_bytes)
+            zero = ir.Constant(v8, None)
+
+            pre = builder.block
+            loop = builder.append_basic_block("lut_mk.loop")
+            done = builder.append_basic_block("lut_mk.done")
+            builder.branch(loop)
+            builder.position_at_end(loop)
+            q = builder.phi(_I64, "q")
+            q.add_incoming(ir.Constant(_I64, 0), pre)
+            acc = [[builder.phi(v8) for _ in range(vecs)] for _ in range(rows)]
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(zero, pre)
+            bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
+            abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
+            bv = [builder.load(_vector_at(builder, bptr, builder.add(bbase, ir.Constant(_I64, vector_bytes * v)), v8),
+                               align=1) for v in range(vecs)]
+            new = [[None] * vecs for _ in range(rows)]
+            for r in range(rows):
+                idx = builder.zext(builder.load(builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])), _I64)
+                table = builder.load(builder.gep(tables, [ir.Constant(_I64, 0), idx]), align=vector_bytes)
+                for v in range(vecs):
+                    new[r][v] = builder.add(acc[r][v], builder.call(shuffle, [table, bv[v]]))
+            q_next = builder.add(q, ir.Constant(_I64, 1))
+            tail = builder.block
+            q.add_incoming(q_next, tail)
+            for r in range(rows):
+                for v in range(vecs):
+                    acc[r][v].add_incoming(new[r][v], tail)
+            builder.cbranch(builder.icmp_signed("<", q_next, npr), loop, done)
+
+            builder.position_at_end(done)
+            undef = ir.Constant(v8, ir.Undefined)
+            for r in range(rows):
+                row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
+                for v in range(vecs):
+                    for part in range(vector_bytes // 8):
+                        eight = builder.shuffle_vector(new[r][v], undef,
+                                                       ir.Constant(_V8I32, list(range(8 * part, 8 * part + 8))))
+                        wide = builder.sext(builder.bitcast(eight, v8x8), _V8I32)
+                        p = _vector_at(builder, optr, builder.add(row_off, ir.Constant(_I64, vector_bytes * v + 8 * part)),
+                                       _V8I32)
+                        old = builder.load(p, align=4)  # read only when accumulating
+                        builder.store(builder.add(wide, builder.select(acc_in, old, ir.Constant(_V8I32, None))), p,
+                                      align=4)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    microkernel.__name__ = f"lut_microkernel_{rows}x{width}"
+    return microkernel
+
+
+def _interleave(builder, a, b, n):
+    """The elements of the ``n``-element vectors ``a`` and ``b`` alternately: a0 b0 a1 b1 ..."""
+    mask = [i // 2 + (i % 2) * n for i in range(2 * n)]
+    return builder.shuffle_vector(a, b, ir.Constant(ir.VectorType(_I32, 2 * n), mask))
+
+
+@intrinsic
+def expand_pairs8(typingctx, buf, offset, stride, words, src, j0, add, plane_off):
+    """Write the 64 codes of 8 columns' (non-zero, sign) word pairs as pair nibbles
+    (:func:`lut_nibble` of codes ``2i, 2i+1``), the B layout of
+    :func:`make_lut_microkernel`: column ``t`` (``t < 8``) is ``j0 + t``, its words are
+    ``words[src[j0+t] + add]`` and ``words[plane_off + src[j0+t] + add]``, and pair ``i``
+    of the 8 columns goes to the 8 bytes at ``offset + i*stride`` of ``buf`` (int32
+    view, offsets in bytes).  A byte transpose in three interleave steps, then 32
+    eight-byte stores (one column at a time would take 256 byte stores)."""
+    if not (_check_array(buf, types.int32) and _check_array(words, types.uint64) and _check_array(src, types.int64)
+            and all(isinstance(v, types.Integer) for v in (offset, stride, j0, add, plane_off))):
+        return None
+    sig = types.void(buf, offset, stride, words, src, j0, add, plane_off)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        base = _data_ptr(context, builder, sa[0], args[0], _I8)
+        wptr = _data_ptr(context, builder, sa[3], args[3], _I64)
+        sptr = _data_ptr(context, builder, sa[4], args[4], _I64)
+        off, step, first, extra, plane = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 2, 5, 6, 7))
+        v32 = ir.VectorType(_I8, 32)
+        undef = ir.Constant(_V64I8, ir.Undefined)
+        even_mask = ir.Constant(ir.VectorType(_I32, 32), list(range(0, 64, 2)))
+        odd_mask = ir.Constant(ir.VectorType(_I32, 32), list(range(1, 64, 2)))
+        nibbles = []
+        for t in range(8):
+            at = builder.add(builder.load(builder.gep(sptr, [builder.add(first, ir.Constant(_I64, t))])), extra)
+            mm = builder.bitcast(builder.load(builder.gep(wptr, [at])), _V64I1)
+            sm = builder.bitcast(builder.load(builder.gep(wptr, [builder.add(at, plane)])), _V64I1)
+            val = builder.select(mm, builder.select(sm, ir.Constant(_V64I8, None), ir.Constant(_V64I8, [2] * 64)),
+                                 ir.Constant(_V64I8, [1] * 64))  # x + 1
+            even = builder.shuffle_vector(val, undef, even_mask)
+            odd = builder.shuffle_vector(val, undef, odd_mask)
+            nibbles.append(builder.add(even, builder.shl(odd, ir.Constant(v32, [2] * 32))))
+        # [t][i] -> [i][t]: interleave bytes, then byte pairs, then quads
+        two = [_interleave(builder, nibbles[2 * k], nibbles[2 * k + 1], 32) for k in range(4)]
+        i16 = ir.VectorType(ir.IntType(16), 32)
+        four = [_interleave(builder, builder.bitcast(two[2 * k], i16), builder.bitcast(two[2 * k + 1], i16), 32)
+                for k in range(2)]
+        i32v = ir.VectorType(_I32, 32)
+        eight = _interleave(builder, builder.bitcast(four[0], i32v), builder.bitcast(four[1], i32v), 32)
+        groups = builder.bitcast(eight, ir.VectorType(_I64, 32))
+        for i in range(32):
+            p = builder.gep(base, [builder.add(off, builder.mul(step, ir.Constant(_I64, i)))])
+            builder.store(builder.extract_element(groups, ir.Constant(_I32, i)), builder.bitcast(p, _I64.as_pointer()),
+                          align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
 
 @intrinsic
 def expand_plus1(typingctx, buf, offset, stride, m, s):

@@ -19,9 +19,10 @@ The kernel is an implicit GEMM: the packed input is zero-padded once (padding ta
 become zero words), then for each block of ``tile_n`` output pixels the packed words of
 the ``kh*kw`` taps are gathered into a cache-resident column block in the layout of the
 GEMM kernel (:mod:`.gemm`: bit-plane words for the popcount family, the bytes
-``x + 1`` of the codes for the int8 family, expanded from the words on the way) and
+``x + 1`` of the codes for the int8 family, the pair nibbles for the lut family,
+expanded from the words on the way) and
 the micro-kernel runs against every row block of the weights; no im2col matrix is
-materialised.  The K order is the same for both families: ``(dy, dx, channel)`` with
+materialised.  The K order is the same for all families: ``(dy, dx, channel)`` with
 each tap's channels padded to a multiple of 64 (zero weights).
 """
 
@@ -35,7 +36,7 @@ import numpy as np
 from sttn_sim.errors import QuantizationError, ShapeError
 
 from ..rules import conv_output_size
-from ._llvm import affine16, copy16, expand_plus1
+from ._llvm import affine16, copy16, expand_pairs8, expand_plus1
 from .fused import AffineEpilogue, channel_slope, affine_value
 from .gemm import GemmWeights, block_planes, int8_tile, int8_weights, popcount_tile, resolve_kernel
 from .packing import (
@@ -112,7 +113,7 @@ def prepack_conv_weights(w_codes, name: str = "w", kernel=None) -> ConvWeights:
     if c_out < 1 or kh < 1 or kw < 1:
         raise ShapeError(f"{name}: expected non-empty [C_out, C_in, kh, kw], got shape {w8.shape}")
     wc = words_for(c_in)
-    if kernel.family == "int8":
+    if kernel.family in ("int8", "lut"):
         _raise_if_not_ternary(w8, name)
         k_order = np.zeros((c_out, kh, kw, wc * 64), np.int8)  # (dy, dx, channel), channels padded
         k_order[..., :c_in] = w8.transpose(0, 2, 3, 1)
@@ -228,7 +229,8 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
     """Implicit-GEMM convolution on zero-padded packed NHWC input.
 
     ``family`` 0: popcount kernel ``kid`` on the uint64 blocks ``apop``; 1: int8 kernel
-    ``kid`` on ``a8`` (the int32 view of the int8 blocks) with the row sums ``corr``.
+    ``kid`` on ``a8`` (the int32 view of the int8 blocks) with the row sums ``corr``;
+    2: lut kernel ``kid`` on ``a8`` (the int32 view of the table numbers).
     ``xpad``: flat ``uint64[2, nimg, hp, wp, wc]`` (padding already applied, so every
     tap of every output pixel is in bounds).  ``out``: flat ``int32[nimg, m, oh*ow]``.
     Tasks = (chunk of row blocks) x (column block of ``tile_n`` output pixels), column
@@ -244,7 +246,7 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
     p = oh * ow
     ncols = nimg * p
     nw = kh * kw * wc
-    nq = 16 * nw  # int8 family: quads of K
+    nq = (32 if family == 2 else 16) * nw  # int8 family: quads of K; lut: pairs
     nb_count = (ncols + tile_n - 1) // tile_n
     mb_count = (m + tile_m - 1) // tile_m
     per_chunk = (mb_count + mchunks - 1) // mchunks
@@ -254,7 +256,7 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
     ld = panel_cols + tile_n  # a block's tile writes all tile_n columns, valid or not
     for ch in numba.prange(nchunks):
         buf = np.empty(nw * blk, dtype=np.uint64)
-        qbuf = np.empty(nq * tile_n if family == 1 else 1, dtype=np.int32)
+        qbuf = np.empty(nq * tile_n if family == 1 else (nq * tile_n // 4 if family == 2 else 1), dtype=np.int32)
         coloff = np.empty(tile_n, dtype=np.int64)
         src0 = np.empty(tile_n, dtype=np.int64)
         colimg = np.empty(tile_n, dtype=np.int64)
@@ -291,11 +293,15 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
                                     src = src0[j] + toff + c
                                     buf[d + j] = xpad[src]
                                     buf[d + tile_n + j] = xpad[plane_off + src]
-                            else:  # 16 quads of bytes x + 1 per word, column j in lane j
+                            elif family == 1:  # 16 quads of bytes x + 1 per word, column j in lane j
                                 d = (kword + c) * 16 * tile_n
                                 for j in range(tile_n):
                                     src = src0[j] + toff + c
                                     expand_plus1(qbuf, d + j, tile_n, xpad[src], xpad[plane_off + src])
+                            else:  # 32 pair nibbles per word, column j in byte j, 8 columns at a time
+                                d = (kword + c) * 32 * tile_n
+                                for j in range(0, tile_n, 8):
+                                    expand_pairs8(qbuf, d + j, tile_n, xpad, src0, j, toff + c, plane_off)
             for mb in range(mb_lo, mb_hi):
                 d_off = (mb - mb_lo) * tile_m * ld + cols
                 if family == 0:
@@ -374,8 +380,9 @@ def ternary_conv2d(x, w, stride=1, padding=0, kernel=None, epilogue: AffineEpilo
         padded = np.zeros(planes.shape[:2] + (h + 2 * ph, wd + 2 * pw, xp.words), np.uint64)
         padded[:, :, ph:ph + h, pw:pw + wd] = planes
         planes = padded
-    if k.family == "int8":
-        family, apop, a8, corr = 1, _NO_POP, cw.gemm.blocks.reshape(-1).view(np.int32), cw.gemm.corr
+    if k.family in ("int8", "lut"):
+        family = 1 if k.family == "int8" else 2
+        apop, a8, corr = _NO_POP, cw.gemm.blocks.reshape(-1).view(np.int32), cw.gemm.corr
     else:
         family, apop, a8, corr = 0, cw.gemm.blocks.reshape(-1), _NO_INT8, _NO_INT8
     # panels of about PANEL_VALUES accumulators (whole column blocks) per row chunk

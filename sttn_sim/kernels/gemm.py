@@ -1,7 +1,7 @@
 """Packed ternary GEMM: ``C[m, n] = sum_k A[m, k] * B[n, k]`` exactly, in int32.
 
 ``A`` holds the weights ``[M, K]`` and ``B`` the activations / im2col columns ``[N, K]``.
-There are two arithmetics, each a family of register-tiled micro-kernels
+There are three arithmetics, each a family of register-tiled micro-kernels
 (:data:`TERNARY_KERNELS`; :mod:`.selection` picks one per CPU class):
 
 * ``popcount`` -- bit planes (docs/design.md §2.5):
@@ -12,6 +12,10 @@ There are two arithmetics, each a family of register-tiled micro-kernels
 * ``int8`` -- multiply-add on the codes themselves, for x86 CPUs without a vector
   popcount (:func:`._llvm.make_int8_microkernel`): ``Σ (x+1)·w - Σ w`` with
   ``vpmaddubsw`` (AVX2, AVX-512BW) or ``vpdpbusd`` (VNNI), four K values per int32 lane.
+* ``lut`` -- table lookup on pairs of codes, for x86 CPUs without VNNI
+  (:func:`._llvm.make_lut_microkernel`): a weight pair has 9 values, so the products
+  with all 9 activation pairs fit one 16-byte table; ``vpshufb`` looks up one byte
+  (two multiply-adds) per column, ``vpaddb`` accumulates in bytes for up to 63 pairs.
 
 Layouts (re-blocked from the row-major :class:`~.packing.PackedTernary` or from codes):
 
@@ -23,6 +27,9 @@ Layouts (re-blocked from the row-major :class:`~.packing.PackedTernary` or from 
 * int8 :class:`GemmWeights` ``int8[ceil(M/tile_m), Q, tile_m, 4]`` (codes, ``Q`` quads
   of K) plus ``corr`` = the weight sum of each row; :class:`GemmColumns`
   ``int8[ceil(N/tile_n), Q, tile_n, 4]`` holding ``x + 1 ∈ {0, 1, 2}``.
+* lut :class:`GemmWeights` ``uint8[ceil(M/tile_m), P, tile_m]`` (the table number of
+  each row's weight pair, ``P`` pairs of K; ``corr`` zeros); :class:`GemmColumns`
+  ``uint8[ceil(N/tile_n), P, tile_n]`` (each column's pair nibble).
 * Rows/columns beyond ``M``/``N`` in the last block, and K beyond its end, hold zero
   weights (so whatever the activations there, they add nothing).
 
@@ -39,7 +46,16 @@ import numpy as np
 
 from sttn_sim.errors import ShapeError
 
-from ._llvm import INT8_OPS, make_int8_microkernel, make_microkernel
+from ._llvm import (
+    INT8_OPS,
+    LUT_DEPTH,
+    LUT_OPS,
+    lut_nibble,
+    lut_weight_index,
+    make_int8_microkernel,
+    make_lut_microkernel,
+    make_microkernel,
+)
 from .cpu import CompileTarget, check_available, compile_target, requested_class
 from .packing import (
     PackedTernary,
@@ -71,18 +87,18 @@ class TernaryKernel:
     and the number (``kid``) the Numba loops dispatch on."""
 
     name: str
-    family: str  # "popcount" | "int8"
+    family: str  # "popcount" | "int8" | "lut"
     kid: int
     tile_m: int
     tile_n: int
     description: str
     needs: tuple = ()  # alternatives: the target needs all features of one of them
-    max_depth: int = 1 << 40  # K steps (words or quads) per micro-kernel call
+    max_depth: int = 1 << 40  # K steps (words, quads or pairs) per micro-kernel call
 
     def available(self, target=None) -> bool:
         """Whether ``target`` (default: this process's) can compile the kernel."""
         target = target or compile_target()
-        if self.family == "int8" and not target.is_x86:
+        if self.family in ("int8", "lut") and not target.is_x86:
             return False
         return not self.needs or any(target.has(*alt) for alt in self.needs)
 
@@ -93,6 +109,11 @@ class TernaryKernel:
 def _int8(name, kid, rows, vecs, vector_bytes, op, needs, description):
     depth = 8191 if op == "maddubs" else 1 << 40  # int16 lanes: see make_int8_microkernel
     return TernaryKernel(name, "int8", kid, rows, vecs * vector_bytes // 4, description, needs, depth)
+
+
+def _lut(name, kid, rows, vecs, vector_bytes, description):
+    return TernaryKernel(name, "lut", kid, rows, vecs * vector_bytes, description, (LUT_OPS[vector_bytes][1],),
+                         LUT_DEPTH)
 
 
 #: every ternary kernel, by name
@@ -109,6 +130,8 @@ TERNARY_KERNELS = {k.name: k for k in (
           "int8 multiply-add on codes, vpmaddubsw zmm"),
     _int8("int8-vnni-zmm-6x64", 3, 6, 4, 64, "vnni", (("avx512vnni",),),
           "int8 multiply-add on codes, vpdpbusd zmm (AVX512-VNNI)"),
+    _lut("lut-pshufb-ymm-6x64", 4, 6, 2, 32, "table lookup on code pairs, vpshufb ymm"),
+    _lut("lut-pshufb-zmm-12x64", 5, 12, 1, 64, "table lookup on code pairs, vpshufb zmm"),
 )}
 
 def class_ternary_kernel(cpu_class: str, target: CompileTarget) -> str:
@@ -118,10 +141,10 @@ def class_ternary_kernel(cpu_class: str, target: CompileTarget) -> str:
         return "popcount-zmm-5x16"
     if cpu_class == "avx512":
         return "int8-vnni-zmm-6x64" if TERNARY_KERNELS["int8-vnni-zmm-6x64"].available(target) \
-            else "int8-maddubs-zmm-6x64"
+            else "lut-pshufb-zmm-12x64"
     if cpu_class == "avx2":
         return "int8-vnni-ymm-5x16" if TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target) \
-            else "int8-maddubs-ymm-5x16"
+            else "lut-pshufb-ymm-6x64"
     return "popcount-generic-4x4"
 
 
@@ -168,6 +191,8 @@ _I8_MADDUBS_YMM = _int8_mk("int8-maddubs-ymm-5x16", 5, 2, 32, "maddubs")
 _I8_VNNI_YMM = _int8_mk("int8-vnni-ymm-5x16", 5, 2, 32, "vnni")
 _I8_MADDUBS_ZMM = _int8_mk("int8-maddubs-zmm-6x64", 6, 4, 64, "maddubs")
 _I8_VNNI_ZMM = _int8_mk("int8-vnni-zmm-6x64", 6, 4, 64, "vnni")
+_LUT_YMM = make_lut_microkernel(6, 2, 32, TERNARY_KERNELS["lut-pshufb-ymm-6x64"].available(_TARGET))
+_LUT_ZMM = make_lut_microkernel(12, 1, 64, TERNARY_KERNELS["lut-pshufb-zmm-12x64"].available(_TARGET))
 assert set(INT8_OPS) == {("maddubs", 32), ("maddubs", 64), ("vnni", 32), ("vnni", 64)}
 
 
@@ -185,7 +210,8 @@ def popcount_tile(kid, nvalid, a, a_off, b, b_off, nw, out, out_off, ldo):
 
 @numba.njit(inline="always")
 def int8_tile(kid, tile_m, tile_n, max_depth, a, a_off, b, b_off, nq, out, out_off, ldo, corr, corr_off):
-    """The int8 micro-kernel ``kid`` over ``nq`` quads, in chunks of ``max_depth``."""
+    """The int8 or lut micro-kernel ``kid`` over ``nq`` quads (int8) or pairs (lut), in
+    chunks of ``max_depth``."""
     for q0 in range(0, nq, max_depth):
         n = min(max_depth, nq - q0)
         ao = a_off + q0 * tile_m
@@ -197,8 +223,12 @@ def int8_tile(kid, tile_m, tile_n, max_depth, a, a_off, b, b_off, nq, out, out_o
             _I8_VNNI_YMM(a, ao, b, bo, n, out, out_off, ldo, corr, corr_off, acc)
         elif kid == 2:
             _I8_MADDUBS_ZMM(a, ao, b, bo, n, out, out_off, ldo, corr, corr_off, acc)
-        else:
+        elif kid == 3:
             _I8_VNNI_ZMM(a, ao, b, bo, n, out, out_off, ldo, corr, corr_off, acc)
+        elif kid == 4:
+            _LUT_YMM(a, ao, b, bo, n, out, out_off, ldo, corr, corr_off, acc)
+        else:
+            _LUT_ZMM(a, ao, b, bo, n, out, out_off, ldo, corr, corr_off, acc)
 
 
 # --------------------------------------------------------------------------------------
@@ -249,12 +279,29 @@ def block_quads(codes8: np.ndarray, tile: int, fill: int = 0) -> np.ndarray:
     return np.ascontiguousarray(padded.reshape(nblk, tile, nq, 4).transpose(0, 2, 1, 3))
 
 
+def block_pairs(codes8: np.ndarray, tile: int, index) -> np.ndarray:
+    """int8 ``[n, K]`` -> ``uint8[ceil(n/tile), P, tile]``: ``index(c[2i], c[2i+1])`` of
+    each pair, ``P = ceil(K/2)`` rounded up to a multiple of 4 (whole int32 views);
+    padding rows and K past the end are zero codes."""
+    n, k = codes8.shape
+    nblk, npairs = -(-n // tile), -(-k // 8) * 4
+    padded = np.zeros((nblk * tile, npairs * 2), np.int16)
+    padded[:n, :k] = codes8
+    pairs = index(padded[:, 0::2], padded[:, 1::2]).astype(np.uint8)
+    return np.ascontiguousarray(pairs.reshape(nblk, tile, npairs).transpose(0, 2, 1))
+
+
 def int8_weights(codes8: np.ndarray, kernel: TernaryKernel, length: int | None) -> GemmWeights:
-    """int8 weight codes ``[M, K]`` (K already in the kernel's order) as :class:`GemmWeights`."""
+    """int8 weight codes ``[M, K]`` (K already in the kernel's order) as :class:`GemmWeights`
+    of the int8 or lut family."""
     m = codes8.shape[0]
     corr = np.zeros(-(-m // kernel.tile_m) * kernel.tile_m, np.int32)
-    corr[:m] = codes8.sum(axis=1, dtype=np.int64)
-    return GemmWeights(block_quads(codes8, kernel.tile_m), m, words_for(codes8.shape[1]), length, kernel, corr)
+    if kernel.family == "lut":
+        blocks = block_pairs(codes8, kernel.tile_m, lut_weight_index)
+    else:
+        corr[:m] = codes8.sum(axis=1, dtype=np.int64)
+        blocks = block_quads(codes8, kernel.tile_m)
+    return GemmWeights(blocks, m, words_for(codes8.shape[1]), length, kernel, corr)
 
 
 def _pack_blocked(codes8, tile: int, name: str):
@@ -296,7 +343,7 @@ def prepack_gemm_weights(a, name: str = "a", kernel=None) -> GemmWeights:
         if a.kernel is not kernel:
             raise ShapeError(f"{name}: prepacked for kernel {a.kernel.name}, expected {kernel.name}")
         return a
-    if kernel.family == "int8":
+    if kernel.family in ("int8", "lut"):
         codes8 = _codes_2d(a, name, True)
         return int8_weights(codes8, kernel, codes8.shape[1])
     if isinstance(a, PackedTernary):
@@ -317,6 +364,10 @@ def prepack_gemm_columns(b, name: str = "b", kernel=None) -> GemmColumns:
         if b.kernel is not kernel:
             raise ShapeError(f"{name}: prepacked for kernel {b.kernel.name}, expected {kernel.name}")
         return b
+    if kernel.family == "lut":
+        codes8 = _codes_2d(b, name, True)
+        return GemmColumns(block_pairs(codes8, kernel.tile_n, lut_nibble), codes8.shape[0],
+                           words_for(codes8.shape[1]), codes8.shape[1], kernel)
     if kernel.family == "int8":
         codes8 = _codes_2d(b, name, True)
         plus1 = (codes8 + np.int8(1)).astype(np.int8)
@@ -405,7 +456,7 @@ def ternary_gemm(a, b, out: np.ndarray | None = None) -> np.ndarray:
         raise ShapeError(f"out: expected a C-contiguous int32 array of shape {(m, n)}")
     k = a.kernel
     if m and n:
-        if k.family == "int8":
+        if k.family in ("int8", "lut"):  # one driver: the lut operands are bytes in int32 views
             _int8_gemm_kernel(k.kid, k.tile_m, k.tile_n, k.max_depth, a.blocks.reshape(-1).view(np.int32), a.corr,
                               b.blocks.reshape(-1).view(np.int32), m, n, a.blocks.shape[1], out.reshape(-1))
         else:

@@ -5,15 +5,20 @@ class               ternary GEMM / conv        stem (float conv)    chosen becau
 ==================  =========================  ===================  =================
 avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-64px-4ch     ~140 MAC/cycle/core
 avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-64px-4ch     ~100 MAC/cycle/core
-                    or int8-maddubs-zmm-6x64
-avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-24px-4ch     ~45 MAC/cycle/core
-                    VNNI) or int8-maddubs-ymm                       (maddubs)
+                    or lut-pshufb-zmm-12x64                         (VNNI), ~70 (lut)
+avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-24px-4ch     ~50 MAC/cycle/core
+                    VNNI) or lut-pshufb-ymm                         (either)
 generic             popcount-generic-4x4       fma-xmm-12px-3ch     portable
 ==================  =========================  ===================  =================
 
-(one thread, Sapphire Rapids-class Xeon at ~2.1 GHz, 1152-deep GEMM tiles: popcount
-zmm 295 GMAC/s, vpdpbusd zmm 205, vpmaddubsw zmm 128, vpdpbusd ymm 115, vpmaddubsw ymm
-compiled for haswell 87; numbers of the micro-kernels in a loop, not of whole layers.)
+(one thread, Sapphire Rapids-class Xeon at ~2.0 GHz, 1152-deep GEMM tiles: popcount
+zmm 295 GMAC/s, vpdpbusd zmm 191-205, vpdpbusd ymm 102-115; compiled for
+skylake-avx512: lut zmm 144 against vpmaddubsw zmm 117; compiled for haswell: lut ymm
+123 against vpmaddubsw ymm 94 -- numbers of the micro-kernels in a loop, not of whole
+layers.  The lut kernels replaced vpmaddubsw on the classes without VNNI: the whole
+ResNet-18 engine ran 0.81-0.88x the time of the vpmaddubsw build on both stand-ins.
+The vpmaddubsw kernels stay in :data:`~.gemm.TERNARY_KERNELS`, tested, selectable by
+name.)
 
 The class is that of the compile target (:func:`.cpu.compile_target`), or the one asked
 for: ``kernel_set("avx2")`` or the environment variable ``STTN_CPU_CLASS``.  A class's

@@ -1,6 +1,8 @@
 """Packed ternary GEMM vs the int64 numpy reference (exact ==), for every kernel
 (``ternary_kernel``: tests/kernels/conftest.py)."""
 
+import itertools
+
 import numba
 import numpy as np
 import pytest
@@ -19,6 +21,7 @@ from sttn_sim.kernels import (
     ternary_gemm,
     ternary_gemm_reference,
 )
+from sttn_sim.kernels._llvm import lut_nibble, lut_tables, lut_weight_index
 
 
 def check(a, b, kernel):
@@ -113,6 +116,10 @@ def test_prepack_from_packed_equals_prepack_from_codes(ternary_kernel):
     if ternary_kernel.family == "popcount":
         assert w1.blocks.shape == (-(-13 // tm), 3, 2, tm)
         assert c1.blocks.shape == (-(-13 // tn), 3, 2, tn)
+    elif ternary_kernel.family == "lut":  # pairs of K: 150 values -> 75 pairs, rounded up to 76
+        assert w1.blocks.shape == (-(-13 // tm), 76, tm)
+        assert c1.blocks.shape == (-(-13 // tn), 76, tn)
+        assert not w1.corr.any()
     else:  # quads of K: 150 values -> 38 quads
         assert w1.blocks.shape == (-(-13 // tm), 38, tm, 4)
         assert c1.blocks.shape == (-(-13 // tn), 38, tn, 4)
@@ -132,6 +139,40 @@ def test_int8_layout_by_hand():
     c = prepack_gemm_columns(a, kernel=kernel)
     assert c.blocks[0, 0, 0].tolist() == [2, 0, 1, 2] and c.blocks[0, 1, 1].tolist() == [2, 1, 1, 1]
     assert (c.blocks[0, :, 2:] == 1).all()
+
+
+def test_lut_tables_hold_the_pair_products():
+    """Every table entry, from the encodings' definition: entry (w0, w1) x (x0, x1) is
+    w0·x0 + w1·x1; nibbles that encode no pair (a digit 3) are 0; pair (0, 0) of weights
+    is the all-zero table 4, pair (0, 0) of activations nibble 5."""
+    tables = lut_tables()
+    assert len(tables) == 9 and all(len(t) == 16 for t in tables)
+    pairs = {}
+    for w0, w1, x0, x1 in itertools.product((-1, 0, 1), repeat=4):
+        pairs[(lut_weight_index(w0, w1), lut_nibble(x0, x1))] = w0 * x0 + w1 * x1
+    for t in range(9):
+        for nib in range(16):
+            assert tables[t][nib] == pairs.get((t, nib), 0)
+    assert lut_weight_index(0, 0) == 4 and not any(tables[4])
+    assert lut_nibble(0, 0) == 5 and all(tables[t][5] == 0 for t in range(9))
+
+
+def test_lut_layout_by_hand():
+    """The lut layouts, written out for a 2 x 5 example: table numbers (w0+1) + 3(w1+1)
+    and nibbles (x0+1) + 4(x1+1) per pair of K; K padded to 8 values (4 pairs) with zero
+    codes, i.e. table 4 and nibble 5; padding rows likewise."""
+    kernel = TERNARY_KERNELS["lut-pshufb-ymm-6x64"]
+    a = np.array([[1, -1, 0, 1, -1], [0, 0, 1, 1, 1]], np.int8)
+    w = prepack_gemm_weights(a, kernel=kernel)
+    assert w.blocks.shape == (1, 4, 6) and w.blocks.dtype == np.uint8
+    assert w.blocks[0, :, 0].tolist() == [2 + 3 * 0, 1 + 3 * 2, 0 + 3 * 1, 4]
+    assert w.blocks[0, :, 1].tolist() == [4, 2 + 3 * 2, 2 + 3 * 1, 4]
+    assert (w.blocks[0, :, 2:] == 4).all()
+    c = prepack_gemm_columns(a, kernel=kernel)
+    assert c.blocks.shape == (1, 4, 64)
+    assert c.blocks[0, :, 0].tolist() == [2 + 4 * 0, 1 + 4 * 2, 0 + 4 * 1, 5]
+    assert c.blocks[0, :, 1].tolist() == [5, 2 + 4 * 2, 2 + 4 * 1, 5]
+    assert (c.blocks[0, :, 2:] == 5).all()
 
 
 def test_prepacked_for_another_kernel_is_refused():
@@ -184,6 +225,8 @@ KERNEL_INSTRUCTIONS = {
     "int8-vnni-ymm-5x16": ("_I8_VNNI_YMM", "vpdpbusd", "ymm"),
     "int8-maddubs-zmm-6x64": ("_I8_MADDUBS_ZMM", "vpmaddubsw", "zmm"),
     "int8-vnni-zmm-6x64": ("_I8_VNNI_ZMM", "vpdpbusd", "zmm"),
+    "lut-pshufb-ymm-6x64": ("_LUT_YMM", "vpshufb", "ymm"),
+    "lut-pshufb-zmm-12x64": ("_LUT_ZMM", "vpshufb", "zmm"),
 }
 
 
@@ -207,9 +250,11 @@ def test_kernel_compiles_to_its_instructions(ternary_kernel):
 
         one_tile(a.blocks.reshape(-1), b.blocks.reshape(-1), out)
     else:
+        steps = a.blocks.shape[1]  # 16 quads (int8) or 32 pairs (lut) of K
+
         @numba.njit
         def one_tile(a, b, out, corr):
-            mk(a, 0, b, 0, 16, out, 0, ldo, corr, 0, False)
+            mk(a, 0, b, 0, steps, out, 0, ldo, corr, 0, False)
 
         one_tile(a.blocks.reshape(-1).view(np.int32), b.blocks.reshape(-1).view(np.int32), out, a.corr)
     assert (out == 64).all()

@@ -21,9 +21,9 @@ def target(*features, x86=True):
 
 @pytest.mark.parametrize("t, expected", [
     (target("avx512f", "avx512bw", "avx512vpopcntdq", "avx2", "fma"), ("popcount-zmm-5x16", "fma-zmm-64px-4ch")),
-    (target("avx512f", "avx512bw", "avx2", "fma"), ("int8-maddubs-zmm-6x64", "fma-zmm-64px-4ch")),
+    (target("avx512f", "avx512bw", "avx2", "fma"), ("lut-pshufb-zmm-12x64", "fma-zmm-64px-4ch")),
     (target("avx512f", "avx512bw", "avx512vnni", "avx2", "fma"), ("int8-vnni-zmm-6x64", "fma-zmm-64px-4ch")),
-    (target("avx2", "fma"), ("int8-maddubs-ymm-5x16", "fma-ymm-24px-4ch")),
+    (target("avx2", "fma"), ("lut-pshufb-ymm-6x64", "fma-ymm-24px-4ch")),
     (target("avx2", "fma", "avxvnni"), ("int8-vnni-ymm-5x16", "fma-ymm-24px-4ch")),
     (target(), ("popcount-generic-4x4", "fma-xmm-12px-3ch")),
     (target("avx2", "fma", x86=False), ("popcount-generic-4x4", "fma-xmm-12px-3ch")),
@@ -33,9 +33,11 @@ def test_class_kernels_of_each_target(t, expected):
     assert TERNARY_KERNELS[expected[0]].available(t)
 
 
-def test_int8_kernels_are_x86_only_and_need_their_features():
+def test_int8_and_lut_kernels_are_x86_only_and_need_their_features():
     arm = target("avx512bw", "avx512vnni", "avx2", x86=False)
-    assert not any(k.available(arm) for k in TERNARY_KERNELS.values() if k.family == "int8")
+    assert not any(k.available(arm) for k in TERNARY_KERNELS.values() if k.family in ("int8", "lut"))
+    assert TERNARY_KERNELS["lut-pshufb-ymm-6x64"].available(target("avx2"))
+    assert not TERNARY_KERNELS["lut-pshufb-zmm-12x64"].available(target("avx512f", "avx2"))
     assert TERNARY_KERNELS["popcount-generic-4x4"].available(arm)
     assert not TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target("avx2", "fma"))
     assert TERNARY_KERNELS["int8-vnni-ymm-5x16"].available(target("avx512vnni", "avx512vl"))
