@@ -456,6 +456,13 @@ def lut_weight_index(w0, w1):
     return (w0 + 1) + 3 * (w1 + 1)
 
 
+def lut_weight_byte(w0, w1, vector_bytes: int):
+    """What the A operand of the ``vector_bytes`` LUT micro-kernel stores for the weight
+    pair: its table number times ``vector_bytes / 8``, the table's offset in 8-byte units
+    (so the load's address is ``tables + 8·byte``, one addressing mode, no shift)."""
+    return lut_weight_index(w0, w1) * (vector_bytes // 8)
+
+
 def lut_nibble(x0, x1):
     """The 4-bit index of the activation pair ``(x0, x1)``: ``(x0+1) + 4(x1+1)`` (5 = the
     pair (0, 0), the padding value)."""
@@ -502,8 +509,8 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
     offset correction (the tables hold the exact products).  Operands are bytes, passed
     as int32 views, offsets counted in bytes:
 
-    * ``a``: for each pair ``q``, the ``rows`` rows' table numbers
-      (:func:`lut_weight_index`) at ``a_off + q*rows + r``;
+    * ``a``: for each pair ``q``, the ``rows`` rows' table offsets
+      (:func:`lut_weight_byte`) at ``a_off + q*rows + r``;
     * ``b``: for each pair, ``NB = vecs*vector_bytes`` columns' nibbles at
       ``b_off + q*NB + j``;
     * ``npairs`` in 1..:data:`LUT_DEPTH` (byte accumulators; the caller chunks K).
@@ -533,7 +540,7 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
             a_off_v, b_off_v, npr, o_off, ldo_v = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3, 4, 6, 7))
             acc_in = context.cast(builder, args[10], sa[10], types.boolean)
             shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), name)
-            tables = _lut_table_global(builder.module, vector_bytes)
+            tables = builder.bitcast(_lut_table_global(builder.module, vector_bytes), _I64.as_pointer())
             zero = ir.Constant(v8, None)
 
             pre = builder.block
@@ -554,7 +561,7 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
             new = [[None] * vecs for _ in range(rows)]
             for r in range(rows):
                 idx = builder.zext(builder.load(builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])), _I64)
-                table = builder.load(builder.gep(tables, [ir.Constant(_I64, 0), idx]), align=vector_bytes)
+                table = builder.load(builder.bitcast(builder.gep(tables, [idx]), v8.as_pointer()), align=vector_bytes)
                 for v in range(vecs):
                     new[r][v] = builder.add(acc[r][v], builder.call(shuffle, [table, bv[v]]))
             q_next = builder.add(q, ir.Constant(_I64, 1))

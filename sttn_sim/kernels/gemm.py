@@ -51,7 +51,7 @@ from ._llvm import (
     LUT_DEPTH,
     LUT_OPS,
     lut_nibble,
-    lut_weight_index,
+    lut_weight_byte,
     make_int8_microkernel,
     make_lut_microkernel,
     make_microkernel,
@@ -111,7 +111,12 @@ def _int8(name, kid, rows, vecs, vector_bytes, op, needs, description):
     return TernaryKernel(name, "int8", kid, rows, vecs * vector_bytes // 4, description, needs, depth)
 
 
+#: the vector width (bytes) of each lut kernel: its weight bytes depend on it
+LUT_VECTOR_BYTES = {"lut-pshufb-ymm-6x64": 32, "lut-pshufb-zmm-12x64": 64}
+
+
 def _lut(name, kid, rows, vecs, vector_bytes, description):
+    assert LUT_VECTOR_BYTES[name] == vector_bytes
     return TernaryKernel(name, "lut", kid, rows, vecs * vector_bytes, description, (LUT_OPS[vector_bytes][1],),
                          LUT_DEPTH)
 
@@ -297,7 +302,8 @@ def int8_weights(codes8: np.ndarray, kernel: TernaryKernel, length: int | None) 
     m = codes8.shape[0]
     corr = np.zeros(-(-m // kernel.tile_m) * kernel.tile_m, np.int32)
     if kernel.family == "lut":
-        blocks = block_pairs(codes8, kernel.tile_m, lut_weight_index)
+        width = LUT_VECTOR_BYTES[kernel.name]
+        blocks = block_pairs(codes8, kernel.tile_m, lambda w0, w1: lut_weight_byte(w0, w1, width))
     else:
         corr[:m] = codes8.sum(axis=1, dtype=np.int64)
         blocks = block_quads(codes8, kernel.tile_m)

@@ -159,15 +159,18 @@ def test_lut_tables_hold_the_pair_products():
 
 def test_lut_layout_by_hand():
     """The lut layouts, written out for a 2 x 5 example: table numbers (w0+1) + 3(w1+1)
-    and nibbles (x0+1) + 4(x1+1) per pair of K; K padded to 8 values (4 pairs) with zero
+    (stored times 4 for ymm, 8 for zmm: 8-byte units of 32- or 64-byte tables) and
+    nibbles (x0+1) + 4(x1+1) per pair of K; K padded to 8 values (4 pairs) with zero
     codes, i.e. table 4 and nibble 5; padding rows likewise."""
     kernel = TERNARY_KERNELS["lut-pshufb-ymm-6x64"]
     a = np.array([[1, -1, 0, 1, -1], [0, 0, 1, 1, 1]], np.int8)
     w = prepack_gemm_weights(a, kernel=kernel)
     assert w.blocks.shape == (1, 4, 6) and w.blocks.dtype == np.uint8
-    assert w.blocks[0, :, 0].tolist() == [2 + 3 * 0, 1 + 3 * 2, 0 + 3 * 1, 4]
-    assert w.blocks[0, :, 1].tolist() == [4, 2 + 3 * 2, 2 + 3 * 1, 4]
-    assert (w.blocks[0, :, 2:] == 4).all()
+    assert (w.blocks[0, :, 0] // 4).tolist() == [2 + 3 * 0, 1 + 3 * 2, 0 + 3 * 1, 4]
+    assert (w.blocks[0, :, 1] // 4).tolist() == [4, 2 + 3 * 2, 2 + 3 * 1, 4]
+    assert (w.blocks[0, :, 2:] == 4 * 4).all() and not (w.blocks % 4).any()
+    wide = prepack_gemm_weights(a, kernel="lut-pshufb-zmm-12x64")
+    assert np.array_equal(wide.blocks[0, :, :2], 2 * w.blocks[0, :, :2])
     c = prepack_gemm_columns(a, kernel=kernel)
     assert c.blocks.shape == (1, 4, 64)
     assert c.blocks[0, :, 0].tolist() == [2 + 4 * 0, 1 + 4 * 2, 0 + 4 * 1, 5]
