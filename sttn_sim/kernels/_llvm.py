@@ -308,6 +308,33 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None, lanes: int
     return microkernel
 
 
+def _tile_loop(builder, label, accty, rows, vecs, nsteps, step):
+    """Emit a loop of ``nsteps`` (>= 1) steps over a ``rows x vecs`` tile of accumulators
+    of type ``accty``, zero at the start: ``step(q, acc)`` emits step ``q`` and returns
+    the new accumulators.  Leaves the builder after the loop and returns the final tile."""
+    pre = builder.block
+    loop = builder.append_basic_block(f"{label}.loop")
+    done = builder.append_basic_block(f"{label}.done")
+    builder.branch(loop)
+    builder.position_at_end(loop)
+    q = builder.phi(_I64, "q")
+    q.add_incoming(ir.Constant(_I64, 0), pre)
+    acc = [[builder.phi(accty) for _ in range(vecs)] for _ in range(rows)]
+    for row in acc:
+        for a in row:
+            a.add_incoming(ir.Constant(accty, None), pre)
+    new = step(q, acc)
+    q_next = builder.add(q, ir.Constant(_I64, 1))
+    tail = builder.block
+    q.add_incoming(q_next, tail)
+    for r in range(rows):
+        for v in range(vecs):
+            acc[r][v].add_incoming(new[r][v], tail)
+    builder.cbranch(builder.icmp_signed("<", q_next, nsteps), loop, done)
+    builder.position_at_end(done)
+    return new
+
+
 #: the x86 instruction of each int8 micro-kernel operation and vector width, and the
 #: LLVM features it needs (see :func:`make_int8_microkernel`)
 INT8_OPS = {
@@ -376,47 +403,30 @@ def make_int8_microkernel(rows: int, vecs: int, vector_bytes: int, op: str, avai
                 dot = cgutils.get_or_insert_function(mod, ir.FunctionType(v16, [v8, v8]), name)
                 widen = cgutils.get_or_insert_function(mod, ir.FunctionType(v32, [v16, v16]), widen_name)
                 accty = v16
-            zero = ir.Constant(accty, None)
             undef = ir.Constant(v32, ir.Undefined)
             splat0 = ir.Constant(v32, [0] * lanes)
 
-            pre = builder.block
-            loop = builder.append_basic_block("int8_mk.loop")
-            done = builder.append_basic_block("int8_mk.done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            q = builder.phi(_I64, "q")
-            q.add_incoming(ir.Constant(_I64, 0), pre)
-            acc = [[builder.phi(accty) for _ in range(vecs)] for _ in range(rows)]
-            for r in range(rows):
+            def step(q, acc):
+                bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
+                abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
+                bv = []
                 for v in range(vecs):
-                    acc[r][v].add_incoming(zero, pre)
-            bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
-            abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
-            bv = []
-            for v in range(vecs):
-                p = builder.gep(bptr, [builder.add(bbase, ir.Constant(_I64, lanes * v))])
-                bv.append(builder.load(builder.bitcast(p, v32.as_pointer()), align=4))
-            new = [[None] * vecs for _ in range(rows)]
-            for r in range(rows):
-                p = builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])
-                x = builder.insert_element(undef, builder.load(p, align=4), ir.Constant(_I32, 0))
-                av = builder.shuffle_vector(x, undef, splat0)
-                for v in range(vecs):
-                    if op == "vnni":
-                        new[r][v] = builder.call(dot, [acc[r][v], bv[v], av])
-                    else:
-                        prod = builder.call(dot, [builder.bitcast(bv[v], v8), builder.bitcast(av, v8)])
-                        new[r][v] = builder.add(acc[r][v], prod)
-            q_next = builder.add(q, ir.Constant(_I64, 1))
-            tail = builder.block
-            q.add_incoming(q_next, tail)
-            for r in range(rows):
-                for v in range(vecs):
-                    acc[r][v].add_incoming(new[r][v], tail)
-            builder.cbranch(builder.icmp_signed("<", q_next, nq), loop, done)
+                    p = builder.gep(bptr, [builder.add(bbase, ir.Constant(_I64, lanes * v))])
+                    bv.append(builder.load(builder.bitcast(p, v32.as_pointer()), align=4))
+                new = [[None] * vecs for _ in range(rows)]
+                for r in range(rows):
+                    p = builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])
+                    x = builder.insert_element(undef, builder.load(p, align=4), ir.Constant(_I32, 0))
+                    av = builder.shuffle_vector(x, undef, splat0)
+                    for v in range(vecs):
+                        if op == "vnni":
+                            new[r][v] = builder.call(dot, [acc[r][v], bv[v], av])
+                        else:
+                            prod = builder.call(dot, [builder.bitcast(bv[v], v8), builder.bitcast(av, v8)])
+                            new[r][v] = builder.add(acc[r][v], prod)
+                return new
 
-            builder.position_at_end(done)
+            new = _tile_loop(builder, "int8_mk", accty, rows, vecs, nq, step)
             ones = ir.Constant(v16, [1] * (vector_bytes // 2))
             for r in range(rows):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
@@ -541,38 +551,23 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
             acc_in = context.cast(builder, args[10], sa[10], types.boolean)
             shuffle = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), name)
             tables = builder.bitcast(_lut_table_global(builder.module, vector_bytes), _I64.as_pointer())
-            zero = ir.Constant(v8, None)
 
-            pre = builder.block
-            loop = builder.append_basic_block("lut_mk.loop")
-            done = builder.append_basic_block("lut_mk.done")
-            builder.branch(loop)
-            builder.position_at_end(loop)
-            q = builder.phi(_I64, "q")
-            q.add_incoming(ir.Constant(_I64, 0), pre)
-            acc = [[builder.phi(v8) for _ in range(vecs)] for _ in range(rows)]
-            for r in range(rows):
-                for v in range(vecs):
-                    acc[r][v].add_incoming(zero, pre)
-            bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
-            abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
-            bv = [builder.load(_vector_at(builder, bptr, builder.add(bbase, ir.Constant(_I64, vector_bytes * v)), v8),
-                               align=1) for v in range(vecs)]
-            new = [[None] * vecs for _ in range(rows)]
-            for r in range(rows):
-                idx = builder.zext(builder.load(builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])), _I64)
-                table = builder.load(builder.bitcast(builder.gep(tables, [idx]), v8.as_pointer()), align=vector_bytes)
-                for v in range(vecs):
-                    new[r][v] = builder.add(acc[r][v], builder.call(shuffle, [table, bv[v]]))
-            q_next = builder.add(q, ir.Constant(_I64, 1))
-            tail = builder.block
-            q.add_incoming(q_next, tail)
-            for r in range(rows):
-                for v in range(vecs):
-                    acc[r][v].add_incoming(new[r][v], tail)
-            builder.cbranch(builder.icmp_signed("<", q_next, npr), loop, done)
+            def step(q, acc):
+                bbase = builder.add(b_off_v, builder.mul(q, ir.Constant(_I64, width)))
+                abase = builder.add(a_off_v, builder.mul(q, ir.Constant(_I64, rows)))
+                bv = [builder.load(_vector_at(builder, bptr, builder.add(bbase, ir.Constant(_I64, vector_bytes * v)),
+                                              v8), align=1) for v in range(vecs)]
+                new = [[None] * vecs for _ in range(rows)]
+                for r in range(rows):
+                    idx = builder.zext(builder.load(builder.gep(aptr, [builder.add(abase, ir.Constant(_I64, r))])),
+                                       _I64)
+                    table = builder.load(builder.bitcast(builder.gep(tables, [idx]), v8.as_pointer()),
+                                         align=vector_bytes)
+                    for v in range(vecs):
+                        new[r][v] = builder.add(acc[r][v], builder.call(shuffle, [table, bv[v]]))
+                return new
 
-            builder.position_at_end(done)
+            new = _tile_loop(builder, "lut_mk", v8, rows, vecs, npr, step)
             undef = ir.Constant(v8, ir.Undefined)
             for r in range(rows):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))

@@ -230,7 +230,7 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
 
     ``family`` 0: popcount kernel ``kid`` on the uint64 blocks ``apop``; 1: int8 kernel
     ``kid`` on ``a8`` (the int32 view of the int8 blocks) with the row sums ``corr``;
-    2: lut kernel ``kid`` on ``a8`` (the int32 view of the table numbers).
+    2: lut kernel ``kid`` on ``a8`` (the int32 view of the weight pairs' table offsets).
     ``xpad``: flat ``uint64[2, nimg, hp, wp, wc]`` (padding already applied, so every
     tap of every output pixel is in bounds).  ``out``: flat ``int32[nimg, m, oh*ow]``.
     Tasks = (chunk of row blocks) x (column block of ``tile_n`` output pixels), column

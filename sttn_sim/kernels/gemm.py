@@ -27,8 +27,9 @@ Layouts (re-blocked from the row-major :class:`~.packing.PackedTernary` or from 
 * int8 :class:`GemmWeights` ``int8[ceil(M/tile_m), Q, tile_m, 4]`` (codes, ``Q`` quads
   of K) plus ``corr`` = the weight sum of each row; :class:`GemmColumns`
   ``int8[ceil(N/tile_n), Q, tile_n, 4]`` holding ``x + 1 ∈ {0, 1, 2}``.
-* lut :class:`GemmWeights` ``uint8[ceil(M/tile_m), P, tile_m]`` (the table number of
-  each row's weight pair, ``P`` pairs of K; ``corr`` zeros); :class:`GemmColumns`
+* lut :class:`GemmWeights` ``uint8[ceil(M/tile_m), P, tile_m]`` (the table offset of
+  each row's weight pair, :func:`._llvm.lut_weight_byte`, ``P`` pairs of K; ``corr``
+  zeros); :class:`GemmColumns`
   ``uint8[ceil(N/tile_n), P, tile_n]`` (each column's pair nibble).
 * Rows/columns beyond ``M``/``N`` in the last block, and K beyond its end, hold zero
   weights (so whatever the activations there, they add nothing).
