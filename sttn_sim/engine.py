@@ -42,9 +42,8 @@ from typing import Callable
 import numba
 import numpy as np
 
-from . import kernels  # noqa: F401  (sets numba's environment before anything compiles)
 from .errors import ModelError
-from .kernels.selection import KernelSet, kernel_set
+from .kernels.selection import KernelSet, kernel_set  # importing sttn_sim.kernels sets numba's environment
 from .kernels.threads import ThreadChooser, thread_count, usable_cpus
 from .fusions import fuse_for_engine
 from .graph import Layer, Model
