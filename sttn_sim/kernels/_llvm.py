@@ -589,6 +589,14 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
     return microkernel
 
 
+def _plus1_bytes(builder, m, s):
+    """The 64 codes of an (i64 non-zero, i64 sign) word pair as bytes ``x + 1 ∈ {0, 1, 2}``."""
+    mm = builder.bitcast(m, _V64I1)
+    sm = builder.bitcast(s, _V64I1)
+    return builder.select(mm, builder.select(sm, ir.Constant(_V64I8, None), ir.Constant(_V64I8, [2] * 64)),
+                          ir.Constant(_V64I8, [1] * 64))
+
+
 def _interleave(builder, a, b, n):
     """The elements of the ``n``-element vectors ``a`` and ``b`` alternately: a0 b0 a1 b1 ..."""
     mask = [i // 2 + (i % 2) * n for i in range(2 * n)]
@@ -622,10 +630,8 @@ def expand_pairs8(typingctx, buf, offset, stride, words, src, j0, add, plane_off
         nibbles = []
         for t in range(8):
             at = builder.add(builder.load(builder.gep(sptr, [builder.add(first, ir.Constant(_I64, t))])), extra)
-            mm = builder.bitcast(builder.load(builder.gep(wptr, [at])), _V64I1)
-            sm = builder.bitcast(builder.load(builder.gep(wptr, [builder.add(at, plane)])), _V64I1)
-            val = builder.select(mm, builder.select(sm, ir.Constant(_V64I8, None), ir.Constant(_V64I8, [2] * 64)),
-                                 ir.Constant(_V64I8, [1] * 64))  # x + 1
+            val = _plus1_bytes(builder, builder.load(builder.gep(wptr, [at])),
+                               builder.load(builder.gep(wptr, [builder.add(at, plane)])))
             even = builder.shuffle_vector(val, undef, even_mask)
             odd = builder.shuffle_vector(val, undef, odd_mask)
             nibbles.append(builder.add(even, builder.shl(odd, ir.Constant(v32, [2] * 32))))
@@ -661,12 +667,8 @@ def expand_plus1(typingctx, buf, offset, stride, m, s):
         base = _data_ptr(context, builder, sa[0], args[0], _I32)
         off = _as_intp(context, builder, args[1], sa[1])
         step = _as_intp(context, builder, args[2], sa[2])
-        mm = builder.bitcast(context.cast(builder, args[3], sa[3], types.uint64), _V64I1)
-        sm = builder.bitcast(context.cast(builder, args[4], sa[4], types.uint64), _V64I1)
-        two = ir.Constant(_V64I8, [2] * 64)
-        one = ir.Constant(_V64I8, [1] * 64)
-        zero = ir.Constant(_V64I8, None)
-        val = builder.select(mm, builder.select(sm, zero, two), one)
+        val = _plus1_bytes(builder, context.cast(builder, args[3], sa[3], types.uint64),
+                           context.cast(builder, args[4], sa[4], types.uint64))
         quads = builder.bitcast(val, ir.VectorType(_I32, 16))
         for i in range(16):
             p = builder.gep(base, [builder.add(off, builder.mul(step, ir.Constant(_I64, i)))])

@@ -116,8 +116,8 @@ def _int8(name, kid, rows, vecs, vector_bytes, op, needs, description):
 LUT_VECTOR_BYTES = {"lut-pshufb-ymm-6x64": 32, "lut-pshufb-zmm-12x64": 64}
 
 
-def _lut(name, kid, rows, vecs, vector_bytes, description):
-    assert LUT_VECTOR_BYTES[name] == vector_bytes
+def _lut(name, kid, rows, vecs, description):
+    vector_bytes = LUT_VECTOR_BYTES[name]
     return TernaryKernel(name, "lut", kid, rows, vecs * vector_bytes, description, (LUT_OPS[vector_bytes][1],),
                          LUT_DEPTH)
 
@@ -136,8 +136,8 @@ TERNARY_KERNELS = {k.name: k for k in (
           "int8 multiply-add on codes, vpmaddubsw zmm"),
     _int8("int8-vnni-zmm-6x64", 3, 6, 4, 64, "vnni", (("avx512vnni",),),
           "int8 multiply-add on codes, vpdpbusd zmm (AVX512-VNNI)"),
-    _lut("lut-pshufb-ymm-6x64", 4, 6, 2, 32, "table lookup on code pairs, vpshufb ymm"),
-    _lut("lut-pshufb-zmm-12x64", 5, 12, 1, 64, "table lookup on code pairs, vpshufb zmm"),
+    _lut("lut-pshufb-ymm-6x64", 4, 6, 2, "table lookup on code pairs, vpshufb ymm"),
+    _lut("lut-pshufb-zmm-12x64", 5, 12, 1, "table lookup on code pairs, vpshufb zmm"),
 )}
 
 def class_ternary_kernel(cpu_class: str, target: CompileTarget) -> str:
@@ -197,8 +197,13 @@ _I8_MADDUBS_YMM = _int8_mk("int8-maddubs-ymm-5x16", 5, 2, 32, "maddubs")
 _I8_VNNI_YMM = _int8_mk("int8-vnni-ymm-5x16", 5, 2, 32, "vnni")
 _I8_MADDUBS_ZMM = _int8_mk("int8-maddubs-zmm-6x64", 6, 4, 64, "maddubs")
 _I8_VNNI_ZMM = _int8_mk("int8-vnni-zmm-6x64", 6, 4, 64, "vnni")
-_LUT_YMM = make_lut_microkernel(6, 2, 32, TERNARY_KERNELS["lut-pshufb-ymm-6x64"].available(_TARGET))
-_LUT_ZMM = make_lut_microkernel(12, 1, 64, TERNARY_KERNELS["lut-pshufb-zmm-12x64"].available(_TARGET))
+def _lut_mk(name):
+    k, vector_bytes = TERNARY_KERNELS[name], LUT_VECTOR_BYTES[name]
+    return make_lut_microkernel(k.tile_m, k.tile_n // vector_bytes, vector_bytes, k.available(_TARGET))
+
+
+_LUT_YMM = _lut_mk("lut-pshufb-ymm-6x64")
+_LUT_ZMM = _lut_mk("lut-pshufb-zmm-12x64")
 assert set(INT8_OPS) == {("maddubs", 32), ("maddubs", 64), ("vnni", 32), ("vnni", 64)}
 
 
