@@ -22,6 +22,9 @@ read keep their names) and records the chain in ``attrs["fused_from"]``
   by this add is absorbed (its zero channels are added implicitly).
 * :class:`FusePReLU` — ``conv | ternary_* → prelu``: the slope becomes the layer's
   ``slope`` parameter, applied last.
+* :class:`FuseConvMaxPool` — ``conv → maxpool`` (the stem): the window becomes the
+  conv's ``pool`` attribute, applied after everything else, so the engine pools each
+  convolution row while it is in cache and never writes the convolution's output.
 
 The BN algebra is :func:`sttn_sim.rules.batchnorm_affine`, computed in float64.
 """
@@ -39,11 +42,11 @@ def _fused_from(layer: Layer) -> list[str]:
 
 
 def _fuse(model: Model, head: Layer, absorbed: list[Layer], *, kind: str | None = None, inputs=None,
-          params=None) -> Model:
+          params=None, attrs=None) -> Model:
     """Replace ``head`` (and remove the ``absorbed`` layers) by one layer named after the
-    last absorbed layer, placed where ``head`` was."""
+    last absorbed layer, placed where ``head`` was (with ``attrs`` added to its own)."""
     last = absorbed[-1]
-    attrs = dict(head.attrs, fused_from=_fused_from(head) + [l.name for l in absorbed])
+    attrs = dict(head.attrs, **(attrs or {}), fused_from=_fused_from(head) + [l.name for l in absorbed])
     fused = Layer(last.name, kind or head.kind, list(inputs if inputs is not None else head.inputs), attrs,
                   dict(params if params is not None else head.params))
     gone = {id(l) for l in absorbed}
@@ -136,8 +139,25 @@ class FusePReLU(Transformation):
         return model, False
 
 
+class FuseConvMaxPool(Transformation):
+    """``conv → maxpool`` (the pool its only reader) → the conv with ``pool = [kernel,
+    stride, padding]``, applied last (after the bias and a fused PReLU)."""
+
+    def apply(self, model):
+        for conv in model.layers:
+            if conv.kind != "conv" or conv.attrs.get("pool") is not None:
+                continue
+            pool = model.single_consumer(conv.name)
+            if pool is None or pool.kind != "maxpool":
+                continue
+            a = pool.attrs
+            window = [int(a["kernel"]), int(a["stride"]), int(a.get("padding", 0))]
+            return _fuse(model, conv, [pool], attrs={"pool": window}), True
+        return model, False
+
+
 #: the engine's rewrites, in the order they are applied (each until it changes nothing)
-ENGINE_REWRITES = (FuseConvBatchNorm, FuseTernaryBatchNorm, FuseResidualAdd, FusePReLU)
+ENGINE_REWRITES = (FuseConvBatchNorm, FuseTernaryBatchNorm, FuseResidualAdd, FusePReLU, FuseConvMaxPool)
 
 
 def fuse_for_engine(model: Model, rewrites=ENGINE_REWRITES) -> Model:
@@ -148,4 +168,4 @@ def fuse_for_engine(model: Model, rewrites=ENGINE_REWRITES) -> Model:
 
 
 __all__ = ["ENGINE_REWRITES", "FuseConvBatchNorm", "FuseTernaryBatchNorm", "FuseResidualAdd", "FusePReLU",
-           "fuse_for_engine"]
+           "FuseConvMaxPool", "fuse_for_engine"]

@@ -9,6 +9,7 @@ from sttn_sim import Engine, fold
 from sttn_sim.fusions import (
     ENGINE_REWRITES,
     FuseConvBatchNorm,
+    FuseConvMaxPool,
     FusePReLU,
     FuseResidualAdd,
     FuseTernaryBatchNorm,
@@ -21,7 +22,7 @@ from sttn_sim.synthetic import synthetic_input, synthetic_model
 
 def test_the_rewrites_are_listed_in_order():
     assert [r.__name__ for r in ENGINE_REWRITES] == [
-        "FuseConvBatchNorm", "FuseTernaryBatchNorm", "FuseResidualAdd", "FusePReLU"]
+        "FuseConvBatchNorm", "FuseTernaryBatchNorm", "FuseResidualAdd", "FusePReLU", "FuseConvMaxPool"]
     assert all(issubclass(r, Transformation) for r in ENGINE_REWRITES)
 
 
@@ -83,8 +84,39 @@ def test_order_matters_prelu_is_last(resnet):
 def test_engine_runs_the_rewritten_graph(resnet):
     engine = Engine(resnet)
     assert [s.name for s in engine.steps] == engine.graph.layer_names
-    assert engine.fused["features.0"] == ["features.1", "features.2"]
+    assert engine.fused["features.0"] == ["features.1", "features.2", "features.3"]
     x = synthetic_input(resnet, 2, seed=6)
     ref = reference_forward(resnet, x)
     # tolerance: float32 engine vs float64 reference end to end (verify's END_TO_END_RTOL)
     np.testing.assert_allclose(engine.run(x), ref, rtol=1e-3, atol=1e-3 * np.abs(ref).max())
+
+
+def test_conv_maxpool_takes_the_pool_window_last(resnet):
+    """The stem's pooling becomes the fused conv's ``pool`` attribute (after BN and
+    PReLU), under the pool's name, read by the pool's consumers; a second pass changes
+    nothing."""
+    before = fuse_for_engine(resnet, ENGINE_REWRITES[:-1])
+    fused, changed = FuseConvMaxPool().apply(before)
+    assert changed and len(fused) == len(before) - 1
+    stem = fused["features.3"]
+    assert stem.kind == "conv" and stem.attrs["pool"] == [3, 2, 1]
+    assert stem.attrs["fused_from"] == ["features.0", "features.1", "features.2", "features.3"]
+    assert "slope" in stem.params
+    assert FuseConvMaxPool().apply(fused)[1] is False
+
+
+def test_engine_stem_with_pooling_is_the_separate_stem_then_pool(resnet, monkeypatch):
+    """The engine's fused stem + max pooling gives, bit for bit, the stem's output pooled
+    by the engine's separate max pooling kernel."""
+    import sttn_sim.engine as engine_module
+    from sttn_sim.kernels.fused import maxpool2d
+
+    x = synthetic_input(resnet, 3, seed=7)
+    with_pool = Engine(resnet)
+    monkeypatch.setattr(engine_module, "fuse_for_engine", lambda m: fuse_for_engine(m, ENGINE_REWRITES[:-1]))
+    without = Engine(resnet)
+    stem_pooled = with_pool.steps[0].run([x], None)[0]
+    stem = without.steps[0].run([x], None)[0]
+    assert with_pool.steps[0].name == "features.3" and without.steps[0].name == "features.2"
+    assert np.array_equal(stem_pooled.view(np.int32), maxpool2d(stem, 3, 2, 1).view(np.int32))
+    assert np.array_equal(with_pool.run(x).view(np.int32), without.run(x).view(np.int32))

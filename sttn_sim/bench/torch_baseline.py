@@ -10,6 +10,7 @@ project's rules (:mod:`sttn_sim.rules`) where a rule applies:
 kind                           torch operation
 =============================  ==========================================================
 ``conv``, ``linear``           ``conv2d(x, W) + b`` / ``x Wᵀ + b`` [→ PReLU ``slope``]
+                               [→ ``F.max_pool2d`` of the conv's ``pool`` window]
 ``ternary_conv``,              epilogue ``"affine"``: the same with the float weights
 ``ternary_linear``             ``s·t`` and bias ``b`` [+ residual, zero-extended over
                                channels] [→ PReLU ``slope``]; epilogue ``"none"``: the
@@ -24,7 +25,7 @@ kind                           torch operation
 ``flatten``
 =============================  ==========================================================
 
-(the ``slope`` and residual input are the declared extensions that the engine's
+(the ``slope``, ``pool`` and residual input are the declared extensions that the engine's
 rewrites, :mod:`sttn_sim.fusions`, give a layer; a folded model from
 :func:`sttn_sim.fold` has neither.)  Any other kind raises
 :class:`~sttn_sim.errors.ModelError` naming the layer.
@@ -104,8 +105,18 @@ def _weighted(layer: Layer, weight: np.ndarray, bias) -> Callable[[torch.Tensor]
     return lambda x: F.linear(x, w, b)
 
 
+def _then_pool(layer: Layer, op: TorchOperation) -> TorchOperation:
+    """``op`` followed by the conv's fused max pooling ``pool = [kernel, stride, padding]``
+    when it has one."""
+    pool = layer.attrs.get("pool")
+    if pool is None:
+        return op
+    k, s, pad = (int(v) for v in pool)
+    return lambda *xs: F.max_pool2d(op(*xs), k, s, pad)
+
+
 def _float_weighted(layer: Layer) -> TorchOperation:
-    return _then_slope(layer, _weighted(layer, layer.params["weight"], layer.params.get("bias")))
+    return _then_pool(layer, _then_slope(layer, _weighted(layer, layer.params["weight"], layer.params.get("bias"))))
 
 
 def _folded_ternary(layer: Layer) -> TorchOperation:

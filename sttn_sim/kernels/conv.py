@@ -87,6 +87,8 @@ class ConvWeights:
 
 
 def _pair(v, name: str, minimum: int) -> tuple[int, int]:
+    if type(v) is int and v >= minimum:  # the common case, first (this runs per layer call)
+        return v, v
     if isinstance(v, (int, np.integer)):
         v = (int(v), int(v))
     try:

@@ -25,6 +25,7 @@ comparison is exactly the float64 rule applied to the float32 value.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass
 
 import numba
@@ -176,9 +177,14 @@ def threshold_codes(x: np.ndarray, direction, lo, hi, constant) -> np.ndarray:
 # PReLU, shared by the fused kernels: ``slope`` has C entries, 1 (shared) or none
 
 
+#: the kernels' residual and slope arguments when there is none (never written)
+_NO_RESIDUAL = np.zeros((1, 1, 1), np.float32)
+_NO_SLOPE = np.zeros(0, np.float32)
+
+
 def _slope_array(slope) -> np.ndarray:
     """float32 slopes for the kernels; ``None`` (no PReLU) becomes an empty array."""
-    return np.zeros(0, np.float32) if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
+    return _NO_SLOPE if slope is None else np.ascontiguousarray(slope, np.float32).reshape(-1)
 
 
 @numba.njit(inline="always")
@@ -218,9 +224,9 @@ def _residual_args(residual, n: int, c: int, positions: int) -> tuple[np.ndarray
     """``(residual [N, C_r, positions] float32, C_r)`` for an epilogue kernel of ``n``
     images, ``c`` channels and ``positions`` values per channel (a dummy and 0 for None)."""
     if residual is None:
-        return np.zeros((1, 1, 1), np.float32), 0
+        return _NO_RESIDUAL, 0
     r = np.ascontiguousarray(residual, np.float32)
-    if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or int(np.prod(r.shape[2:])) != positions:
+    if r.ndim < 2 or r.shape[0] != n or r.shape[1] > c or math.prod(r.shape[2:]) != positions:
         raise ShapeError(f"epilogue: residual of shape {r.shape}; expected {n} images, at most {c} channels "
                          f"and {positions} values per channel")
     return r.reshape(n, r.shape[1], positions), r.shape[1]
@@ -338,28 +344,56 @@ def asymmetric_epilogue_reference(acc_pos, acc_neg, a_pos, a_neg, b, residual=No
 # pooling
 
 
+@numba.njit(inline="always")
+def _pool_row(rowmax, k, s, ow, best, dst):
+    """One output row of max pooling from ``rowmax`` (int32 order keys: the max over the
+    window's input rows, with ``p`` cells of -inf before the row and room after it):
+    ``dst[j] = max(rowmax[j·s .. j·s + k - 1])`` as float32.  For stride 2 the row is
+    read as int64 pairs (cells 2j, 2j+1), so the window {2j, 2j+1, 2j+2} (k = 3) or
+    {2j, 2j+1} (k = 2) is a contiguous vector loop of shifts and maxes; any other stride
+    reads cells j·s + t (a strided loop into ``best``)."""
+    if s == 2 and (k == 2 or k == 3):
+        pairs = rowmax.view(np.int64)  # pairs[j] = rowmax[2j] | rowmax[2j+1] << 32 (little-endian)
+        low32 = np.int64(0xFFFFFFFF)
+        for j in range(ow):
+            here = pairs[j]
+            m = max(np.int32(here & low32), np.int32(here >> 32))
+            if k == 3:
+                m = max(m, np.int32(pairs[j + 1] & low32))
+            dst[j] = key32_value(m, np.float32(0))
+        return
+    for j in range(ow):
+        best[j] = rowmax[j * s]
+    for t in range(1, k):
+        for j in range(ow):
+            best[j] = max(best[j], rowmax[j * s + t])
+    for j in range(ow):
+        dst[j] = key32_value(best[j], np.float32(0))
+
+
+@numba.njit(inline="always")
+def _pool_row_length(width, k, p):
+    """Cells of a :func:`_pool_row` buffer: room for every j·s + t, and an even length."""
+    padded = width + 2 * p + k + 1
+    return padded + padded % 2
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _maxpool_kernel(x, k, s, p, out):
     # Separable, every inner loop a vector loop on int32 order keys (order_key32: integer
     # max vectorises, float max with its NaN rule does not): for each output row, first
     # the max over its k input rows into a row buffer with p cells of -inf on each side
-    # (contiguous along W), then the max over each window of k cells of that row.  For
-    # stride 2 the row buffer is read as int64 pairs (cells 2j, 2j+1), so the window
-    # {2j, 2j+1, 2j+2} (k = 3) or {2j, 2j+1} (k = 2) is a contiguous vector loop of
-    # shifts and maxes; any other stride reads cells j·s + t (a strided loop).
+    # (contiguous along W), then the max over each window of k cells of that row
+    # (_pool_row).
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
-    padded = width + 2 * p + k + 1  # room for every j*s + t, and an even length
-    padded += padded % 2
     lowest = order_key32(np.float32(-np.inf))
-    low32 = np.int64(0xFFFFFFFF)
-    pair_path = s == 2 and (k == 2 or k == 3)
+    padded = _pool_row_length(width, k, p)
     for task in numba.prange(n_img * c_count):
         n = task // c_count
         c = task - n * c_count
         plane = x[n, c]
         rowmax = np.full(padded, lowest, np.int32)
-        pairs = rowmax.view(np.int64)  # pairs[j] = rowmax[2j] | rowmax[2j+1] << 32 (little-endian)
         best = np.empty(ow, np.int32)
         for i in range(oh):
             y0 = max(i * s - p, 0)
@@ -370,22 +404,7 @@ def _maxpool_kernel(x, k, s, p, out):
                 src = plane[y]
                 for xx in range(width):
                     row[xx] = max(row[xx], order_key32(src[xx]))
-            dst = out[n, c, i]
-            if pair_path:
-                for j in range(ow):
-                    here = pairs[j]
-                    m = max(np.int32(here & low32), np.int32(here >> 32))
-                    if k == 3:
-                        m = max(m, np.int32(pairs[j + 1] & low32))
-                    dst[j] = key32_value(m, np.float32(0))
-                continue
-            for j in range(ow):
-                best[j] = rowmax[j * s]
-            for t in range(1, k):
-                for j in range(ow):
-                    best[j] = max(best[j], rowmax[j * s + t])
-            for j in range(ow):
-                dst[j] = key32_value(best[j], np.float32(0))
+            _pool_row(rowmax, k, s, ow, best, out[n, c, i])
 
 
 def maxpool2d(x: np.ndarray, kernel: int, stride: int, padding: int) -> np.ndarray:
@@ -521,6 +540,35 @@ def _stem_tile(sid, v, x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_l
             _FMK_XMM1(x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_ld)
 
 
+@numba.njit(inline="always")
+def _stem_row(sid, vecs, lanes, chans, xflat, row_base, taps, wflat, c_pad, c_lo, c_hi, n_vec, acc, ld):
+    """The accumulators of one output row for channels ``c_lo .. c_hi`` (multiples of
+    ``chans``), every block of ``vecs·lanes`` pixels × ``chans`` channels one micro-kernel
+    call, into ``acc[o·ld + ox]`` (see :func:`_direct_conv_kernel`)."""
+    ntap = taps.shape[0]
+    for g0 in range(c_lo, c_hi, chans):
+        for v0 in range(0, n_vec, vecs):
+            v = min(vecs, n_vec - v0)
+            _stem_tile(sid, v, xflat, row_base + v0 * lanes, taps, wflat, g0, c_pad, ntap,
+                       acc, g0 * ld + v0 * lanes, ld)
+
+
+@numba.njit(inline="always")
+def _stem_layout(xd, w_t, ow, lanes):
+    """``(N, C, phases, Hp, Wj, padded channels, pixel vectors per row, row tile stride,
+    flat input, flat weights)`` of a direct convolution with ``ow`` output columns."""
+    n_img, c_in, n_phase, hp, wj = xd.shape
+    n_vec = (ow + lanes - 1) // lanes
+    return n_img, c_in, n_phase, hp, wj, w_t.shape[1], n_vec, n_vec * lanes, xd.reshape(-1), w_t.reshape(-1)
+
+
+@numba.njit(inline="always")
+def _bias_prelu(a, b, s):
+    """The stem's output value: ``y = a + b``, then PReLU (a select, not a branch)."""
+    y = a + b
+    return y * (s if y < 0 else np.float32(1))
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, stride, out):
     # One task per output row (n, oy).  ``xd`` is the padded input split by column
@@ -532,35 +580,77 @@ def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, str
     # (vectors along the pixels, accumulators in registers over all taps, summed in
     # (c, dy, dx) order) into the row's tile ``acc[o·ld + ox]`` — the input rows of one
     # output row (c·kh·stride rows) and one channel group's weights stay in L1.  Then
-    # bias and PReLU (a select, not a branch) go to the NCHW output as contiguous rows.
-    n_img, c_in, n_phase, hp, wj = xd.shape
-    c_pad = w_t.shape[1]  # a multiple of chans
-    c_real = out.shape[1]
+    # bias and PReLU go to the NCHW output as contiguous rows.
     oh, ow = out.shape[2], out.shape[3]
-    ntap = taps.shape[0]
-    n_vec = (ow + lanes - 1) // lanes
-    ld = n_vec * lanes
-    xflat = xd.reshape(-1)
-    wflat = w_t.reshape(-1)
-    one = np.float32(1)
+    n_img, c_in, n_phase, hp, wj, c_pad, n_vec, ld, xflat, wflat = _stem_layout(xd, w_t, ow, lanes)
+    c_real = out.shape[1]
     for task in numba.prange(n_img * oh):
         n = task // oh
         oy = task - n * oh
-        row_base = (n * c_in * n_phase * hp + oy * stride) * wj
         acc = np.empty(c_pad * ld, np.float32)
-        for g0 in range(0, c_pad, chans):
-            for v0 in range(0, n_vec, vecs):
-                v = min(vecs, n_vec - v0)
-                _stem_tile(sid, v, xflat, row_base + v0 * lanes, taps, wflat, g0, c_pad, ntap,
-                           acc, g0 * ld + v0 * lanes, ld)
+        _stem_row(sid, vecs, lanes, chans, xflat, (n * c_in * n_phase * hp + oy * stride) * wj, taps, wflat, c_pad,
+                  0, c_pad, n_vec, acc, ld)
         for o in range(c_real):
             b = bias[o]
             s = channel_slope(slope, o)
             dst = out[n, o, oy]
             src = acc[o * ld:o * ld + ow]
             for i in range(ow):
-                y = src[i] + b
-                dst[i] = y * (s if y < 0 else one)
+                dst[i] = _bias_prelu(src[i], b, s)
+
+
+@numba.njit(cache=True, parallel=True, nogil=True)
+def _direct_conv_pool_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, stride, oh, ow, k, s, p, blocks,
+                             out):
+    # The direct convolution (oh x ow output rows, as _direct_conv_kernel) followed by
+    # k x k / stride s / padding p max pooling into ``out`` (the pooled NCHW output),
+    # without writing the convolution's output: one task per block of channel groups of
+    # one image (``blocks`` per image).  A task computes, for its channels, each
+    # convolution row the pooled rows need once, in order, into a ring of the last k
+    # rows (as int32 order keys, after bias and PReLU), and pools each output row from
+    # the ring (_pool_row).  (Tasks split by rows would recompute the rows that two
+    # bands' windows share.)
+    n_img, c_in, n_phase, hp, wj, c_pad, n_vec, ld, xflat, wflat = _stem_layout(xd, w_t, ow, lanes)
+    c_real = out.shape[1]
+    ph, pw = out.shape[2], out.shape[3]
+    lowest = order_key32(np.float32(-np.inf))
+    padded = _pool_row_length(ow, k, p)
+    groups = c_pad // chans
+    for task in numba.prange(n_img * blocks):
+        n = task // blocks
+        block = task - n * blocks
+        c_lo = block * groups // blocks * chans
+        c_hi = (block + 1) * groups // blocks * chans
+        acc = np.empty(c_pad * ld, np.float32)
+        ring = np.empty((k, c_real, ow), np.int32)
+        held = np.full(k, -1, np.int64)  # the convolution row in each ring slot
+        rowmax = np.empty(padded, np.int32)
+        best = np.empty(pw, np.int32)
+        for r in range(ph):
+            y0 = max(r * s - p, 0)
+            y1 = min(r * s - p + k, oh)
+            for y in range(y0, y1):
+                slot = y % k
+                if held[slot] == y:
+                    continue
+                held[slot] = y
+                _stem_row(sid, vecs, lanes, chans, xflat, (n * c_in * n_phase * hp + y * stride) * wj, taps, wflat,
+                          c_pad, c_lo, c_hi, n_vec, acc, ld)
+                for o in range(c_lo, min(c_hi, c_real)):
+                    b = bias[o]
+                    sl = channel_slope(slope, o)
+                    keys = ring[slot, o]
+                    src = acc[o * ld:o * ld + ow]
+                    for i in range(ow):
+                        keys[i] = order_key32(_bias_prelu(src[i], b, sl))
+            for o in range(c_lo, min(c_hi, c_real)):
+                rowmax[:] = lowest
+                row = rowmax[p:p + ow]
+                for y in range(y0, y1):
+                    keys = ring[y % k, o]
+                    for i in range(ow):
+                        row[i] = max(row[i], keys[i])
+                _pool_row(rowmax, k, s, pw, best, out[n, o, r])
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
@@ -616,6 +706,11 @@ def _tap_offsets(c_in: int, kh: int, kw: int, stride: int, hp: int, wj: int) -> 
     return taps
 
 
+#: :func:`direct_conv2d` with pooling splits a batch into at least this many tasks per
+#: thread (images, then blocks of output channels)
+POOL_TASKS_PER_THREAD = 2
+
+
 @dataclass(frozen=True)
 class DirectConvWeights:
     """Weights of :func:`direct_conv2d` in the micro-kernel's layout: ``w_t[tap, o]``
@@ -661,10 +756,15 @@ def _stem_kernel(kernel) -> StemKernel:
 
 
 def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, stride: int,
-                  padding: int) -> np.ndarray:
+                  padding: int, pool: tuple[int, int, int] | None = None, threads: int | None = None) -> np.ndarray:
     """float32 ``conv2d(x, w) + bias`` then optional PReLU, NCHW, computed directly
     (no im2col): fast when the input has few channels, as the 3-channel stem.  ``w``
-    is ``[O, C, kh, kw]`` or :class:`DirectConvWeights`."""
+    is ``[O, C, kh, kw]`` or :class:`DirectConvWeights`.
+
+    ``pool = (kernel, stride, padding)``: the result is :func:`maxpool2d` of that, bit
+    for bit, computed from each convolution row while it is in cache (the
+    convolution's output is never written out); ``threads`` (default: numba's) sets
+    into how many blocks of output channels an image is split."""
     if not isinstance(w, DirectConvWeights):
         w = prepack_direct_conv_weights(w)
     k = w.kernel
@@ -673,10 +773,20 @@ def direct_conv2d(x: np.ndarray, w, bias: np.ndarray, slope: np.ndarray | None, 
     oh, ow = conv_output_size(h, w.kh, stride, padding), conv_output_size(wd, w.kw, stride, padding)
     # room for the last pixel vector's reads past the row: (kw-1)//stride + ceil(ow/lanes)·lanes
     width = max(-(-wp // stride), (w.kw - 1) // stride + -(-ow // k.lanes) * k.lanes)
-    out = np.empty((n, w.c_out, oh, ow), np.float32)
-    _direct_conv_kernel(k.sid, k.vecs, k.lanes, k.chans, column_phases(x, padding, stride, width),
-                        _tap_offsets(c, w.kh, w.kw, stride, hp, width), w.w_t,
-                        np.ascontiguousarray(bias, np.float32), _slope_array(slope), stride, out)
+    xd = column_phases(x, padding, stride, width)
+    taps = _tap_offsets(c, w.kh, w.kw, stride, hp, width)
+    bias, slope = np.ascontiguousarray(bias, np.float32), _slope_array(slope)
+    if pool is None:
+        out = np.empty((n, w.c_out, oh, ow), np.float32)
+        _direct_conv_kernel(k.sid, k.vecs, k.lanes, k.chans, xd, taps, w.w_t, bias, slope, stride, out)
+        return out
+    pk, ps, pp = pool
+    out = np.empty((n, w.c_out, conv_output_size(oh, pk, ps, pp), conv_output_size(ow, pk, ps, pp)), np.float32)
+    threads = threads or max(numba.get_num_threads(), 1)
+    groups = w.w_t.shape[1] // k.chans
+    blocks = max(1, min(groups, -(-POOL_TASKS_PER_THREAD * threads // n)))  # enough tasks for every thread
+    _direct_conv_pool_kernel(k.sid, k.vecs, k.lanes, k.chans, xd, taps, w.w_t, bias, slope, stride, oh, ow, pk, ps, pp,
+                             blocks, out)
     return out
 
 

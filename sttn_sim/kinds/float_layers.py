@@ -130,26 +130,33 @@ class Conv(WeightedTraining, LayerKind):
     family = "conv"
     params = (Param("weight", "real", "weight"), Param("bias", "real", "channel", optional=True), FUSED_SLOPE)
     attrs = CONV_ATTRS + (Attr("train_quant", str, default=None, doc="training: the hard-threshold method"),
-                          Attr("ternary_method", str, default=None, doc="a trained TTQ layer kept as float"))
+                          Attr("ternary_method", str, default=None, doc="a trained TTQ layer kept as float"),
+                          Attr("pool", list, default=None,
+                               doc="[kernel, stride, padding] of a max pooling applied last (set by the engine's "
+                                   "FuseConvMaxPool rewrite)"))
     trainable = True
     conv = True
 
     def output_shape(self, layer, in_shapes, where):
         out = conv_output_shape(self, layer, in_shapes[0], layer.params["weight"], where)
         check_channel_params(self, layer, where, out[0])
-        return out
+        pool = self.attr(layer, "pool")
+        return out if pool is None else pool_output_shape(out, *pool, where)
 
     def reference(self, layer, inputs, run=None):
         x = inputs[0]
         check_in_channels(layer, x, layer.params["weight"])
         y = conv2d(x, layer.params["weight"], self.attr(layer, "stride"), self.attr(layer, "padding"))
         y = y + per_channel(bias_of(layer, "bias", y.shape[1]), 4)
-        return prelu64(y, layer.params["slope"]) if "slope" in layer.params else y
+        y = prelu64(y, layer.params["slope"]) if "slope" in layer.params else y
+        pool = self.attr(layer, "pool")
+        return y if pool is None else maxpool2d(y, *pool)
 
     def engine_step(self, layer, ctx):
         """Few input channels (the stem): a direct convolution with bias and PReLU in its
-        output pass; otherwise im2col + sgemm, bias and PReLU in the pass that
-        transposes to NCHW.  Weights are rounded once to float32."""
+        output pass (and a fused max pooling from each row while it is in cache);
+        otherwise im2col + sgemm, bias and PReLU in the pass that transposes to NCHW,
+        then the pooling.  Weights are rounded once to float32."""
         p = layer.params
         w32 = f32(p["weight"])
         b32 = f32(p["bias"]) if "bias" in p else np.zeros(w32.shape[0], np.float32)
@@ -160,14 +167,16 @@ class Conv(WeightedTraining, LayerKind):
                   else None)
         w_mat = None if direct is not None else np.ascontiguousarray(w32.reshape(w32.shape[0], -1).T)
         first = ctx.first_layer(layer)
+        pool = self.attr(layer, "pool")
 
         def run(args, recorder=None):
             x = args[0]
             if direct is not None:
-                out = direct_conv2d(x, direct, b32, slope, stride, padding)
+                out = direct_conv2d(x, direct, b32, slope, stride, padding, pool)
             else:
                 cols, n, oh, ow = im2col_f32(x, kh, kw, stride, padding)
                 out = bias_prelu_to_nchw(cols @ w_mat, b32, slope, n, oh, ow)
+                out = out if pool is None else maxpool2d_f32(out, *pool)
             return out, LayerEvent(first, out)
         return run
 

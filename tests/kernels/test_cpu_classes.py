@@ -35,6 +35,7 @@ CLASS_TESTS = [
     "tests/kernels/test_conv.py::test_conv_panels_of_any_width",
     "tests/kernels/test_conv.py::test_conv_with_epilogue_is_the_reference_epilogue_bit_for_bit",
     "tests/kernels/test_fused.py::test_direct_conv_against_float64",
+    "tests/kernels/test_fused.py::test_direct_conv_with_pooling_is_the_conv_then_the_pool",
     "tests/kernels/test_fused.py::test_column_phases_match_the_padded_definition",
     "tests/kernels/test_fused.py::test_maxpool_matches_reference",
     "tests/kernels/test_fused.py::test_threshold_pack_and_codes_match_reference",

@@ -176,6 +176,31 @@ def test_direct_conv_against_float64(c_in, c_out, k, stride, padding, hw, slope,
     assert np.max(np.abs(got - ref)) <= 1e-5 * max(1.0, np.abs(ref).max())
 
 
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, hw", [
+    (3, 64, 7, 2, 3, (23, 17)), (1, 5, 3, 1, 1, (8, 8)), (3, 65, 3, 2, 0, (9, 9)), (2, 1, 1, 1, 0, (4, 5)),
+    (3, 7, 7, 2, 3, (6, 161))])
+@pytest.mark.parametrize("pool", [(3, 2, 1), (2, 2, 0), (3, 1, 1), (3, 3, 0), (4, 2, 2), (1, 1, 0)])
+@pytest.mark.parametrize("threads", [1, 2, 5])
+@pytest.mark.parametrize("slope", [None, "channel"])
+def test_direct_conv_with_pooling_is_the_conv_then_the_pool(c_in, c_out, k, stride, padding, hw, pool, threads,
+                                                            slope, stem_kernel):
+    """``direct_conv2d(..., pool=window)`` is bit for bit the numpy max pooling of the
+    unpooled direct convolution (tested above against float64), for every split of the
+    pooled rows into bands (``threads``) and windows that overlap, touch or skip rows."""
+    from sttn_sim.kernels.fused import direct_conv2d, prepack_direct_conv_weights
+
+    rng = np.random.default_rng(c_out + pool[0])
+    x = rng.normal(0, 1, (2, c_in) + hw).astype(np.float32)
+    w = prepack_direct_conv_weights(rng.normal(0, 0.3, (c_out, c_in, k, k)).astype(np.float32), stem_kernel)
+    b = rng.normal(0, 1, c_out).astype(np.float32)
+    sl = None if slope is None else rng.uniform(-0.5, 0.5, c_out).astype(np.float32)
+    conv = direct_conv2d(x, w, b, sl, stride, padding)
+    got = direct_conv2d(x, w, b, sl, stride, padding, pool, threads=threads)
+    expected = maxpool2d_reference(conv, *pool)
+    assert got.shape == expected.shape
+    assert np.array_equal(got.view(np.int32), expected.view(np.int32))
+
+
 @pytest.mark.parametrize("padding, stride, hw, extra", [
     (3, 2, (23, 17), 3), (0, 1, (4, 5), 0), (1, 1, (5, 7), 2), (2, 3, (17, 20), 1), (3, 2, (6, 161), 0),
     (0, 2, (1, 1), 4)])
