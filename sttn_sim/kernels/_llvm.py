@@ -308,14 +308,18 @@ def make_microkernel(rows: int, vecs: int, b_cols: int | None = None, lanes: int
     return microkernel
 
 
-def _tile_loop(builder, label, accty, rows, vecs, nsteps, step):
-    """Emit a loop of ``nsteps`` (>= 1) steps over a ``rows x vecs`` tile of accumulators
-    of type ``accty``, zero at the start: ``step(q, acc)`` emits step ``q`` and returns
-    the new accumulators.  Leaves the builder after the loop and returns the final tile."""
+def _tile_loop(builder, label, accty, rows, vecs, nsteps, step, may_be_empty=False):
+    """Emit a loop of ``nsteps`` steps over a ``rows x vecs`` tile of accumulators of
+    type ``accty``, zero at the start: ``step(q, acc)`` emits step ``q`` and returns the
+    new accumulators.  ``nsteps >= 1`` unless ``may_be_empty`` (then 0 steps give the
+    zero tile).  Leaves the builder after the loop and returns the final tile."""
     pre = builder.block
     loop = builder.append_basic_block(f"{label}.loop")
     done = builder.append_basic_block(f"{label}.done")
-    builder.branch(loop)
+    if may_be_empty:
+        builder.cbranch(builder.icmp_signed(">", nsteps, ir.Constant(_I64, 0)), loop, done)
+    else:
+        builder.branch(loop)
     builder.position_at_end(loop)
     q = builder.phi(_I64, "q")
     q.add_incoming(ir.Constant(_I64, 0), pre)
@@ -332,7 +336,14 @@ def _tile_loop(builder, label, accty, rows, vecs, nsteps, step):
             acc[r][v].add_incoming(new[r][v], tail)
     builder.cbranch(builder.icmp_signed("<", q_next, nsteps), loop, done)
     builder.position_at_end(done)
-    return new
+    if not may_be_empty:
+        return new
+    final = [[builder.phi(accty) for _ in range(vecs)] for _ in range(rows)]
+    for r in range(rows):
+        for v in range(vecs):
+            final[r][v].add_incoming(ir.Constant(accty, None), pre)
+            final[r][v].add_incoming(new[r][v], tail)
+    return final
 
 
 #: the x86 instruction of each int8 micro-kernel operation and vector width, and the
@@ -724,45 +735,23 @@ def make_float_microkernel(vecs: int, chans: int, lanes: int = 16, available: bo
             o_off, o_ld = (_as_intp(context, builder, args[i], sa[i]) for i in (8, 9))
             fma = cgutils.get_or_insert_function(
                 builder.module, ir.FunctionType(vf32, [vf32] * 3), f"llvm.fmuladd.v{lanes}f32")
-            zero = ir.Constant(vf32, None)
 
-            pre = builder.block
-            loop = builder.append_basic_block("float_mk.loop")
-            done = builder.append_basic_block("float_mk.done")
-            builder.cbranch(builder.icmp_signed(">", n, ir.Constant(_I64, 0)), loop, done)
-            builder.position_at_end(loop)
-            t = builder.phi(_I64, "t")
-            t.add_incoming(ir.Constant(_I64, 0), pre)
-            acc = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(chans)]
-            for row in acc:
-                for a in row:
-                    a.add_incoming(zero, pre)
-            xbase = builder.add(x_off_v, builder.load(builder.gep(tptr, [t]), align=8))
-            xv = []
-            for r in range(vecs):
-                p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, lanes * r))])
-                xv.append(builder.load(builder.bitcast(p, vf32.as_pointer()), align=4))
-            wbase = builder.add(w_off_v, builder.mul(t, w_ld_v))
-            new = [[None] * vecs for _ in range(chans)]
-            for j in range(chans):
-                wj = builder.load(builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, j))]), align=4)
-                wb = _splat(builder, wj, vf32)
+            def step(t, acc):
+                xbase = builder.add(x_off_v, builder.load(builder.gep(tptr, [t]), align=8))
+                xv = []
                 for r in range(vecs):
-                    new[j][r] = builder.call(fma, [xv[r], wb, acc[j][r]])
-            t_next = builder.add(t, ir.Constant(_I64, 1))
-            tail = builder.block
-            t.add_incoming(t_next, tail)
-            for j in range(chans):
-                for r in range(vecs):
-                    acc[j][r].add_incoming(new[j][r], tail)
-            builder.cbranch(builder.icmp_signed("<", t_next, n), loop, done)
+                    p = builder.gep(xptr, [builder.add(xbase, ir.Constant(_I64, lanes * r))])
+                    xv.append(builder.load(builder.bitcast(p, vf32.as_pointer()), align=4))
+                wbase = builder.add(w_off_v, builder.mul(t, w_ld_v))
+                new = [[None] * vecs for _ in range(chans)]
+                for j in range(chans):
+                    wj = builder.load(builder.gep(wptr, [builder.add(wbase, ir.Constant(_I64, j))]), align=4)
+                    wb = _splat(builder, wj, vf32)
+                    for r in range(vecs):
+                        new[j][r] = builder.call(fma, [xv[r], wb, acc[j][r]])
+                return new
 
-            builder.position_at_end(done)
-            results = [[builder.phi(vf32) for _ in range(vecs)] for _ in range(chans)]
-            for j in range(chans):
-                for r in range(vecs):
-                    results[j][r].add_incoming(zero, pre)
-                    results[j][r].add_incoming(new[j][r], tail)
+            results = _tile_loop(builder, "float_mk", vf32, chans, vecs, n, step, may_be_empty=True)
             for j in range(chans):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, j), o_ld))
                 for r in range(vecs):
