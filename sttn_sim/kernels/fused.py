@@ -378,13 +378,26 @@ def _pool_row_length(width, k, p):
     return padded + padded % 2
 
 
+@numba.njit(inline="always")
+def _max2x2_row(upper, lower, ow, dst):
+    """One output row of 2×2, stride-2 max pooling without padding, from input rows
+    ``upper`` and ``lower``: ``dst[j] = max(upper[2j], upper[2j+1], lower[2j], lower[2j+1])``
+    as one strided vector loop on int32 order keys."""
+    for j in range(ow):
+        m = max(max(order_key32(upper[2 * j]), order_key32(upper[2 * j + 1])),
+                max(order_key32(lower[2 * j]), order_key32(lower[2 * j + 1])))
+        dst[j] = key32_value(m, np.float32(0))
+
+
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _maxpool_kernel(x, k, s, p, out):
-    # Separable, every inner loop a vector loop on int32 order keys (order_key32: integer
-    # max vectorises, float max with its NaN rule does not): for each output row, first
-    # the max over its k input rows into a row buffer with p cells of -inf on each side
+    # Every inner loop a vector loop on int32 order keys (order_key32: integer max
+    # vectorises, float max with its NaN rule does not).  The 2×2 stride-2 window without
+    # padding (a ResNet shortcut's pool) is one strided loop per output row
+    # (_max2x2_row).  Any other window is separable: for each output row, first the max
+    # over its k input rows into a row buffer with p cells of -inf on each side
     # (contiguous along W), then the max over each window of k cells of that row
-    # (_pool_row).
+    # (_pool_row); for 2×2 windows that measured 3-5x slower (four short loops per row).
     n_img, c_count, height, width = x.shape
     oh, ow = out.shape[2], out.shape[3]
     lowest = order_key32(np.float32(-np.inf))
@@ -393,6 +406,10 @@ def _maxpool_kernel(x, k, s, p, out):
         n = task // c_count
         c = task - n * c_count
         plane = x[n, c]
+        if k == 2 and s == 2 and p == 0:
+            for i in range(oh):
+                _max2x2_row(plane[2 * i], plane[2 * i + 1], ow, out[n, c, i])
+            continue
         rowmax = np.full(padded, lowest, np.int32)
         best = np.empty(ow, np.int32)
         for i in range(oh):

@@ -137,10 +137,17 @@ def test_asymmetric_epilogue_refuses_mismatched_partial_sums():
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 2, 1), (3, 1, 1), (1, 1, 0),
                                                      (3, 3, 1)])
-@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (5, 9), (4, 34)])
+@pytest.mark.parametrize("hw", [(7, 7), (8, 8), (5, 9), (4, 34), (14, 14), (3, 4), (9, 67)])
 def test_maxpool_matches_reference(kernel, stride, padding, hw):
-    x = np.random.default_rng(0).normal(0, 1, (2, 3) + hw).astype(np.float32)
-    assert np.array_equal(maxpool2d(x, kernel, stride, padding), maxpool2d_reference(x, kernel, stride, padding))
+    """Bit for bit (odd sizes drop the last row/column of a 2x2 window; windows of -inf,
+    +inf and all-negative values included)."""
+    rng = np.random.default_rng(hw[0] * 100 + hw[1])
+    x = rng.normal(0, 1, (2, 3) + hw).astype(np.float32)
+    x[0, 0].flat[::5] = -np.inf
+    x[0, 1].flat[::7] = np.inf
+    x[1, 2] = -np.abs(x[1, 2]) - 1
+    got = maxpool2d(x, kernel, stride, padding)
+    assert np.array_equal(got.view(np.int32), maxpool2d_reference(x, kernel, stride, padding).view(np.int32))
 
 
 @pytest.mark.parametrize("c", [1, 64, 65])
