@@ -241,6 +241,16 @@ def test_conv_with_epilogue_is_the_reference_epilogue_bit_for_bit(c_in, c_out, r
     assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
+@pytest.mark.parametrize("nb_count,mb_count,threads,family,expected", [
+    (8, 100, 2, "popcount", 1), (8, 100, 2, "lut", 1),  # 4 column blocks per thread: no split
+    (1, 103, 2, "popcount", 8), (3, 103, 2, "popcount", 3),  # up to 4 tasks per thread
+    (1, 103, 2, "lut", 2), (1, 103, 2, "int8", 2),  # one gather per thread
+    (7, 43, 2, "lut", 2), (4, 43, 2, "lut", 1), (3, 43, 2, "lut", 2),  # a whole number of tasks per thread
+    (1, 43, 3, "lut", 3), (2, 43, 3, "lut", 3), (1, 1, 2, "lut", 1), (1, 2, 4, "popcount", 2)])
+def test_row_chunks(nb_count, mb_count, threads, family, expected):
+    assert conv_module.row_chunks(nb_count, mb_count, threads, family) == expected
+
+
 def test_conv_epilogue_errors():
     rng = np.random.default_rng(3)
     x = random_codes(rng, (2, 8, 5, 5))
