@@ -28,6 +28,7 @@ each tap's channels padded to a multiple of 64 (zero weights).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numba
@@ -333,10 +334,7 @@ def row_chunks(nb_count: int, mb_count: int, threads: int, family: str) -> int:
         return 1
     if family == "popcount":
         return min(mb_count, -(-4 * threads // nb_count))
-    chunks = 1
-    while (nb_count * chunks) % threads or nb_count * chunks < threads:
-        chunks += 1
-    return min(mb_count, chunks)
+    return min(mb_count, threads // math.gcd(nb_count, threads))  # nb_count·chunks = lcm(nb_count, threads)
 
 
 def ternary_conv2d(x, w, stride=1, padding=0, kernel=None, epilogue: AffineEpilogue | None = None) -> np.ndarray:
