@@ -3,8 +3,8 @@
 ==================  =========================  ===================  =================
 class               ternary GEMM / conv        stem (float conv)    chosen because
 ==================  =========================  ===================  =================
-avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-64px-4ch     ~140 MAC/cycle/core
-avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-64px-4ch     ~100 MAC/cycle/core
+avx512_vpopcntdq    popcount-zmm-5x16          fma-zmm-48px-8ch     ~140 MAC/cycle/core
+avx512              int8-vnni-zmm-6x64 (VNNI)  fma-zmm-48px-8ch     ~100 MAC/cycle/core
                     or lut-pshufb-zmm-12x64                         (VNNI), ~70 (lut)
 avx2                int8-vnni-ymm-5x16 (AVX-   fma-ymm-24px-4ch     ~50 MAC/cycle/core
                     VNNI) or lut-pshufb-ymm                         (either)

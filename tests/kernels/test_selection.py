@@ -20,9 +20,9 @@ def target(*features, x86=True):
 
 
 @pytest.mark.parametrize("t, expected", [
-    (target("avx512f", "avx512bw", "avx512vpopcntdq", "avx2", "fma"), ("popcount-zmm-5x16", "fma-zmm-64px-4ch")),
-    (target("avx512f", "avx512bw", "avx2", "fma"), ("lut-pshufb-zmm-12x64", "fma-zmm-64px-4ch")),
-    (target("avx512f", "avx512bw", "avx512vnni", "avx2", "fma"), ("int8-vnni-zmm-6x64", "fma-zmm-64px-4ch")),
+    (target("avx512f", "avx512bw", "avx512vpopcntdq", "avx2", "fma"), ("popcount-zmm-5x16", "fma-zmm-48px-8ch")),
+    (target("avx512f", "avx512bw", "avx2", "fma"), ("lut-pshufb-zmm-12x64", "fma-zmm-48px-8ch")),
+    (target("avx512f", "avx512bw", "avx512vnni", "avx2", "fma"), ("int8-vnni-zmm-6x64", "fma-zmm-48px-8ch")),
     (target("avx2", "fma"), ("lut-pshufb-ymm-6x64", "fma-ymm-24px-4ch")),
     (target("avx2", "fma", "avxvnni"), ("int8-vnni-ymm-5x16", "fma-ymm-24px-4ch")),
     (target(), ("popcount-generic-4x4", "fma-xmm-12px-3ch")),
