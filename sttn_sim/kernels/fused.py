@@ -556,7 +556,7 @@ def _stem_tile(sid, v, x, x_off, taps, w, w_off, w_ld, ntap, out, out_off, out_l
 
 
 @numba.njit(inline="always")
-def _stem_row(sid, vecs, lanes, chans, xflat, row_base, taps, wflat, c_pad, c_lo, c_hi, n_vec, acc, ld):
+def _stem_row(sid, vecs, lanes, chans, xflat, row_base, taps, wflat, c_lo, c_hi, n_vec, acc, ld):
     """The accumulators of one output row for channels ``c_lo .. c_hi`` (multiples of
     ``chans``), every block of ``vecs·lanes`` pixels × ``chans`` channels one micro-kernel
     call, into ``acc[o·ld + ox]`` (see :func:`_direct_conv_kernel`); the group of
@@ -605,7 +605,7 @@ def _direct_conv_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope, str
         n = task // oh
         oy = task - n * oh
         acc = np.empty(c_pad * ld, np.float32)
-        _stem_row(sid, vecs, lanes, chans, xflat, (n * c_in * n_phase * hp + oy * stride) * wj, taps, wflat, c_pad,
+        _stem_row(sid, vecs, lanes, chans, xflat, (n * c_in * n_phase * hp + oy * stride) * wj, taps, wflat,
                   0, c_pad, n_vec, acc, ld)
         for o in range(c_real):
             b = bias[o]
@@ -652,7 +652,7 @@ def _direct_conv_pool_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope
                     continue
                 held[slot] = y
                 _stem_row(sid, vecs, lanes, chans, xflat, (n * c_in * n_phase * hp + y * stride) * wj, taps, wflat,
-                          c_pad, c_lo, c_hi, n_vec, acc, ld)
+                          c_lo, c_hi, n_vec, acc, ld)
                 for o in range(c_lo, min(c_hi, c_real)):
                     b = bias[o]
                     sl = channel_slope(slope, o)
@@ -750,10 +750,9 @@ def prepack_direct_conv_weights(w: np.ndarray, kernel: StemKernel | str | None =
     kernel = _stem_kernel(kernel)
     o, c, kh, kw = w.shape
     groups, chans = -(-o // kernel.chans), kernel.chans
-    w_pad = np.zeros((groups * chans, c * kh * kw), np.float32)
-    w_pad[:o] = np.asarray(w, np.float32).reshape(o, -1)
     w_t = aligned_zeros((groups, c * kh * kw, chans), np.float32)
-    w_t[:] = w_pad.reshape(groups, chans, -1).transpose(0, 2, 1)
+    channel = np.arange(o)
+    w_t[channel // chans, :, channel % chans] = np.asarray(w, np.float32).reshape(o, -1)
     return DirectConvWeights(w_t, o, kh, kw, kernel)
 
 
