@@ -15,7 +15,7 @@ Shapes are ResNet-18's 3x3 convolutions as im2col GEMMs ``M x K x N`` (C_out x
 * GMAC/s = ``M*K*N / time`` and ``ratio = numpy_f32_ms / ternary_ms``.
 
 Ternary and numpy runs alternate in ``rounds`` blocks of ``repeats / rounds`` timed
-calls, each block after a short idle pause and warm-up
+calls, each block after a short idle pause and at least :data:`WARMUP_SECONDS` of warm-up
 (:func:`~sttn_sim.bench.timing.interleaved_medians`), so both see the same machine
 load.  Before timing, the ternary result is checked against the float32 product
 (exact: every partial sum is an integer of magnitude at most K < 2**24).
@@ -42,6 +42,11 @@ RESNET18_SHAPES = (
 #: the columns of :func:`benchmark_gemm`'s table, in order
 GEMM_COLUMNS = ("shape", "M", "K", "N", "ternary_ms", "ternary_gmacs", "pack_act_ms", "pack_weights_ms",
                 "numpy_f32_ms", "numpy_f32_gmacs", "ratio")
+
+
+#: each block of timed calls follows at least this much warm-up (both functions alike:
+#: see :func:`~sttn_sim.bench.timing.timed_calls`)
+WARMUP_SECONDS = 0.03
 
 
 def random_codes(rng: np.random.Generator, shape: tuple[int, ...], density: float = 2 / 3) -> np.ndarray:
@@ -74,7 +79,7 @@ def benchmark_gemm(repeats: int = 30, warmup: int = 3, rounds: int = 3, shapes=R
 
         medians = interleaved_medians({"ternary": lambda: ternary_gemm(weights, columns),
                                        "numpy": lambda: a_f32 @ bt_f32},
-                                      repeats, rounds, warmup, settle=0.2)
+                                      repeats, rounds, warmup, settle=0.2, warmup_seconds=WARMUP_SECONDS)
         pack_repeats = max(3, repeats // 3)
         time.sleep(0.2)
         t_pack_b = median_time(lambda: prepack_gemm_columns(b), pack_repeats, warmup=0, settle=0.0)

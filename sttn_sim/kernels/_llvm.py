@@ -801,6 +801,27 @@ def copy16(typingctx, dst, dst_off, src, src_off):
 
 
 @intrinsic
+def copy64_bytes(typingctx, dst, dst_off, src, src_off):
+    """The 64 bytes at byte offset ``src_off`` of ``src`` to byte offset ``dst_off`` of
+    ``dst`` (both int32 views of byte buffers, as the lut operands), as one unaligned
+    ``<64 x i8>`` load and store (two ymm on AVX2, four xmm or NEON registers elsewhere)."""
+    if not (_check_array(dst, types.int32) and _check_array(src, types.int32)):
+        return None
+    sig = types.void(dst, dst_off, src, src_off)
+
+    def codegen(context, builder, signature, args):
+        sa = signature.args
+        dptr = _data_ptr(context, builder, sa[0], args[0], _I8)
+        sptr = _data_ptr(context, builder, sa[2], args[2], _I8)
+        d_off, s_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3))
+        v = builder.load(_vector_at(builder, sptr, s_off, _V64I8), align=1)
+        builder.store(v, _vector_at(builder, dptr, d_off, _V64I8), align=1)
+        return context.get_dummy_value()
+
+    return sig, codegen
+
+
+@intrinsic
 def affine16(typingctx, out, out_off, acc, acc_off, a, b, residual, res_off, has_residual, slope):
     """The affine epilogue of 16 consecutive values as ``<16 x float>`` operations (two
     ymm on AVX2, four xmm or NEON registers elsewhere)::

@@ -22,6 +22,21 @@ def test_timed_calls_warms_up_then_times_each_call():
     assert all(t >= 0 for t in times)
 
 
+def test_timed_calls_warms_up_for_at_least_warmup_seconds(monkeypatch):
+    clock = [0.0]
+
+    def call():  # each call takes 0.25 s of a fake clock
+        clock[0] += 0.25
+
+    monkeypatch.setattr("sttn_sim.bench.timing.time.perf_counter", lambda: clock[0])
+    times = timed_calls(call, repeats=2, warmup=1, warmup_seconds=1.0)
+    assert clock[0] == 6 * 0.25  # 4 warm-up calls (1.0 s), then 2 timed
+    assert times == [0.25, 0.25]
+    clock[0] = 0.0
+    timed_calls(call, repeats=1, warmup=6, warmup_seconds=1.0)
+    assert clock[0] == 7 * 0.25  # the count wins when it is longer
+
+
 def test_median_time_is_the_median_of_the_timed_calls(monkeypatch):
     monkeypatch.setattr("sttn_sim.bench.timing.timed_calls", lambda fn, repeats, warmup, settle: [3.0, 1.0, 2.0])
     assert median_time(lambda: None, 3) == 2.0

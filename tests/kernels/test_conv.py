@@ -19,6 +19,7 @@ from sttn_sim.kernels import (
 )
 from sttn_sim.kernels import conv as conv_module
 from sttn_sim.kernels.fused import AffineEpilogue, affine_epilogue_reference
+from sttn_sim.kernels.selection import available_ternary_kernels
 
 
 def brute_force_conv(x, w, stride, padding):
@@ -61,6 +62,33 @@ def test_conv_sweep(c_in, kernel, stride, padding, hw, batch, ternary_kernel):
     x = random_codes(rng, (batch, c_in) + hw)
     w = random_codes(rng, (c_out, c_in, kernel, kernel))
     check(x, w, stride, padding, ternary_kernel)
+
+
+#: the lut kernels this machine can run (their B blocks can be built from nibble rows)
+LUT_KERNELS = [k for k in available_ternary_kernels() if k.family == "lut"]
+
+
+@pytest.mark.parametrize("kernel", LUT_KERNELS, ids=lambda k: k.name)
+@pytest.mark.parametrize("c_in,c_out", [(1, 3), (63, 17), (64, 70), (130, 11)])
+@pytest.mark.parametrize("kh,kw,stride,padding", [(3, 3, (1, 1), (1, 1)), (1, 1, (1, 1), (0, 0)), (3, 3, (2, 1), (0, 1)),
+                                                  (1, 5, (1, 1), (0, 2)), (5, 3, (1, 1), (2, 0))])
+@pytest.mark.parametrize("hw,batch", [((7, 7), 3), ((5, 9), 2), ((9, 70), 1), ((4, 30), 5)])
+@pytest.mark.parametrize("min_width", [1, 28])
+def test_conv_lut_row_runs(kernel, c_in, c_out, kh, kw, stride, padding, hw, batch, min_width, monkeypatch):
+    """The lut gather from nibble rows (runs of a row: ``uses_row_runs``), with runs
+    that cross rows and images, 1 to 64 runs per column block, rows whose width is not a
+    multiple of 8, and with and without the epilogue, against the reference."""
+    monkeypatch.setattr(conv_module, "RUN_MIN_WIDTH", min_width)
+    rng = np.random.default_rng(c_in * 7 + kh * 3 + batch + hw[1])
+    x = random_codes(rng, (batch, c_in) + hw)
+    w = random_codes(rng, (c_out, c_in, kh, kw))
+    acc = check(x, w, stride, padding, kernel)
+    ow = acc.shape[3]
+    assert conv_module.uses_row_runs(kernel, stride[1], ow) == (stride[1] == 1 and ow >= min_width)
+    e = _epilogue(rng, batch, c_out, acc.shape[2:], c_out, "channel")
+    ref = affine_epilogue_reference(acc, e.scale, e.bias, e.residual, e.slope)
+    got = ternary_conv2d(x, w, stride, padding, kernel=kernel, epilogue=e)
+    assert np.array_equal(got.view(np.uint32), ref.view(np.uint32))
 
 
 @settings(max_examples=30, deadline=None)
