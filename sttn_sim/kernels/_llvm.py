@@ -466,9 +466,12 @@ LUT_OPS = {
     32: ("llvm.x86.avx2.pshuf.b", ("avx2",)),
     64: ("llvm.x86.avx512.pshuf.b.512", ("avx512bw",)),
 }
-#: K pairs per LUT micro-kernel call: each adds at most 2 to a byte lane, so 63 pairs
-#: stay within int8
-LUT_DEPTH = 63
+#: K pairs per byte stage of the LUT micro-kernel: each pair adds at most 2 to a byte
+#: lane, so 63 pairs stay within int8
+LUT_CHUNK = 63
+#: K pairs per LUT micro-kernel call: the byte stages are added into int16 lanes, 256
+#: stages of at most 126 each stay within int16
+LUT_DEPTH = LUT_CHUNK * 256
 
 
 def lut_weight_index(w0, w1):
@@ -534,16 +537,19 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
       (:func:`lut_weight_byte`) at ``a_off + q*rows + r``;
     * ``b``: for each pair, ``NB = vecs*vector_bytes`` columns' nibbles at
       ``b_off + q*NB + j``;
-    * ``npairs`` in 1..:data:`LUT_DEPTH` (byte accumulators; the caller chunks K).
+    * ``npairs`` in 1..:data:`LUT_DEPTH` (the caller chunks K).
 
-    The result goes to ``out[out_off + r*ldo + j]`` (int32, sign-extended from the
-    bytes), added to it when ``accumulate``.  ``corr``/``corr_off`` are unused (the
+    The ``vpaddb`` sums stay in byte registers for :data:`LUT_CHUNK` pairs, then are
+    sign-extended and added into int16 lanes of a stack tile (one ``vpmovsxbw`` pair,
+    load, add and store per register: half the work of widening each stage to int32);
+    at the end the int16 tile goes to ``out[out_off + r*ldo + j]`` (int32), added to it
+    when ``accumulate``.  ``corr``/``corr_off`` are unused (the
     signature of :func:`make_int8_microkernel`, so one dispatch serves both).
     """
     width = vecs * vector_bytes
     name, _ = LUT_OPS[vector_bytes]
     v8 = ir.VectorType(_I8, vector_bytes)
-    v8x8 = ir.VectorType(_I8, 8)
+    v16 = ir.VectorType(ir.IntType(16), vector_bytes)
 
     @intrinsic
     def microkernel(typingctx, a, a_off, b, b_off, npairs, out, out_off, ldo, corr, corr_off, accumulate):
@@ -578,15 +584,40 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
                         new[r][v] = builder.add(acc[r][v], builder.call(shuffle, [table, bv[v]]))
                 return new
 
-            new = _tile_loop(builder, "lut_mk", v8, rows, vecs, npr, step)
-            undef = ir.Constant(v8, ir.Undefined)
+            # int16 stage: the tile in rows*vecs <vector_bytes x i16> slots on the stack
+            mid = cgutils.alloca_once(builder, v16, size=ir.Constant(_I64, rows * vecs))
+            for slot in range(rows * vecs):
+                builder.store(ir.Constant(v16, None), builder.gep(mid, [ir.Constant(_I64, slot)]))
+            chunk = ir.Constant(_I64, LUT_CHUNK)
+            nchunks = builder.sdiv(builder.add(npr, ir.Constant(_I64, LUT_CHUNK - 1)), chunk)
+            pre = builder.block
+            outer = builder.append_basic_block("lut_mk.chunks")
+            outer_done = builder.append_basic_block("lut_mk.chunks_done")
+            builder.branch(outer)
+            builder.position_at_end(outer)
+            c = builder.phi(_I64, "chunk")
+            c.add_incoming(ir.Constant(_I64, 0), pre)
+            first = builder.mul(c, chunk)
+            left = builder.sub(npr, first)
+            n = builder.select(builder.icmp_signed("<", left, chunk), left, chunk)
+            new = _tile_loop(builder, "lut_mk", v8, rows, vecs, n, lambda q, acc: step(builder.add(first, q), acc))
+            for r in range(rows):
+                for v in range(vecs):
+                    p = builder.gep(mid, [ir.Constant(_I64, r * vecs + v)])
+                    builder.store(builder.add(builder.load(p), builder.sext(new[r][v], v16)), p)
+            c_next = builder.add(c, ir.Constant(_I64, 1))
+            c.add_incoming(c_next, builder.block)
+            builder.cbranch(builder.icmp_signed("<", c_next, nchunks), outer, outer_done)
+            builder.position_at_end(outer_done)
+            undef = ir.Constant(v16, ir.Undefined)
             for r in range(rows):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
                 for v in range(vecs):
+                    total = builder.load(builder.gep(mid, [ir.Constant(_I64, r * vecs + v)]))
                     for part in range(vector_bytes // 8):
-                        eight = builder.shuffle_vector(new[r][v], undef,
+                        eight = builder.shuffle_vector(total, undef,
                                                        ir.Constant(_V8I32, list(range(8 * part, 8 * part + 8))))
-                        wide = builder.sext(builder.bitcast(eight, v8x8), _V8I32)
+                        wide = builder.sext(eight, _V8I32)
                         p = _vector_at(builder, optr, builder.add(row_off, ir.Constant(_I64, vector_bytes * v + 8 * part)),
                                        _V8I32)
                         old = builder.load(p, align=4)  # read only when accumulating

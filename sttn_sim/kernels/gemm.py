@@ -15,7 +15,8 @@ There are three arithmetics, each a family of register-tiled micro-kernels
 * ``lut`` -- table lookup on pairs of codes, for x86 CPUs without VNNI
   (:func:`._llvm.make_lut_microkernel`): a weight pair has 9 values, so the products
   with all 9 activation pairs fit one 16-byte table; ``vpshufb`` looks up one byte
-  (two multiply-adds) per column, ``vpaddb`` accumulates in bytes for up to 63 pairs.
+  (two multiply-adds) per column, ``vpaddb`` accumulates in bytes for up to 63 pairs,
+  then in int16 lanes for up to 256 such stages.
 
 Layouts (re-blocked from the row-major :class:`~.packing.PackedTernary` or from codes):
 

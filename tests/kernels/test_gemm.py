@@ -77,7 +77,8 @@ def test_gemm_extremes(k, ternary_kernel):
 
 def test_gemm_deep_k_beyond_one_int16_chunk(ternary_kernel):
     """K = 33000 > 4·8191: the vpmaddubsw kernels accumulate in int16 lanes and must
-    split K into chunks; all-equal rows reach the extreme sums ±K."""
+    split K into chunks, as the lut kernels' int16 stage (16500 pairs > LUT_DEPTH =
+    16128); all-equal rows reach the extreme sums ±K."""
     k = 33000
     a = np.ones((ternary_kernel.tile_m + 1, k), np.int8)
     a[1] = -1
