@@ -811,45 +811,39 @@ def _vector_at(builder, ptr, off, vty):
     return builder.bitcast(builder.gep(ptr, [off]), vty.as_pointer())
 
 
-@intrinsic
-def copy16(typingctx, dst, dst_off, src, src_off):
-    """``dst[dst_off + i] = src[src_off + i]`` for ``i < 16`` (int32, C-contiguous) as one
-    ``<16 x i32>`` load and store: the loop vectoriser leaves 16-trip loops scalar."""
-    if not (_check_array(dst, types.int32) and _check_array(src, types.int32)):
-        return None
-    sig = types.void(dst, dst_off, src, src_off)
+def _make_copy64(unit, vty, align, name, doc):
+    """An intrinsic ``(dst, dst_off, src, src_off)`` copying 64 bytes between int32
+    C-contiguous arrays as one ``vty`` load and store, offsets counted in ``unit``s."""
 
-    def codegen(context, builder, signature, args):
-        sa = signature.args
-        dptr = _data_ptr(context, builder, sa[0], args[0], _I32)
-        sptr = _data_ptr(context, builder, sa[2], args[2], _I32)
-        d_off, s_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3))
-        v = builder.load(_vector_at(builder, sptr, s_off, _V16I32), align=4)
-        builder.store(v, _vector_at(builder, dptr, d_off, _V16I32), align=4)
-        return context.get_dummy_value()
+    @intrinsic
+    def copy(typingctx, dst, dst_off, src, src_off):
+        if not (_check_array(dst, types.int32) and _check_array(src, types.int32)):
+            return None
+        sig = types.void(dst, dst_off, src, src_off)
 
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            sa = signature.args
+            dptr = _data_ptr(context, builder, sa[0], args[0], unit)
+            sptr = _data_ptr(context, builder, sa[2], args[2], unit)
+            d_off, s_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3))
+            v = builder.load(_vector_at(builder, sptr, s_off, vty), align=align)
+            builder.store(v, _vector_at(builder, dptr, d_off, vty), align=align)
+            return context.get_dummy_value()
+
+        return sig, codegen
+
+    copy.__name__, copy.__doc__ = name, doc
+    return copy
 
 
-@intrinsic
-def copy64_bytes(typingctx, dst, dst_off, src, src_off):
-    """The 64 bytes at byte offset ``src_off`` of ``src`` to byte offset ``dst_off`` of
-    ``dst`` (both int32 views of byte buffers, as the lut operands), as one unaligned
-    ``<64 x i8>`` load and store (two ymm on AVX2, four xmm or NEON registers elsewhere)."""
-    if not (_check_array(dst, types.int32) and _check_array(src, types.int32)):
-        return None
-    sig = types.void(dst, dst_off, src, src_off)
+copy16 = _make_copy64(_I32, _V16I32, 4, "copy16", """``dst[dst_off + i] = src[src_off + i]`` for ``i < 16``
+    (int32, C-contiguous) as one ``<16 x i32>`` load and store: the loop vectoriser leaves
+    16-trip loops scalar.""")
 
-    def codegen(context, builder, signature, args):
-        sa = signature.args
-        dptr = _data_ptr(context, builder, sa[0], args[0], _I8)
-        sptr = _data_ptr(context, builder, sa[2], args[2], _I8)
-        d_off, s_off = (_as_intp(context, builder, args[i], sa[i]) for i in (1, 3))
-        v = builder.load(_vector_at(builder, sptr, s_off, _V64I8), align=1)
-        builder.store(v, _vector_at(builder, dptr, d_off, _V64I8), align=1)
-        return context.get_dummy_value()
-
-    return sig, codegen
+copy64_bytes = _make_copy64(_I8, _V64I8, 1, "copy64_bytes", """The 64 bytes at byte offset ``src_off``
+    of ``src`` to byte offset ``dst_off`` of ``dst`` (both int32 views of byte buffers, as
+    the lut operands), as one unaligned ``<64 x i8>`` load and store (two ymm on AVX2, four
+    xmm or NEON registers elsewhere).""")
 
 
 @intrinsic

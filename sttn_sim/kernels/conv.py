@@ -192,33 +192,24 @@ def _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, s
 
 
 @numba.njit(inline="always")
-def _column_runs(nb, tile_n, ncols, p, ow, oh, hp, wc, wq, sh, run_j0, run_src):
-    """The runs of consecutive output pixels of one output row among the valid columns
-    of column block ``nb``: run ``r`` starts at column ``run_j0[r]``, and its first
-    pixel ``(img, oy, ox)`` reads, at tap (0, 0), the nibble row byte ``run_src[r]`` =
-    the offset of ``(img, oy·sh, word 0, pair 0, ox)`` in the layout of
-    :func:`_expand_nibble_rows`.  Returns the number of runs."""
-    n0 = nb * tile_n
-    nvalid = min(tile_n, ncols - n0)
-    img = n0 // p
-    pix = n0 - img * p
-    oy = pix // ow
-    ox = pix - oy * ow
-    j = 0
+def _column_runs(nvalid, coloff, colimg, m, p, ow, hp, wc, wq, sh, run_j0, run_src):
+    """The runs of consecutive output pixels of one output row among the ``nvalid``
+    valid columns of a block (``coloff``, ``colimg`` from :func:`_column_block`): run
+    ``r`` starts at column ``run_j0[r]``, and its first pixel ``(img, oy, ox)`` reads, at
+    tap (0, 0), the nibble row byte ``run_src[r]`` = the offset of
+    ``(img, oy·sh, word 0, pair 0, ox)`` in the layout of :func:`_expand_nibble_rows`.
+    A block's columns are consecutive pixels, so a run starts where ``ox == 0``.
+    Returns the number of runs."""
     nruns = 0
-    while j < nvalid:
-        length = min(ow - ox, nvalid - j)
-        run_j0[nruns] = j
-        run_src[nruns] = (img * hp + oy * sh) * wc * 32 * wq + ox
-        nruns += 1
-        j += length
-        ox += length
-        if ox == ow:
-            ox = 0
-            oy += 1
-            if oy == oh:
-                oy = 0
-                img += 1
+    for j in range(nvalid):
+        img = colimg[j]
+        pix = coloff[j] - img * m * p
+        oy = pix // ow
+        ox = pix - oy * ow
+        if j == 0 or ox == 0:
+            run_j0[nruns] = j
+            run_src[nruns] = (img * hp + oy * sh) * wc * 32 * wq + ox
+            nruns += 1
     return nruns
 
 
@@ -349,7 +340,7 @@ def _conv_kernel(family, kid, tile_m, tile_n, max_depth, apop, a8, corr, m, xpad
             if nb != built:
                 built = nb
                 nvalid = _column_block(nb, tile_n, ncols, p, ow, oh, m, hp, wp, wc, sh, sw, coloff, src0, colimg)
-                nruns = _column_runs(nb, tile_n, ncols, p, ow, oh, hp, wc, wq, sh, run_j0, run_src) if wq > 0 else 0
+                nruns = _column_runs(nvalid, coloff, colimg, m, p, ow, hp, wc, wq, sh, run_j0, run_src) if wq > 0 else 0
                 # im2col: tap (dy, dx), channel word c -> K word (dy*kw + dx)*wc + c
                 for dy in range(kh):
                     for dx in range(kw):
@@ -488,14 +479,14 @@ def ternary_conv2d(x, w, stride=1, padding=0, kernel=None, epilogue: AffineEpilo
     rows = -(-mb_count // mchunks) * k.tile_m
     panel_cols = max(1, PANEL_VALUES // (rows * k.tile_n)) * k.tile_n
     hp, wp = h + 2 * ph, wd + 2 * pw
-    wq, rows = 0, _NO_ROWS
+    wq, nibble_rows = 0, _NO_ROWS
     if uses_row_runs(k, sw, ow):
         wq = -(-wp // 8) * 8  # nibble rows, 8 pixels per expansion
-        rows = np.empty(nimg * hp * xp.words * 8 * wq + 16, np.int32)  # + 64 bytes read past the last row
+        nibble_rows = np.empty(nimg * hp * xp.words * 8 * wq + 16, np.int32)  # + 64 bytes read past the last row
     _conv_kernel(family, k.kid, k.tile_m, k.tile_n, k.max_depth, apop, a8, corr, m, planes.reshape(-1), nimg,
                  hp, wp, xp.words, cw.kh, cw.kw, sh, sw, oh, ow, mchunks, nchunks, panel_cols,
                  out.reshape(-1), epilogue is not None, scale, bias, residual, res_channels, slope, outf.reshape(-1),
-                 wq, rows)
+                 wq, nibble_rows)
     return result
 
 
