@@ -590,25 +590,15 @@ def make_lut_microkernel(rows: int, vecs: int, vector_bytes: int, available: boo
                 builder.store(ir.Constant(v16, None), builder.gep(mid, [ir.Constant(_I64, slot)]))
             chunk = ir.Constant(_I64, LUT_CHUNK)
             nchunks = builder.sdiv(builder.add(npr, ir.Constant(_I64, LUT_CHUNK - 1)), chunk)
-            pre = builder.block
-            outer = builder.append_basic_block("lut_mk.chunks")
-            outer_done = builder.append_basic_block("lut_mk.chunks_done")
-            builder.branch(outer)
-            builder.position_at_end(outer)
-            c = builder.phi(_I64, "chunk")
-            c.add_incoming(ir.Constant(_I64, 0), pre)
-            first = builder.mul(c, chunk)
-            left = builder.sub(npr, first)
-            n = builder.select(builder.icmp_signed("<", left, chunk), left, chunk)
-            new = _tile_loop(builder, "lut_mk", v8, rows, vecs, n, lambda q, acc: step(builder.add(first, q), acc))
-            for r in range(rows):
-                for v in range(vecs):
-                    p = builder.gep(mid, [ir.Constant(_I64, r * vecs + v)])
-                    builder.store(builder.add(builder.load(p), builder.sext(new[r][v], v16)), p)
-            c_next = builder.add(c, ir.Constant(_I64, 1))
-            c.add_incoming(c_next, builder.block)
-            builder.cbranch(builder.icmp_signed("<", c_next, nchunks), outer, outer_done)
-            builder.position_at_end(outer_done)
+            with cgutils.for_range(builder, nchunks) as chunk_loop:
+                first = builder.mul(chunk_loop.index, chunk)
+                left = builder.sub(npr, first)
+                n = builder.select(builder.icmp_signed("<", left, chunk), left, chunk)
+                new = _tile_loop(builder, "lut_mk", v8, rows, vecs, n, lambda q, acc: step(builder.add(first, q), acc))
+                for r in range(rows):
+                    for v in range(vecs):
+                        p = builder.gep(mid, [ir.Constant(_I64, r * vecs + v)])
+                        builder.store(builder.add(builder.load(p), builder.sext(new[r][v], v16)), p)
             undef = ir.Constant(v16, ir.Undefined)
             for r in range(rows):
                 row_off = builder.add(o_off, builder.mul(ir.Constant(_I64, r), ldo_v))
