@@ -60,20 +60,23 @@ def aligned_zeros(shape, dtype, align: int = 64) -> np.ndarray:
 # thresholds
 
 
+_NO_CODES = np.zeros((1, 1, 1, 1), np.int8)  # threshold_pack without codes: the kernel never writes it
+
 #: pixels per task of :func:`_threshold_pack_kernel` (its two word buffers, 2·8·256 bytes, stay in L1)
 PACK_CHUNK = 256
 
 
 @numba.njit(cache=True, parallel=True, nogil=True)
 def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_codes):
-    # One task per chunk of PACK_CHUNK pixels of one image's H·W plane (the pixels of a
-    # channel are contiguous in NCHW, so the small 14×14 and 7×7 planes still give long
-    # vector loops).  For each 64-channel word, the bits of all the chunk's pixels are
-    # built together: channel by channel, a contiguous vector loop over the pixels ORs
-    # one bit into each pixel's word; the finished words are then stored.  The words
-    # are built as 32-bit halves (m[h, i], sg[h, i] hold bits 32h..32h+31), so the loop
-    # runs as many lanes as the float32 (or int32) input: a 64-bit word array would
-    # halve the vector width.  The per-channel thresholds are loop-invariant scalars.
+    # One task per 64-channel word of a chunk of PACK_CHUNK pixels of one image's H·W
+    # plane (the pixels of a channel are contiguous in NCHW, so the small 14×14 and 7×7
+    # planes still give long vector loops, and their several words give every thread a
+    # task at batch 1).  The bits of all the chunk's pixels are built together: channel
+    # by channel, a contiguous vector loop over the pixels ORs one bit into each pixel's
+    # word; the finished words are then stored.  The words are built as 32-bit halves
+    # (m[h, i], sg[h, i] hold bits 32h..32h+31), so the loop runs as many lanes as the
+    # float32 (or int32) input: a 64-bit word array would halve the vector width.  The
+    # per-channel thresholds are loop-invariant scalars.
     n_img, c_count, height, width = x.shape
     hw = height * width
     n_words = planes.shape[4]
@@ -81,45 +84,45 @@ def _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, write_
     pf = planes.reshape(2, n_img, hw, n_words)
     cf = codes.reshape(codes.shape[0], codes.shape[1], -1)
     n_chunks = (hw + PACK_CHUNK - 1) // PACK_CHUNK
-    for task in numba.prange(n_img * n_chunks):
-        n = task // n_chunks
-        p0 = (task - n * n_chunks) * PACK_CHUNK
+    for task in numba.prange(n_img * n_chunks * n_words):
+        n = task // (n_chunks * n_words)
+        rest = task - n * n_chunks * n_words
+        chunk = rest // n_words
+        k = rest - chunk * n_words
+        p0 = chunk * PACK_CHUNK
         size = min(PACK_CHUNK, hw - p0)
-        m = np.empty((2, size), np.uint32)
-        sg = np.empty((2, size), np.uint32)
+        m = np.zeros((2, size), np.uint32)
+        sg = np.zeros((2, size), np.uint32)
         none = np.uint32(0)
-        for k in range(n_words):
-            m[:, :] = 0
-            sg[:, :] = 0
-            for c in range(k * 64, min(c_count, (k + 1) * 64)):
-                d = direction[c]
-                half = (c - k * 64) >> 5
-                bit = np.uint32(1 << ((c - k * 64) & 31))
-                if d == 0:
-                    pos = constant[c] > 0
-                    neg = constant[c] < 0
-                    for i in range(size):
-                        m[half, i] = m[half, i] | (bit if pos | neg else none)
-                        sg[half, i] = sg[half, i] | (bit if neg else none)
-                        if write_codes:
-                            cf[n, c, p0 + i] = constant[c]
-                    continue
-                hc = hi[c]
-                lc = lo[c]
-                src = xf[n, c, p0:p0 + size]
-                for i in range(size):  # branch-free: the vectoriser's loop
+        for c in range(k * 64, min(c_count, (k + 1) * 64)):
+            d = direction[c]
+            half = (c - k * 64) >> 5
+            bit = np.uint32(1 << ((c - k * 64) & 31))
+            if d == 0:
+                pos = constant[c] > 0
+                neg = constant[c] < 0
+                for i in range(size):
+                    m[half, i] = m[half, i] | (bit if pos | neg else none)
+                    sg[half, i] = sg[half, i] | (bit if neg else none)
+                    if write_codes:
+                        cf[n, c, p0 + i] = constant[c]
+                continue
+            hc = hi[c]
+            lc = lo[c]
+            src = xf[n, c, p0:p0 + size]
+            for i in range(size):  # branch-free: the vectoriser's loop
+                z = src[i] * d
+                p = z >= hc
+                q = z < lc
+                m[half, i] = m[half, i] | (bit if p | q else none)
+                sg[half, i] = sg[half, i] | (bit if q else none)
+            if write_codes:
+                for i in range(size):
                     z = src[i] * d
-                    p = z >= hc
-                    q = z < lc
-                    m[half, i] = m[half, i] | (bit if p | q else none)
-                    sg[half, i] = sg[half, i] | (bit if q else none)
-                if write_codes:
-                    for i in range(size):
-                        z = src[i] * d
-                        cf[n, c, p0 + i] = np.int8(z >= hc) - np.int8(z < lc)
-            for i in range(size):
-                pf[0, n, p0 + i, k] = np.uint64(m[0, i]) | (np.uint64(m[1, i]) << np.uint64(32))
-                pf[1, n, p0 + i, k] = np.uint64(sg[0, i]) | (np.uint64(sg[1, i]) << np.uint64(32))
+                    cf[n, c, p0 + i] = np.int8(z >= hc) - np.int8(z < lc)
+        for i in range(size):
+            pf[0, n, p0 + i, k] = np.uint64(m[0, i]) | (np.uint64(m[1, i]) << np.uint64(32))
+            pf[1, n, p0 + i, k] = np.uint64(sg[0, i]) | (np.uint64(sg[1, i]) << np.uint64(32))
 
 
 def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bool = False):
@@ -131,7 +134,7 @@ def threshold_pack(x: np.ndarray, direction, lo, hi, constant, *, with_codes: bo
     ``(packed, codes)`` is returned (for recorders)."""
     n, c, h, w = x.shape
     planes = np.empty((2, n, h, w, words_for(c)), np.uint64)
-    codes = np.empty((n, c, h, w) if with_codes else (1, 1, 1, 1), np.int8)
+    codes = np.empty((n, c, h, w), np.int8) if with_codes else _NO_CODES
     _threshold_pack_kernel(x, direction, lo, hi, constant, planes, codes, with_codes)
     packed = PackedTernary(planes, c)
     return (packed, codes) if with_codes else packed
@@ -674,20 +677,20 @@ def _direct_conv_pool_kernel(sid, vecs, lanes, chans, xd, taps, w_t, bias, slope
 def _column_phase_kernel(x, padding, stride, out):
     n_img, c_in, h, w = x.shape
     hp, wj = out.shape[3], out.shape[4]
-    for task in numba.prange(n_img * c_in):
-        n = task // c_in
-        c = task - n * c_in
-        for p in range(stride):
-            for y in range(hp):
-                row = out[n, c, p, y]
-                iy = y - padding
-                if iy < 0 or iy >= h:
-                    row[:] = 0
-                    continue
-                src = x[n, c, iy]
-                for j in range(wj):
-                    ix = j * stride + p - padding
-                    row[j] = src[ix] if 0 <= ix < w else np.float32(0)
+    for task in numba.prange(n_img * c_in * stride):  # (image, channel, phase): 6 tasks for one RGB image
+        n = task // (c_in * stride)
+        c = task // stride - n * c_in
+        p = task - (n * c_in + c) * stride
+        for y in range(hp):
+            row = out[n, c, p, y]
+            iy = y - padding
+            if iy < 0 or iy >= h:
+                row[:] = 0
+                continue
+            src = x[n, c, iy]
+            for j in range(wj):
+                ix = j * stride + p - padding
+                row[j] = src[ix] if 0 <= ix < w else np.float32(0)
 
 
 def column_phases(x: np.ndarray, padding: int, stride: int, width: int) -> np.ndarray:
