@@ -5,9 +5,17 @@ For each competitor -- ``busy`` (a plain Python busy loop, one thread) and ``pyt
 -- and each engine thread setting (``auto``, all usable CPUs, 1), the engine (in its
 own process, :class:`~sttn_sim.bench.peers.PeerProcess`) is timed idle, then while the
 competitor runs.  Columns: ``competitor``, ``threads``, ``idle_images_per_s``,
-``contended_images_per_s`` (medians), ``ratio`` (contended / idle of that setting) and
+``contended_images_per_s`` (medians), ``ratio`` (contended / idle of that setting),
 ``ratio_to_best_idle`` (contended / the best idle throughput of any setting: the
-issue's target is >= 0.4, the fair share on 2 cores being 0.5).
+issue's target is >= 0.4, the fair share on 2 cores being 0.5), and ``idle_runs``,
+``contended_runs`` (the runs each median is over).
+
+Each measurement lasts at least :data:`IDLE_SECONDS` / :data:`CONTENDED_SECONDS` of
+runs, not a count of runs: a PyTorch competitor's use of the cores changes over
+seconds (on a 2-vCPU Zen 4 guest an engine thread ran 16-17 ms per image for some
+stretches and 8 ms in others), and the thread chooser of ``threads="auto"`` needs runs
+to adapt, so 10 or 20 runs of a few milliseconds sampled one stretch (measured
+0.26 and 0.56 for the same setting in two runs).
 """
 
 from __future__ import annotations
@@ -30,6 +38,11 @@ COMPETITORS = {
 }
 
 
+#: least time of engine runs per idle measurement, and per measurement against a competitor
+IDLE_SECONDS = 2.0
+CONTENDED_SECONDS = 5.0
+
+
 def _start(competitor: str, seconds: float, size: int) -> subprocess.Popen:
     code = COMPETITORS[competitor].format(seconds=seconds, size=size)
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL)
@@ -38,30 +51,35 @@ def _start(competitor: str, seconds: float, size: int) -> subprocess.Popen:
 
 
 def benchmark_contention(repeats: int = 20, batch: int = 1, competitors=None, *, width: float = 1.0,
-                         input_size: int = 224, num_classes: int = 1000, env: dict | None = None) -> pd.DataFrame:
-    """Engine throughput idle and against each competitor (see the module docstring)."""
+                         input_size: int = 224, num_classes: int = 1000, env: dict | None = None,
+                         idle_seconds: float = IDLE_SECONDS, contended_seconds: float = CONTENDED_SECONDS) \
+        -> pd.DataFrame:
+    """Engine throughput idle and against each competitor (see the module docstring):
+    each median over at least ``repeats`` runs and ``idle_seconds`` / ``contended_seconds``."""
     competitors = list(competitors or [c for c in COMPETITORS if c == "busy" or "pytorch_fp32" in available_peers()])
     settings = ["auto", usable_cpus(), 1] if usable_cpus() > 1 else ["auto", 1]
     spec = {"width": width, "input_size": input_size, "num_classes": num_classes}
     rows = []
     for threads in settings:
         with PeerProcess("engine", {**spec, "threads": threads}, env) as engine:
-            idle = engine.measure(batch, repeats, warmup=3, settle=0.5)["times"]
+            idle = engine.measure(batch, repeats, warmup=3, settle=0.5, seconds=idle_seconds)["times"]
             for competitor in competitors:
                 proc = _start(competitor, 600.0, input_size)
                 try:
-                    busy = engine.measure(batch, repeats, warmup=3)["times"]
+                    busy = engine.measure(batch, repeats, warmup=3, seconds=contended_seconds)["times"]
                 finally:
                     proc.kill()
                     proc.wait()
                 time.sleep(1.0)
                 rows.append({"competitor": competitor, "threads": str(threads),
                              "idle_images_per_s": batch / float(np.median(idle)),
-                             "contended_images_per_s": batch / float(np.median(busy))})
+                             "contended_images_per_s": batch / float(np.median(busy)),
+                             "idle_runs": len(idle), "contended_runs": len(busy)})
     df = pd.DataFrame(rows)
     df["ratio"] = df["contended_images_per_s"] / df["idle_images_per_s"]
     df["ratio_to_best_idle"] = df["contended_images_per_s"] / df["idle_images_per_s"].max()
-    return df
+    return df[["competitor", "threads", "idle_images_per_s", "contended_images_per_s", "ratio", "ratio_to_best_idle",
+               "idle_runs", "contended_runs"]]
 
 
-__all__ = ["COMPETITORS", "benchmark_contention"]
+__all__ = ["COMPETITORS", "IDLE_SECONDS", "CONTENDED_SECONDS", "benchmark_contention"]

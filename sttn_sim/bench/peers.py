@@ -86,7 +86,9 @@ def _runner(name: str, spec: dict, x: np.ndarray):
 
 def worker_main(argv: list[str]) -> int:
     """The worker process of runtime ``argv[0]`` (spec ``argv[1]``, JSON): answer timing requests
-    ``{"batch", "repeats", "warmup", "settle"}`` with ``{"times", "top1", "kernels"}``."""
+    ``{"batch", "repeats", "warmup", "settle", "seconds"}`` (see
+    :func:`~.timing.timed_calls`; ``seconds`` is the least total timed) with
+    ``{"times", "top1", "kernels"}``."""
     from .timing import timed_calls  # noqa: PLC0415
     from .workload import resnet18_workload  # noqa: PLC0415
 
@@ -106,7 +108,7 @@ def worker_main(argv: list[str]) -> int:
             runners[batch] = _runner(name, spec, x)
         run, kernels = runners[batch]
         times = timed_calls(lambda: run(x), int(request["repeats"]), int(request.get("warmup", 1)),
-                            float(request.get("settle", 0.0)))
+                            float(request.get("settle", 0.0)), min_seconds=float(request.get("seconds", 0.0)))
         top1 = np.asarray(run(x)).argmax(axis=1).tolist()
         protocol.write(json.dumps({"times": times, "top1": top1, "kernels": kernels}) + "\n")
         protocol.flush()
@@ -119,7 +121,8 @@ def worker_main(argv: list[str]) -> int:
 
 class PeerProcess:
     """One runtime in its own process (a context manager): :meth:`measure` times
-    ``repeats`` calls on a batch and returns ``{"times": [s, ...], "top1": [...]}``."""
+    ``repeats`` calls on a batch (and more until ``seconds`` have been timed) and returns
+    ``{"times": [s, ...], "top1": [...]}``."""
 
     def __init__(self, name: str, spec: dict, env: dict | None = None, timeout: float = 900.0):
         self.name = name
@@ -139,9 +142,9 @@ class PeerProcess:
             raise RuntimeError(f"benchmark worker {self.name!r} exited with code {code} (see its stderr above)")
         return json.loads(line)
 
-    def measure(self, batch: int, repeats: int, warmup: int = 1, settle: float = 0.0) -> dict:
+    def measure(self, batch: int, repeats: int, warmup: int = 1, settle: float = 0.0, seconds: float = 0.0) -> dict:
         self.process.stdin.write(json.dumps({"batch": batch, "repeats": repeats, "warmup": warmup,
-                                             "settle": settle}) + "\n")
+                                             "settle": settle, "seconds": seconds}) + "\n")
         self.process.stdin.flush()
         return self._read()
 

@@ -2,7 +2,8 @@
 what the machine was doing (threads, BLAS, OpenBLAS environment, load).
 
 * :func:`timed_calls` / :func:`median_time` — ``repeats`` timed calls of one function
-  after an idle pause (``settle``) and ``warmup`` calls; the median is reported.
+  (or more, for a minimum time) after an idle pause (``settle``) and ``warmup`` calls;
+  the median is reported.
 * :func:`interleaved_medians` — several functions timed in alternating blocks
   (``rounds`` blocks of ``ceil(repeats / rounds)`` calls each), so that a drift of the
   host's load hits all of them alike; the median of each function's calls.
@@ -37,9 +38,10 @@ OPENBLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 
 
 def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 0, settle: float = 0.0,
-                warmup_seconds: float = 0.0) -> list[float]:
+                warmup_seconds: float = 0.0, min_seconds: float = 0.0) -> list[float]:
     """Sleep ``settle`` seconds, call ``fn`` ``warmup`` times and for at least
-    ``warmup_seconds``, then time ``repeats`` calls (seconds each, ``time.perf_counter``).
+    ``warmup_seconds``, then time ``repeats`` calls, and more until they add up to
+    ``min_seconds`` (seconds each, ``time.perf_counter``).
 
     ``warmup_seconds`` is for sub-millisecond calls: after the pause a parallel kernel
     needs a few milliseconds of calls before it runs at its speed again (sleeping
@@ -53,7 +55,7 @@ def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 0, settle:
         fn()
         calls += 1
     times = []
-    for _ in range(repeats):
+    while len(times) < repeats or sum(times) < min_seconds:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)

@@ -37,6 +37,17 @@ def test_timed_calls_warms_up_for_at_least_warmup_seconds(monkeypatch):
     assert clock[0] == 7 * 0.25  # the count wins when it is longer
 
 
+def test_timed_calls_times_at_least_min_seconds(monkeypatch):
+    clock = [0.0]
+
+    def call():  # each call takes 0.25 s of a fake clock
+        clock[0] += 0.25
+
+    monkeypatch.setattr("sttn_sim.bench.timing.time.perf_counter", lambda: clock[0])
+    assert len(timed_calls(call, repeats=2, min_seconds=1.6)) == 7  # 7 x 0.25 s is the first total >= 1.6 s
+    assert len(timed_calls(call, repeats=9, min_seconds=1.0)) == 9  # the count wins when it is longer
+
+
 def test_median_time_is_the_median_of_the_timed_calls(monkeypatch):
     monkeypatch.setattr("sttn_sim.bench.timing.timed_calls", lambda fn, repeats, warmup, settle: [3.0, 1.0, 2.0])
     assert median_time(lambda: None, 3) == 2.0
