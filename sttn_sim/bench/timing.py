@@ -55,10 +55,12 @@ def timed_calls(fn: Callable[[], object], repeats: int, warmup: int = 0, settle:
         fn()
         calls += 1
     times = []
-    while len(times) < repeats or sum(times) < min_seconds:
+    total = 0.0
+    while len(times) < repeats or total < min_seconds:
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
+        total += times[-1]
     return times
 
 

@@ -16,8 +16,9 @@ zmm 295 GMAC/s, vpdpbusd zmm 191-205, vpdpbusd ymm 102-115; compiled for
 skylake-avx512: lut zmm 144 against vpmaddubsw zmm 117; compiled for haswell: lut ymm
 123 against vpmaddubsw ymm 94 -- numbers of the micro-kernels in a loop, not of whole
 layers.  Natively on AMD Zen 4, whole GEMMs on two threads: popcount zmm 746-904
-GMAC/s, every lut and vpdpbusd kernel 254-380.  The lut kernels replaced vpmaddubsw on the classes without VNNI: the whole
-ResNet-18 engine ran 0.81-0.88x the time of the vpmaddubsw build on both stand-ins.
+GMAC/s, every lut and vpdpbusd kernel 254-380.  The lut kernels replaced vpmaddubsw on
+the classes without VNNI: the whole ResNet-18 engine ran 0.81-0.88x the time of the
+vpmaddubsw build on both stand-ins.
 The vpmaddubsw kernels stay in :data:`~.gemm.TERNARY_KERNELS`, tested, selectable by
 name.)
 

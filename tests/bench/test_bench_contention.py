@@ -10,10 +10,11 @@ from sttn_sim.bench.contention import benchmark_contention
 def test_contention_table():
     df = benchmark_contention(repeats=3, competitors=["busy"], width=0.125, input_size=32, num_classes=10,
                               idle_seconds=0.2, contended_seconds=0.3)
-    assert list(df.columns) == ["competitor", "threads", "idle_images_per_s", "contended_images_per_s", "ratio",
-                                "ratio_to_best_idle", "idle_runs", "contended_runs"]
-    # a 32x32 run takes well under a millisecond, so the minimum times, not the counts, set the runs
-    assert (df["idle_runs"] > 3).all() and (df["contended_runs"] > 3).all()
+    assert list(df.columns) == ["competitor", "threads", "idle_images_per_s", "contended_images_per_s", "idle_runs",
+                                "contended_runs", "ratio", "ratio_to_best_idle"]
+    # at least the requested runs (how many more the minimum times add is machine-dependent;
+    # test_timed_calls_times_at_least_min_seconds checks the rule on a fake clock)
+    assert (df["idle_runs"] >= 3).all() and (df["contended_runs"] >= 3).all()
     assert set(df["competitor"]) == {"busy"} and "auto" in set(df["threads"]) and "1" in set(df["threads"])
     assert np.isfinite(df[["idle_images_per_s", "contended_images_per_s"]].to_numpy()).all()
     assert (df["ratio"] == df["contended_images_per_s"] / df["idle_images_per_s"]).all()
