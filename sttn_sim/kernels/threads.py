@@ -9,11 +9,15 @@
   and the OS deschedules one of the engine's threads, each of the dozens of short
   regions per image stalls for a scheduler slice (measured on a 2-core machine against
   a PyTorch loop: 20x slower with 2 threads, 1.5x slower with 1).  The chooser times
-  each run; when :data:`SLOW_RUNS` runs in a row at the current count are much slower
-  than the best seen at that count (one slow run is noise on a shared VM), it tries the
-  other count and keeps whichever is faster, probing the
-  larger count again now and then (less and less often while the probes lose) so that
-  an idle machine gets all its cores back.
+  each run; when :data:`SLOW_RUNS` runs in a row at all threads are much slower than
+  the best seen there (one slow run is noise on a shared VM), it drops to one thread.
+  It goes back only on a probe of all threads (now and then, less and less often while
+  the probes lose) that looks idle: within :data:`SLOWDOWN` of the best at all threads,
+  or :data:`SLOWDOWN` times faster than the recent mean at one thread.  A probe that is
+  merely faster than the one-thread runs does not count: under contention two threads
+  have a fast median and a long tail (a 2-vCPU Zen 4 guest against a PyTorch loop:
+  median 8.8 ms, mean 32 ms, runs up to 280 ms; one thread: median 8.0, mean 11), so
+  a chooser that compared single runs went back and forth and lost the tail each time.
 """
 
 from __future__ import annotations
@@ -36,6 +40,8 @@ SLOW_RUNS = 2
 #: loses doubles the interval (a contended probe can cost 20 runs' time), up to MAX_PROBE_EVERY
 PROBE_EVERY = 8
 MAX_PROBE_EVERY = 512
+#: weight of the newest run in the mean of the one-thread runs
+MEAN_WEIGHT = 0.2
 
 
 class ThreadCountError(SttnError, ValueError):
@@ -79,14 +85,19 @@ def thread_count(requested: int | None = None) -> int:
 
 
 class ThreadChooser:
-    """Thread count per run (see the module docstring), per input shape."""
+    """Thread count per run (see the module docstring), per input shape.
+
+    Per shape it keeps the current count ``n``, the best time at each count (which
+    rises 1 % per run at that count, so that a faster period long ago does not hold
+    forever) and the mean of recent one-thread runs (exponential, weight
+    :data:`MEAN_WEIGHT` on the newest, so that the tail counts)."""
 
     def __init__(self, most: int):
         self.most = max(1, most)
         self._state: dict = {}
 
     def _entry(self, key):
-        return self._state.setdefault(key, {"n": self.most, "best": {}, "last": {}, "wait": 0,
+        return self._state.setdefault(key, {"n": self.most, "best": {}, "mean_one": None, "wait": 0,
                                             "every": PROBE_EVERY, "slow": 0})
 
     def choose(self, key) -> int:
@@ -99,30 +110,34 @@ class ThreadChooser:
         return entry["n"]
 
     def record(self, key, threads: int, seconds: float) -> None:
-        entry = self._entry(key)
-        best, last = entry["best"], entry["last"]
         if self.most == 1:
             return
-        previous = best.get(threads)
-        best[threads] = seconds if previous is None else min(previous, seconds)
-        if threads == entry["n"] and seconds > SLOWDOWN * best[threads]:
-            entry["slow"] += 1
-            # contended at this count: switch when the other count has done better lately
-            other = 1 if threads == self.most else self.most
-            if entry["slow"] >= SLOW_RUNS and (other not in last or last[other] < seconds):
-                entry["n"] = other
-                entry["wait"], entry["every"], entry["slow"] = 0, PROBE_EVERY, 0
-        elif threads == entry["n"]:
-            entry["slow"] = 0
-        else:  # a probe of the larger count
-            if seconds < last.get(entry["n"], float("inf")):
-                entry["n"] = threads  # faster than the current count now: back to it
+        entry = self._entry(key)
+        best = entry["best"]
+        idle_best = best.get(self.most)
+        best[threads] = seconds if threads not in best else min(1.01 * best[threads], seconds)
+        if threads == 1:
+            mean = entry["mean_one"]
+            entry["mean_one"] = seconds if mean is None else mean + MEAN_WEIGHT * (seconds - mean)
+        if threads != self.most:
+            return
+        mean_one = entry["mean_one"]
+        if entry["n"] == self.most:  # running at all threads: contended?
+            if idle_best is not None and seconds > SLOWDOWN * idle_best:
+                entry["slow"] += 1
+                # drop unless one thread has lately been slower still
+                if entry["slow"] >= SLOW_RUNS and (mean_one is None or mean_one < seconds):
+                    entry["n"] = 1
+                    entry["wait"], entry["every"], entry["slow"] = 0, PROBE_EVERY, 0
+            else:
+                entry["slow"] = 0
+        else:  # a probe: back to all threads only if the machine looks idle again
+            looks_idle = (idle_best is not None and seconds <= SLOWDOWN * idle_best) or \
+                (mean_one is not None and SLOWDOWN * seconds <= mean_one)
+            if looks_idle:
+                entry["n"], entry["slow"] = self.most, 0
             else:
                 entry["every"] = min(2 * entry["every"], MAX_PROBE_EVERY)
-        last[threads] = seconds
-        # forget old bests slowly, so that a faster period long ago does not hold forever
-        for n in best:
-            best[n] *= 1.01
 
 
-__all__ = ["SLOWDOWN", "SLOW_RUNS", "PROBE_EVERY", "MAX_PROBE_EVERY", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]
+__all__ = ["SLOWDOWN", "SLOW_RUNS", "PROBE_EVERY", "MAX_PROBE_EVERY", "MEAN_WEIGHT", "ThreadCountError", "usable_cpus", "thread_count", "ThreadChooser"]
