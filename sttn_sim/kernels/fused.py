@@ -443,6 +443,33 @@ def maxpool2d_reference(x, kernel, stride, padding) -> np.ndarray:
     return sliding_window_view(xp, (kernel, kernel), axis=(2, 3))[:, :, ::stride, ::stride].max(axis=(4, 5))
 
 
+@numba.njit(cache=True, parallel=True, nogil=True, fastmath={"reassoc"})
+def _global_avgpool_kernel(x, out):
+    n_img, c_count, hw = x.shape
+    for t in numba.prange(n_img * c_count):
+        n = t // c_count
+        c = t - n * c_count
+        total = np.float32(0)
+        for i in range(hw):  # reassociated: a vector of partial sums
+            total += x[n, c, i]
+        out[n, c] = total / np.float32(hw)
+
+
+def global_avgpool(x: np.ndarray) -> np.ndarray:
+    """float32 mean of each channel plane of NCHW x, ``[N, C, 1, 1]``: ``(Σ_hw x) / (H·W)``,
+    the sum in float32 in any order (numpy's ``mean`` took 17 µs at batch 1 on ResNet-18's
+    7×7×512, 111 µs at batch 8: its multi-axis reduction)."""
+    n, c, h, w = x.shape
+    out = np.empty((n, c, 1, 1), np.float32)
+    _global_avgpool_kernel(np.ascontiguousarray(x, np.float32).reshape(n, c, h * w), out.reshape(n, c))
+    return out
+
+
+def global_avgpool_reference(x) -> np.ndarray:
+    """Pure numpy: the float64 mean of each channel plane, rounded to float32."""
+    return np.asarray(x, np.float64).mean(axis=(2, 3), keepdims=True).astype(np.float32)
+
+
 # --------------------------------------------------------------------------------------
 # float convolution output: bias + PReLU + NHWC→NCHW transpose in one pass
 

@@ -13,6 +13,7 @@ from ..errors import ShapeError
 from ..kernels.fused import (
     bias_prelu_to_nchw,
     direct_conv2d,
+    global_avgpool,
     im2col_f32,
     linear_f32,
     maxpool2d as maxpool2d_f32,
@@ -374,7 +375,7 @@ class AvgPool(LayerKind):
         def op(x):
             x = f32(x)
             if k == x.shape[2] == x.shape[3] and s == k:  # global pooling
-                return x.mean(axis=(2, 3), dtype=np.float32, keepdims=True)
+                return global_avgpool(x)
             return sliding_window_view(x, (k, k), axis=(2, 3))[:, :, ::s, ::s].mean(axis=(4, 5), dtype=np.float32)
         return op
 

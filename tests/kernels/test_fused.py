@@ -14,6 +14,8 @@ from sttn_sim.kernels.fused import (
     bias_prelu_to_nchw,
     bias_prelu_to_nchw_reference,
     float32_thresholds,
+    global_avgpool,
+    global_avgpool_reference,
     int32_thresholds,
     maxpool2d,
     maxpool2d_reference,
@@ -133,6 +135,26 @@ def test_asymmetric_epilogue_matches_reference_and_float64(c, res_c, slope, ndim
 def test_asymmetric_epilogue_refuses_mismatched_partial_sums():
     with pytest.raises(Exception, match="acc_neg"):
         asymmetric_epilogue(np.zeros((2, 3), np.int32), np.zeros((2, 4), np.int32), *(np.ones(3, np.float32),) * 3)
+
+
+@pytest.mark.parametrize("n, c, hw", [(1, 512, (7, 7)), (8, 3, (7, 7)), (2, 65, (1, 1)), (3, 5, (4, 34)), (1, 2, (56, 56))])
+def test_global_avgpool_matches_float64_mean(n, c, hw):
+    """Within float32 summation error of the float64 mean: a sum of S float32 terms in any
+    order is off by at most (S - 1)·2^-24·Σ|x|, the division adds 2^-24 relative."""
+    rng = np.random.default_rng(c)
+    x = rng.normal(0.3, 2.0, (n, c) + hw).astype(np.float32)
+    got = global_avgpool(x)
+    ref = global_avgpool_reference(x)
+    assert got.shape == ref.shape == (n, c, 1, 1) and got.dtype == np.float32
+    s = hw[0] * hw[1]
+    bound = (s + 1) * 2.0**-24 * np.abs(x.astype(np.float64)).mean(axis=(2, 3), keepdims=True) + 2.0**-23 * np.abs(ref)
+    assert np.all(np.abs(got.astype(np.float64) - ref) <= bound)
+
+
+def test_global_avgpool_is_exact_on_small_integers_over_a_power_of_two():
+    # every partial sum is an integer below 2^24 and the division by 64 is exact
+    x = np.random.default_rng(1).integers(-1000, 1000, (2, 70, 8, 8)).astype(np.float32)
+    assert np.array_equal(global_avgpool(x), global_avgpool_reference(x))
 
 
 @pytest.mark.parametrize("kernel, stride, padding", [(3, 2, 1), (3, 2, 0), (2, 2, 0), (2, 2, 1), (3, 1, 1), (1, 1, 0),
