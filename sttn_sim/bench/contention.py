@@ -14,8 +14,8 @@ target is >= 0.4, the fair share on 2 cores being 0.5).
 Throughput is the total, not the median run: against a competitor the run times have a
 long tail (on a 2-vCPU Zen 4 guest against the PyTorch loop, two engine threads ran a
 median 8.8 ms per image but a mean 32 ms, with runs of 80-280 ms when a thread was
-descheduled), and a median, which ignores the tail, reported 0.48 of the idle
-throughput where the images per second were 0.14.
+descheduled).  A median ignores the tail: two fixed threads measured 0.40-0.51 of the
+best idle throughput as medians, and 0.14-0.36 as images over the total time.
 
 Each measurement lasts at least :data:`IDLE_SECONDS` / :data:`CONTENDED_SECONDS` of
 runs, not a count of runs: a PyTorch competitor's use of the cores changes over
@@ -68,7 +68,7 @@ def benchmark_contention(repeats: int = 20, batch: int = 1, competitors=None, *,
                          idle_seconds: float = IDLE_SECONDS, contended_seconds: float = CONTENDED_SECONDS) \
         -> pd.DataFrame:
     """Engine throughput idle and against each competitor (see the module docstring):
-    each median over at least ``repeats`` runs and ``idle_seconds`` / ``contended_seconds``."""
+    each throughput over at least ``repeats`` runs and ``idle_seconds`` / ``contended_seconds``."""
     competitors = list(competitors or [c for c in COMPETITORS if c == "busy" or "pytorch_fp32" in available_peers()])
     settings = ["auto", usable_cpus(), 1] if usable_cpus() > 1 else ["auto", 1]
     spec = {"width": width, "input_size": input_size, "num_classes": num_classes}
